@@ -1,0 +1,17 @@
+"""User-facing errors: each renders as one line that says what is wrong, where, and what to do."""
+
+
+class PruneyoloError(Exception):
+    """An error the CLI prints as one line (no traceback) before exiting with status 2."""
+
+
+class CfgError(PruneyoloError):
+    """A Darknet cfg that cannot be read, located by file and line."""
+
+    def __init__(self, path: str, line: int, message: str):
+        self.path, self.line, self.message = str(path), line, message
+        super().__init__(f"{self.path}:{line}: {message}")
+
+
+class WeightsError(PruneyoloError):
+    """A Darknet .weights file that does not fit its cfg, located by byte offset."""
