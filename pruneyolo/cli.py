@@ -59,3 +59,7 @@ def inspect(cfg, size, dialect, as_json):
     """Parse CFG and print its layers, shapes, parameters and BFLOPs."""
     graph = load_graph(cfg, size, dialect)
     click.echo(json.dumps(summary_data(graph), indent=1) if as_json else format_summary(graph))
+
+from .synth_cli import synth
+
+main.add_command(synth)
