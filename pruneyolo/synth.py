@@ -1,4 +1,4 @@
-"""A deterministic synthetic detection task: five shape classes on cluttered scenes, as a dataset or as cameras.
+"""A deterministic synthetic detection task: five shape classes in cluttered scenes, as dataset or cameras.
 
 Boxes everywhere are pixel edges `(x1, y1, x2, y2)`: x1 is the first covered column, x2 one past the last.
 Dataset labels: YOLO txt uses class indexes 0..K-1; COCO json uses `category_id = class index + 1` and
@@ -34,7 +34,7 @@ LETTERS = "abcdefghkmnrsuvwyz"  # no o, t, x: they resemble target shapes
 
 @dataclass(frozen=True)
 class Placed:
-    """One painted region in image coordinates: its class (-1 for clutter), covered pixels and their colours."""
+    """One painted region in image coordinates: class (-1 for clutter), covered pixels and their colours."""
 
     cls: int
     x0: int
@@ -59,7 +59,7 @@ def ramp(height: int, width: int, angle: float) -> np.ndarray:
     return (along - along.min()) / max(float(np.ptp(along)), 1.0)
 
 
-def smooth_noise(rng: np.random.Generator, height: int, width: int, cells: int, channels: int = 1) -> np.ndarray:
+def smooth_noise(rng: np.random.Generator, height: int, width: int, cells: int, channels: int = 1):
     """Float32 [h, w, channels] in about -1..1, varying over roughly `cells` cells across the image."""
     grid = rng.uniform(-1, 1, (cells + 1, cells + 1, channels)).astype(np.float32)
     return cv2.resize(grid, (width, height), interpolation=cv2.INTER_CUBIC).reshape(height, width, channels)
@@ -166,7 +166,7 @@ def crop_to_image(x0: int, y0: int, layer: np.ndarray, width: int, height: int):
     return x0 + left, y0 + top, layer[top:max(top, bottom), left:max(left, right)]
 
 
-def place(cls: int, mask: np.ndarray, pixels: np.ndarray, x0: int, y0: int, width: int, height: int) -> Placed:
+def place(cls: int, mask: np.ndarray, pixels: np.ndarray, x0: int, y0: int, width: int, height: int):
     """A local mask and its colours, positioned at (x0, y0) and clipped to a width x height image."""
     area = int(np.count_nonzero(mask))
     x, y, clipped = crop_to_image(x0, y0, mask.astype(bool), width, height)
@@ -244,7 +244,8 @@ def paint(image: np.ndarray, layer: Placed) -> None:
 
 def background(rng: np.random.Generator, width: int, height: int, clutter: int) -> np.ndarray:
     """A uint8 BGR backdrop: a gradient, soft blobs, noise texture and `clutter` distractors."""
-    base = mix(random_colour(rng, (0, 0.7)), random_colour(rng, (0, 0.7)), ramp(height, width, rng.uniform(0, 7)))
+    shade = ramp(height, width, rng.uniform(0, 2 * math.pi))
+    base = mix(random_colour(rng, (0, 0.7)), random_colour(rng, (0, 0.7)), shade)
     blobs = np.zeros((height // 8 + 1, width // 8 + 1, 3), np.float32)
     blob_weight = np.zeros(blobs.shape[:2], np.float32)
     for _ in range(int(rng.integers(2, 9))):
@@ -282,7 +283,7 @@ def is_visible(layer: Placed, shown: np.ndarray) -> bool:
 
 
 def prune_hidden(layers: list[Placed], width: int, height: int) -> tuple[list[Placed], list[tuple]]:
-    """Drop target shapes that are mostly hidden, until none is -> (kept layers, their (cls, *box)) ."""
+    """Drop mostly hidden target shapes until none is -> (kept layers, labels [(cls, x1, y1, x2, y2)])."""
     while True:
         shown = visible_parts(layers, width, height)
         hidden = [i for i, layer in enumerate(layers) if layer.cls >= 0 and not is_visible(layer, shown[i])]
@@ -380,7 +381,7 @@ def make_dataset(out_dir, *, train: int = 2000, val: int = 300, test: int = 300,
     """
     out_dir = Path(out_dir)
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
-        raise PruneyoloError(f"{out_dir} already exists and is not empty; remove it or pick another directory")
+        raise PruneyoloError(f"{out_dir} exists and is not empty; remove it or pick another directory")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.", suffix=".partial"))
     try:
@@ -442,15 +443,15 @@ class SceneStream:
         self.width, self.height = width, height
         self.backdrop = relight(rng, background(rng, width, height, int(rng.integers(4, 12))))
         classes = rng.permutation(np.resize(np.arange(len(CLASSES)), max(objects, 1)))[:objects]
-        limit = 0.45 * min(width, height)
-        self.sprites = [make_sprite(rng, int(c), min(rng.uniform(0.04, 0.14) * min(width, height), limit))
-                        for c in classes]
+        side = min(width, height)
+        self.sprites = [make_sprite(rng, int(c), rng.uniform(0.04, 0.14) * side) for c in classes]
         sides = np.array([s.side for s in self.sprites], np.float64)
         self.low = sides / 2
         self.high = np.stack([width - sides / 2, height - sides / 2], 1)
         self.centres = rng.uniform(self.low[:, None], self.high)
         heading = rng.uniform(0, 2 * math.pi, objects)
-        self.velocities = np.stack([np.cos(heading), np.sin(heading)], 1) * rng.uniform(0.8, 3.0, (objects, 1))
+        speeds = rng.uniform(0.8, 3.0, (objects, 1))
+        self.velocities = np.stack([np.cos(heading), np.sin(heading)], 1) * speeds
         self.angles = rng.uniform(0, ANGLES, objects)
         self.spins = rng.uniform(0.1, 0.3, objects) * rng.choice([-1, 1], objects)
         noise = rng.normal(0, 3, (height + 32, width + 32, 3)) + 8

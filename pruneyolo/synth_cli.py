@@ -21,7 +21,8 @@ count = click.IntRange(min=0)
 @click.option("--seed", type=count, default=0, show_default=True, help="Same seed, same files.")
 @click.option("--videos", type=count, default=0, show_default=True,
               help="Also record this many camera streams to OUT_DIR/videos/cam{i}.mp4 + .jsonl.")
-@click.option("--frames", type=click.IntRange(min=1), default=300, show_default=True, help="Frames per video.")
+@click.option("--frames", type=click.IntRange(min=1), default=300, show_default=True,
+              help="Frames per video.")
 def synth(out_dir, train, val, test, size, seed, videos, frames):
     """Generate the synthetic shape-detection dataset (YOLO txt + COCO json) into OUT_DIR."""
     with Progress() as progress:
