@@ -63,3 +63,9 @@ def inspect(cfg, size, dialect, as_json):
 from .synth_cli import synth
 
 main.add_command(synth)
+
+from .prune_cli import compare_command, gammas_command, prune_command
+
+main.add_command(prune_command)
+main.add_command(compare_command)
+main.add_command(gammas_command)
