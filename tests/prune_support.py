@@ -1,0 +1,67 @@
+"""Shared by the prune tests: corpus paths, random sparse-like weights, and running a model in OpenCV."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from pruneyolo.cfg import format_cfg
+from pruneyolo.graph import Graph, load_graph
+from pruneyolo.prune import spike_and_slab
+from pruneyolo.weights import DarknetWeights, random_weights, write_weights
+
+CORPUS = Path(__file__).parents[2] / "shared/cfgs/third_party"
+
+
+def corpus_cfg(name: str) -> Path:
+    """A stock AlexeyAB cfg from the shared corpus, e.g. 'yolov4-tiny'."""
+    return CORPUS / f"AlexeyAB__darknet__cfg__{name}.cfg"
+
+
+def sparse_model(name: str, size: int, seed: int = 0) -> tuple[Graph, DarknetWeights]:
+    """A corpus graph at size x size with spike-and-slab BN gammas."""
+    graph = load_graph(corpus_cfg(name), (size, size))
+    return graph, random_weights(graph, seed, gamma=spike_and_slab)
+
+
+def write_model(graph: Graph, weights: DarknetWeights, stem: Path) -> tuple[Path, Path]:
+    """cfg (with [net] set to the graph's input size) and weights files for OpenCV."""
+    sections = copy.deepcopy(list(graph.sections))
+    sections[0].set("width", graph.input_shape[2])
+    sections[0].set("height", graph.input_shape[1])
+    cfg_path, weights_path = stem.with_name(stem.name + ".cfg"), stem.with_name(stem.name + ".weights")
+    cfg_path.write_text(format_cfg(sections))
+    write_weights(weights_path, graph, weights)
+    return cfg_path, weights_path
+
+
+def head_inputs(graph: Graph, weights: DarknetWeights, stem: Path, image: np.ndarray) -> list[np.ndarray]:
+    """OpenCV's outputs of the conv before each [yolo] head (the heads themselves emit decoded boxes)."""
+    cv2.setNumThreads(1)
+    net = cv2.dnn.readNetFromDarknet(*(str(path) for path in write_model(graph, weights, stem)))
+    net.setInput(image)
+    return list(net.forward([f"conv_{head.index - 1}" for head in graph.heads]))
+
+
+def random_image(graph: Graph, seed: int = 0) -> np.ndarray:
+    """A random NCHW float image in [0, 1) at the graph's input size."""
+    channels, height, width = graph.input_shape
+    return np.random.default_rng(seed).random((1, channels, height, width), dtype=np.float32)
+
+
+def relative_error(expected: np.ndarray, actual: np.ndarray) -> float:
+    """Max absolute difference over the largest magnitude of `expected`."""
+    return float(np.abs(expected - actual).max() / np.abs(expected).max())
+
+
+def zero_cut_channels(weights: DarknetWeights, masks: dict[int, np.ndarray], *, beta: bool = True) -> None:
+    """Set gamma (and beta unless beta=False) of every channel a mask cuts to 0, in place."""
+    for conv, mask in masks.items():
+        layer = weights.layers[conv]
+        if layer.scales is not None:
+            layer.scales[~mask] = 0
+            if beta:
+                layer.bias[~mask] = 0

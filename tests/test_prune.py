@@ -1,0 +1,137 @@
+"""Channel pruning: constraints, exactness against OpenCV's Darknet importer, bias folding, refusal."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from prune_support import (
+    corpus_cfg,
+    head_inputs,
+    random_image,
+    relative_error,
+    sparse_model,
+    zero_cut_channels,
+)
+
+from pruneyolo.errors import PruneyoloError
+from pruneyolo.graph import Conv, MaxPool, Route, Shortcut, load_graph
+from pruneyolo.prune import (
+    abs_gammas,
+    channel_constraints,
+    channel_masks,
+    largest_safe_percent,
+    output_stem,
+    prune,
+    write_result,
+)
+from pruneyolo.weights import read_weights
+
+
+@pytest.mark.parametrize("name", ["yolov3-tiny", "yolov4-tiny", "yolov3-spp", "yolov4"])
+def test_pruned_outputs_equal_original_when_cut_channels_are_zero(name, tmp_path):
+    graph, weights = sparse_model(name, 160)
+    masks, _ = channel_masks(graph, weights, 0.8)
+    zero_cut_channels(weights, masks)
+    result = prune(graph, weights, 0.8)
+    assert all(np.array_equal(result.masks[conv], masks[conv]) for conv in masks)
+    assert result.graph.params < graph.params / 4
+    image = random_image(graph)
+    expected = head_inputs(graph, weights, tmp_path / "original", image)
+    actual = head_inputs(result.graph, result.weights, tmp_path / "pruned", image)
+    for before, after in zip(expected, actual):
+        assert before.shape == after.shape
+        assert relative_error(before, after) < 1e-4
+
+
+def _border_pixels(graph) -> int:
+    """How far (in input pixels) zero padding can carry a folding error inward, summed over the net."""
+    pixels = 0
+    for node in graph.nodes:
+        if isinstance(node, (Conv, MaxPool)):
+            in_stride = graph.input_shape[1] // graph.nodes[node.inputs[0]].out_shape[1] if node.index else 1
+            reach = node.padding if isinstance(node, Conv) else node.size - node.stride_y
+            pixels += reach * in_stride
+    return pixels
+
+
+def test_folded_constants_keep_outputs_away_from_borders(tmp_path):
+    graph, weights = sparse_model("yolov3-tiny", 416)
+    masks, _ = channel_masks(graph, weights, 0.8)
+    zero_cut_channels(weights, masks, beta=False)
+    for conv, mask in masks.items():
+        if weights.layers[conv].scales is not None:
+            weights.layers[conv].bias[~mask] = np.random.default_rng(conv).normal(0, 1, (~mask).sum())
+    image = random_image(graph)
+    expected = head_inputs(graph, weights, tmp_path / "original", image)
+    folded = prune(graph, weights, 0.8)
+    unfolded = prune(graph, weights, 0.8, fold=False)
+    with_fold = head_inputs(folded.graph, folded.weights, tmp_path / "folded", image)
+    without_fold = head_inputs(unfolded.graph, unfolded.weights, tmp_path / "unfolded", image)
+    border = _border_pixels(graph)
+    for head, before, after, plain in zip(graph.heads, expected, with_fold, without_fold):
+        margin = math.ceil(border / head.stride)
+        centre = (Ellipsis, slice(margin, -margin), slice(margin, -margin))
+        assert before[centre].size > 0
+        assert relative_error(before[centre], after[centre]) < 1e-3
+        assert np.abs(before - after).mean() < np.abs(before - plain).mean() / 5
+
+
+def test_grouped_route_inputs_keep_equal_halves():
+    graph, weights = sparse_model("yolov4-tiny", 160)
+    constraints = channel_constraints(graph)
+    grouped_sources = {source for node in graph.nodes if isinstance(node, Route) and node.groups > 1
+                       for source in node.inputs}
+    assert grouped_sources and all(constraints.slices[source] == 2 for source in grouped_sources)
+    masks, _ = channel_masks(graph, weights, 0.8)
+    for source in grouped_sources:
+        first, second = masks[source].reshape(2, -1).sum(axis=1)
+        assert first == second
+
+
+def test_shortcut_inputs_share_one_mask_and_heads_keep_filters():
+    graph, weights = sparse_model("yolov3-spp", 160)
+    masks, _ = channel_masks(graph, weights, 0.7)
+    for node in graph.nodes:
+        if isinstance(node, Shortcut):
+            conv = node.inputs[0]
+            source = node.inputs[1]
+            while not isinstance(graph.nodes[source], Conv):
+                source = graph.nodes[source].inputs[0]
+            assert np.array_equal(masks[conv], masks[source])
+    for head in graph.heads:
+        assert masks[head.index - 1].all()
+    unbatched = [conv.index for conv in graph.convs if not conv.batch_normalize]
+    assert unbatched and all(masks[index].all() for index in unbatched)
+
+
+def test_every_layer_keeps_its_minimum():
+    graph, weights = sparse_model("yolov4-tiny", 160)
+    masks, _ = channel_masks(graph, weights, 0.9, layer_keep=0.25)
+    for conv in graph.convs:
+        assert masks[conv.index].sum() >= math.ceil(conv.filters * 0.25)
+
+
+def test_unsafe_percent_is_refused_with_the_largest_safe_one():
+    graph, weights = sparse_model("yolov4-tiny", 160)
+    safe = largest_safe_percent(abs_gammas(weights, channel_constraints(graph).prunable))
+    with pytest.raises(PruneyoloError, match=rf"largest safe percent is {safe:.3f}$"):
+        prune(graph, weights, 0.99)
+    with pytest.raises(PruneyoloError, match="would cut every channel of layer"):
+        prune(graph, weights, safe + 0.002)
+    assert all(mask.any() for mask in prune(graph, weights, safe).masks.values())
+
+
+def test_written_files_are_named_and_read_back(tmp_path):
+    graph, weights = sparse_model("yolov4-tiny", 160)
+    result = prune(graph, weights, 0.88)
+    cfg_path, weights_path = write_result(result, tmp_path, str(corpus_cfg("yolov4-tiny")))
+    assert cfg_path.name == "prune_0.88_AlexeyAB__darknet__cfg__yolov4-tiny.cfg"
+    assert output_stem("a/yolov3.cfg", 0.5, 4) == "prune_0.5_shortcut_4_yolov3"
+    reread = load_graph(cfg_path, (160, 160))
+    assert reread.params == result.graph.params
+    assert weights_path.read_bytes()[:12] == np.array([0, 2, 5], "<i4").tobytes()
+    loaded = read_weights(weights_path, reread)
+    assert np.array_equal(loaded.layers[0].weights, result.weights.layers[0].weights)
+    assert "anchors" in cfg_path.read_text()
