@@ -69,3 +69,8 @@ from .prune_cli import compare_command, gammas_command, prune_command
 main.add_command(prune_command)
 main.add_command(compare_command)
 main.add_command(gammas_command)
+
+from .runner.cli import devices as devices_command, run as run_command
+
+main.add_command(run_command)
+main.add_command(devices_command)

@@ -1,0 +1,137 @@
+"""The OpenVINO side of the runner: device checks, compile with hints, AsyncInferQueue with callbacks.
+
+It knows nothing of mosaics: `submit(image, userdata)` in, `on_result(userdata, outputs, seconds)` out.
+An exception raised in a callback is kept and re-raised by the next `submit` or `wait`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import openvino as ov
+
+from ..errors import PruneyoloError
+from ..metadata import ModelInfo
+
+PRECISIONS = {"f32": "f32", "fp32": "f32", "bf16": "bf16", "f16": "f16", "fp16": "f16"}
+VIRTUAL_DEVICES = ("AUTO", "MULTI", "HETERO", "BATCH")
+DEVICE_PROPERTIES = ("FULL_DEVICE_NAME", "DEVICE_ARCHITECTURE", "OPTIMIZATION_CAPABILITIES",
+                     "RANGE_FOR_ASYNC_INFER_REQUESTS", "RANGE_FOR_STREAMS", "INFERENCE_PRECISION_HINT")
+
+
+def requested_devices(device: str) -> list[str]:
+    """The physical devices a device string names: 'AUTO:GPU,CPU' -> ['GPU', 'CPU']; 'AUTO' -> []."""
+    head, _, rest = device.partition(":")
+    if head.upper() in VIRTUAL_DEVICES:
+        return [d.split("(")[0].strip() for d in rest.split(",") if d.strip()]
+    return [device]
+
+
+def check_device(available: list[str], device: str) -> None:
+    """Raise one clear line when `device` (or a device inside AUTO:/MULTI:/HETERO:) is not available."""
+    for name in requested_devices(device):
+        if name in available or any(a.split(".")[0] == name for a in available):
+            continue
+        hint = ""
+        if name.upper().startswith("MYRIAD"):
+            hint = (f"; NCS2 (MYRIAD) support ended with OpenVINO 2022.3 LTS, which it needs "
+                    f"(this is OpenVINO {ov.__version__.split('-')[0]})")
+        elif name.upper().startswith("GPU"):
+            hint = "; GPU needs the Intel GPU compute runtime (OpenCL/Level Zero driver) installed"
+        elif name.upper().startswith("NPU"):
+            hint = "; NPU needs the Intel NPU driver installed"
+        raise PruneyoloError(f"device {name!r} is not available; available devices: "
+                             f"{', '.join(available) or 'none'}{hint}")
+
+
+def property_text(value) -> str:
+    """A property value as plain text (OpenVINO element types by their short name, e.g. 'bf16')."""
+    return value.get_type_name() if isinstance(value, ov.Type) else str(value)
+
+
+def device_properties(core: ov.Core, device: str) -> dict[str, str]:
+    """The properties `pruneyolo devices` shows, those the device supports, as strings."""
+    supported = core.get_property(device, "SUPPORTED_PROPERTIES")
+    return {name: property_text(core.get_property(device, name)) for name in DEVICE_PROPERTIES if name in supported}
+
+
+def compile_config(hint: str, precision: str | None, nireq: int | None) -> dict[str, str]:
+    """Compile-time properties from the CLI options."""
+    config = {"PERFORMANCE_HINT": hint.upper()}
+    if precision:
+        if precision.lower() not in PRECISIONS:
+            raise PruneyoloError(f"--precision {precision!r}: choose one of f32, bf16, f16")
+        config["INFERENCE_PRECISION_HINT"] = PRECISIONS[precision.lower()]
+    if nireq:
+        config["PERFORMANCE_HINT_NUM_REQUESTS"] = str(nireq)
+    return config
+
+
+class Adapter:
+    """A compiled IR, its metadata and an AsyncInferQueue delivering results to `on_result`."""
+
+    def __init__(self, xml: str | Path, device: str = "CPU", hint: str = "throughput",
+                 precision: str | None = None, nireq: int | None = None, core: ov.Core | None = None):
+        core = core or ov.Core()
+        if not Path(xml).is_file():
+            raise PruneyoloError(f"{xml}: no such IR file")
+        check_device(core.available_devices, device)
+        model = core.read_model(str(xml))
+        self.info = ModelInfo.read(model)
+        shape = model.input(0).get_partial_shape()
+        if shape.is_dynamic or len(shape) != 4 or shape[3].get_length() != 3:
+            raise PruneyoloError(f"{xml}: expected a [1, H, W, 3] u8 BGR input, got {shape}")
+        self.compiled = core.compile_model(model, device, compile_config(hint, precision, nireq))
+        requests = nireq or self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")
+        self.queue = ov.AsyncInferQueue(self.compiled, int(requests))
+        self.queue.set_callback(self._callback)
+        self.on_result: Callable[[object, list[np.ndarray], float], None] = lambda *_: None
+        self.error: BaseException | None = None
+        self.lock = threading.Lock()
+
+    @property
+    def requests(self) -> int:
+        return len(self.queue)
+
+    @property
+    def precision_used(self) -> str:
+        """The inference precision the device actually compiled with (its INFERENCE_PRECISION_HINT)."""
+        try:
+            return property_text(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
+        except RuntimeError:
+            return "unknown"
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """(width, height) of the input."""
+        shape = self.compiled.input(0).get_shape()
+        return int(shape[2]), int(shape[1])
+
+    def submit(self, image: np.ndarray, userdata) -> None:
+        """Start inference on a HxWx3 u8 image (blocks while every request is busy)."""
+        self.raise_pending()
+        self.queue.start_async(image[None], (userdata, time.perf_counter()))
+
+    def wait(self) -> None:
+        """Wait for every request in flight, then re-raise any callback exception."""
+        self.queue.wait_all()
+        self.raise_pending()
+
+    def raise_pending(self) -> None:
+        with self.lock:
+            error, self.error = self.error, None
+        if error is not None:
+            raise error
+
+    def _callback(self, request: ov.InferRequest, payload) -> None:
+        userdata, submitted = payload
+        try:
+            outputs = [request.get_output_tensor(i).data.copy() for i in range(len(self.compiled.outputs))]
+            self.on_result(userdata, outputs, time.perf_counter() - submitted)
+        except BaseException as exc:  # noqa: BLE001 - kept for the submitting thread, not lost
+            with self.lock:
+                self.error = self.error or exc

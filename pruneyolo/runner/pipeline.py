@@ -1,0 +1,263 @@
+"""Scheduling: rounds of mosaics from the capture queues, submitted to the adapter, finished in order.
+
+One thread (the caller's) gathers frames, composes mosaics, submits them and finishes results in submission
+order, so frames are never reordered within a stream; the adapter's callbacks only hand results over.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..decode import decode_raw
+from .adapter import Adapter
+from .metrics import Metrics, StreamStats
+from .mosaic import Layout, Placement, blank_mosaic, paste, tile_of, to_mosaic, to_source
+from .outputs import draw_boxes, draw_caption, draw_no_signal
+from .postprocess import Detections, select
+from .sources import Capture, CapturePolicy, Frame, SourceSpec
+
+STATUS_EVERY = 0.5  # seconds between status snapshots
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Thresholds and timing of a run."""
+
+    conf: float = 0.25
+    iou: float = 0.45
+    gather_seconds: float = 0.1  # once one stream has a frame, how long a round waits for the others
+    stall_seconds: float = 2.0  # a live stream silent this long shows "no signal"
+    duration: float | None = None  # stop after this many seconds
+
+
+@dataclass
+class Tile:
+    """A frame placed in a mosaic tile."""
+
+    frame: Frame
+    placement: Placement
+
+
+@dataclass
+class MosaicJob:
+    """One submitted mosaic: its sequence number, group, tiles (None where no frame) and image."""
+
+    seq: int
+    group: int
+    tiles: list[Tile | None]
+    image: np.ndarray
+
+
+@dataclass
+class FrameResult:
+    """Detections of one source frame, in its own pixels."""
+
+    frame: Frame
+    source: str
+    detections: Detections
+    latency: float  # capture -> detections ready, seconds
+    infer: float  # the mosaic's inference latency, seconds
+
+
+@dataclass
+class MosaicResult:
+    """What sinks receive: the frames of one mosaic and, if any sink wants it, the annotated view."""
+
+    group: int
+    frames: list[FrameResult]
+    view: np.ndarray | None
+
+
+def rows_of(outputs: list[np.ndarray], info) -> np.ndarray:
+    """The IR's outputs -> decoded rows [N, 5+C], per the heads_mode in its metadata."""
+    if info.heads_mode == "raw":
+        return decode_raw(outputs, info)
+    return outputs[0].reshape(-1, outputs[0].shape[-1])
+
+
+def centre_tiles(layout: Layout) -> Callable[[np.ndarray], np.ndarray]:
+    """xyxy mosaic boxes -> the tile holding each centre."""
+    return lambda boxes: tile_of((boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2, layout)
+
+
+def in_frame(detections: Detections) -> Detections:
+    """Drop boxes left with no area after clipping (they lay in the letterbox padding)."""
+    boxes = detections.boxes
+    return detections.take(np.flatnonzero((boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])))
+
+
+class Pipeline:
+    """Runs sources through one adapter into sinks; `run(stop)` returns the final metrics snapshot."""
+
+    def __init__(self, adapter: Adapter, specs: list[SourceSpec], policy: CapturePolicy, layout: Layout,
+                 sinks: list, options: RunOptions = RunOptions(),
+                 listeners: list[Callable[[dict], None]] = ()):
+        self.adapter, self.layout, self.sinks, self.options = adapter, layout, sinks, options
+        self.listeners = list(listeners)
+        self.wake = threading.Event()
+        self.captures = [Capture(i, spec, policy, self.wake) for i, spec in enumerate(specs)]
+        tiles = layout.tiles
+        self.groups = [list(range(start, min(start + tiles, len(specs)))) for start in range(0, len(specs), tiles)]
+        self.metrics = Metrics([StreamStats(spec.text) for spec in specs])
+        self.views = [blank_mosaic(layout) for _ in self.groups] if any(s.needs_view for s in sinks) else None
+        self.results: queue.Queue = queue.Queue()
+        self.finished: dict[int, tuple] = {}
+        self.submitted = 0
+        self.next_seq = 0
+        adapter.on_result = self._on_result
+
+    def _on_result(self, job: MosaicJob, outputs: list[np.ndarray], seconds: float) -> None:
+        self.results.put((job, outputs, seconds))
+        self.wake.set()
+
+    def snapshot(self) -> dict:
+        return self.metrics.snapshot(self.captures)
+
+    def run(self, stop: threading.Event) -> dict:
+        """Until every source is done, `stop` is set or the duration passes; always flushes and closes sinks."""
+        for capture in self.captures:
+            capture.start()
+        deadline = None if self.options.duration is None else time.monotonic() + self.options.duration
+        last_status = 0.0
+        try:
+            while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
+                frames = self._gather(stop, deadline)
+                if frames is None:
+                    break
+                for group, streams in enumerate(self.groups):
+                    tiles = [frames.get(stream) for stream in streams]
+                    if any(tiles):
+                        self._submit(group, tiles)
+                    self._finish_ready()
+                if time.monotonic() - last_status >= STATUS_EVERY:
+                    last_status = time.monotonic()
+                    self._publish()
+        finally:
+            for capture in self.captures:
+                capture.stop()
+            try:
+                self.adapter.wait()
+                self._finish_ready()
+            finally:
+                for sink in self.sinks:
+                    sink.close()
+        for capture in self.captures:
+            capture.join(timeout=1.0)
+        snapshot = self.snapshot()
+        self._publish(snapshot)
+        return snapshot
+
+    def _publish(self, snapshot: dict | None = None) -> None:
+        snapshot = snapshot or self.snapshot()
+        for listener in self.listeners:
+            listener(snapshot)
+
+    def _expecting(self, capture: Capture, now: float) -> bool:
+        """A stream worth waiting for this round: live and not stalled."""
+        return capture.state == "live" and (not capture.last_frame_at
+                                            or now - capture.last_frame_at < self.options.stall_seconds)
+
+    def _gather(self, stop: threading.Event, deadline: float | None) -> dict[int, Frame] | None:
+        """One frame from each stream that has one (waiting briefly for the others); None when all are done."""
+        started = time.perf_counter()
+        frames: dict[int, Frame] = {}
+        until = None
+        while True:
+            self.wake.clear()
+            for capture in self.captures:
+                if capture.stream not in frames and (frame := capture.take()) is not None:
+                    frames[capture.stream] = frame
+            self._finish_ready()
+            now = time.monotonic()
+            if frames and until is None:
+                until = now + self.options.gather_seconds
+            waiting = any(c.stream not in frames and self._expecting(c, now) for c in self.captures)
+            if frames and (not waiting or now >= until):
+                break
+            if not frames and all(c.finished for c in self.captures):
+                return None
+            if stop.is_set() or (deadline is not None and now >= deadline):
+                break
+            self.wake.wait(min(until - now, 0.05) if until else 0.05)
+        self.metrics.add_stage("wait", time.perf_counter() - started)
+        for frame in frames.values():
+            self.metrics.add_stage("capture", frame.read_seconds)
+        return frames
+
+    def _submit(self, group: int, frames: list[Frame | None]) -> None:
+        started = time.perf_counter()
+        image = blank_mosaic(self.layout)
+        tiles = [Tile(f, paste(image, self.layout, i, f.image)) if f is not None else None
+                 for i, f in enumerate(frames)]
+        self.metrics.add_stage("tile", time.perf_counter() - started)
+        job = MosaicJob(self.submitted, group, tiles, image)
+        self.submitted += 1
+        self.adapter.submit(image, job)
+
+    def _finish_ready(self) -> None:
+        """Finish every completed mosaic whose predecessors are all finished."""
+        while True:
+            try:
+                job, outputs, seconds = self.results.get_nowait()
+            except queue.Empty:
+                break
+            self.finished[job.seq] = (job, outputs, seconds)
+        while self.next_seq in self.finished:
+            self._finish(*self.finished.pop(self.next_seq))
+            self.next_seq += 1
+
+    def _finish(self, job: MosaicJob, outputs: list[np.ndarray], infer: float) -> None:
+        started = time.perf_counter()
+        detections, tiles = select(rows_of(outputs, self.adapter.info), centre_tiles(self.layout),
+                                   self.options.conf, self.options.iou)
+        results = []
+        for index, tile in enumerate(job.tiles):
+            if tile is None:
+                continue
+            mine = detections.take(np.flatnonzero(tiles == index))
+            mapped = Detections(to_source(mine.boxes, self.layout, index, tile.placement), mine.scores, mine.classes)
+            results.append(FrameResult(tile.frame, self.captures[tile.frame.stream].spec.text, in_frame(mapped),
+                                       0.0, infer))
+        decoded = time.perf_counter()
+        self.metrics.add_stage("infer", infer)
+        self.metrics.add_stage("decode", decoded - started)
+        view = self._draw(job, results) if self.views else None
+        now = time.monotonic()
+        for result in results:
+            result.latency = now - result.frame.captured
+        mosaic = MosaicResult(job.group, results, view)
+        for sink in self.sinks:
+            sink.write(mosaic)
+        self.metrics.mosaics += 1
+        now = time.monotonic()
+        for result in results:
+            self.metrics.streams[result.frame.stream].record(now, now - result.frame.captured, infer,
+                                                            len(result.detections))
+        self.metrics.add_stage("draw", time.perf_counter() - decoded)
+
+    def _draw(self, job: MosaicJob, results: list[FrameResult]) -> np.ndarray:
+        """Update the group's view: new frames with their boxes, 'no signal' cards for streams that are down."""
+        view, layout = self.views[job.group], self.layout
+        labels = self.adapter.info.labels
+        now = time.monotonic()
+        by_stream = {r.frame.stream: r for r in results}
+        for index, stream in enumerate(self.groups[job.group]):
+            x0, y0 = layout.origin(index)
+            region = (slice(y0, y0 + layout.tile_height), slice(x0, x0 + layout.tile_width))
+            capture = self.captures[stream]
+            tile = job.tiles[index]
+            if tile is not None:
+                view[region] = job.image[region]
+                dets = by_stream[stream].detections
+                draw_boxes(view, to_mosaic(dets.boxes, layout, index, tile.placement), dets.scores, dets.classes,
+                           labels)
+            elif not self._expecting(capture, now):
+                draw_no_signal(view[region], capture.spec.text, capture.state)
+            draw_caption(view, f"{stream}: {capture.spec.text}"[:40], (x0 + 2, y0 + 2))
+        return view

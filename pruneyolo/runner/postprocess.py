@@ -1,0 +1,79 @@
+"""Detections from decoded rows: confidence filter, then NMS within each (tile, class) group, vectorised."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+MAX_CANDIDATES = 4096
+
+
+@dataclass(frozen=True)
+class Detections:
+    """Parallel arrays: xyxy boxes [N, 4] float32, scores [N] float32, classes [N] int64."""
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    classes: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    def take(self, index: np.ndarray) -> Detections:
+        return Detections(self.boxes[index], self.scores[index], self.classes[index])
+
+
+def candidates(rows: np.ndarray, conf: float) -> Detections:
+    """[N, 5+C] rows (cx, cy, w, h, obj, class probs) -> best-class boxes scoring >= conf, xyxy."""
+    rows = rows.reshape(-1, rows.shape[-1])
+    rows = rows[rows[:, 4] >= conf]
+    class_scores = rows[:, 5:] * rows[:, 4:5]
+    classes = class_scores.argmax(1) if len(rows) else np.zeros(0, np.int64)
+    scores = class_scores[np.arange(len(rows)), classes]
+    keep = np.flatnonzero(scores >= conf)
+    if len(keep) > MAX_CANDIDATES:
+        keep = keep[np.argsort(-scores[keep], kind="stable")[:MAX_CANDIDATES]]
+    centre, half = rows[keep, 0:2], rows[keep, 2:4] / 2
+    boxes = np.concatenate([centre - half, centre + half], 1).astype(np.float32)
+    return Detections(boxes, scores[keep].astype(np.float32), classes[keep].astype(np.int64))
+
+
+def iou_one_to_many(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """IoU of one xyxy box against [N, 4] boxes."""
+    top_left = np.maximum(box[:2], boxes[:, :2])
+    bottom_right = np.minimum(box[2:], boxes[:, 2:])
+    inter = np.prod(np.clip(bottom_right - top_left, 0, None), 1)
+    area = np.prod(box[2:] - box[:2])
+    areas = np.prod(boxes[:, 2:] - boxes[:, :2], 1)
+    return inter / np.maximum(area + areas - inter, 1e-9)
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, groups: np.ndarray, iou: float) -> np.ndarray:
+    """Greedy NMS that only suppresses within a group; returns kept indices, best score first.
+
+    Groups are separated by shifting each one's boxes into its own far-apart square, so one pass serves all.
+    """
+    if len(scores) == 0:
+        return np.zeros(0, np.int64)
+    span = float(np.abs(boxes).max()) * 2 + 1
+    shifted = boxes + (groups.astype(np.float64) * span)[:, None]
+    order = np.argsort(-scores, kind="stable")
+    keep = []
+    while len(order):
+        best, order = order[0], order[1:]
+        keep.append(best)
+        order = order[iou_one_to_many(shifted[best], shifted[order]) <= iou]
+    return np.asarray(keep, np.int64)
+
+
+def select(rows: np.ndarray, tiles_of, conf: float, iou: float) -> tuple[Detections, np.ndarray]:
+    """Rows of one mosaic -> detections kept after per-(tile, class) NMS, and each one's tile.
+
+    `tiles_of(boxes)` maps xyxy mosaic boxes to tile indices (by centre).
+    """
+    found = candidates(rows, conf)
+    tiles = tiles_of(found.boxes)
+    groups = tiles * (int(found.classes.max(initial=0)) + 1) + found.classes
+    keep = nms(found.boxes, found.scores, groups, iou)
+    return found.take(keep), tiles[keep]

@@ -1,0 +1,285 @@
+"""Frame sources, each read by its own capture thread into a small bounded queue.
+
+Live sources (cameras, URLs, paced `synthetic:...,fps=N`) drop their oldest frame when the queue is full and
+count it; files, folders and unpaced synthetic scenes wait for room instead, so nothing of theirs is lost.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ..errors import PruneyoloError
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+URL_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
+NETWORK_TIMEOUT_MS = 5000
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """A parsed `--source`: its kind, what to open, and `key=value` options (synthetic only)."""
+
+    text: str
+    kind: str  # camera | url | video | image | folder | synthetic
+    target: str
+    options: dict = field(default_factory=dict)
+
+    @property
+    def live(self) -> bool:
+        """Frames keep coming whether or not we read them, so a full queue drops the oldest."""
+        return self.kind in ("camera", "url") or (self.kind == "synthetic" and "fps" in self.options)
+
+
+@dataclass
+class Frame:
+    """One frame read from a stream, with its per-stream index and when it was read."""
+
+    stream: int
+    index: int
+    image: np.ndarray
+    timestamp: float  # wall clock (time.time) when read
+    captured: float  # time.monotonic when read, for latency
+    read_seconds: float  # time spent in the reader's read()
+
+
+def parse_synthetic(text: str) -> dict:
+    """`synthetic:seed=3,size=640x480,objects=4,fps=30` -> options (all optional)."""
+    options = {}
+    body = text.split(":", 1)[1]
+    for item in filter(None, body.split(",")):
+        key, _, value = item.partition("=")
+        try:
+            if key == "size":
+                width, height = (int(v) for v in value.lower().split("x"))
+                options["width"], options["height"] = width, height
+            elif key in ("seed", "objects"):
+                options[key] = int(value)
+            elif key == "fps":
+                options[key] = float(value)
+            else:
+                raise PruneyoloError(f"--source {text}: unknown option {key!r} (seed, size, objects, fps)")
+        except ValueError:
+            raise PruneyoloError(f"--source {text}: bad value for {key}: {value!r}") from None
+    return options
+
+
+def parse_source(text: str) -> SourceSpec:
+    """Classify a `--source` argument (no I/O beyond checking what a path is)."""
+    if text.startswith("synthetic:") or text == "synthetic":
+        return SourceSpec(text, "synthetic", "", parse_synthetic(text if ":" in text else text + ":"))
+    if text.isdigit():
+        return SourceSpec(text, "camera", text)
+    if text.lower().startswith(URL_SCHEMES):
+        return SourceSpec(text, "url", text)
+    path = Path(text)
+    if path.is_dir():
+        return SourceSpec(text, "folder", text)
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        return SourceSpec(text, "image", text)
+    return SourceSpec(text, "video", text)
+
+
+class SourceError(Exception):
+    """A source that cannot be opened or read (reported on its stream, retried with --reconnect)."""
+
+
+class CaptureReader:
+    """cv2.VideoCapture for cameras, URLs and video files."""
+
+    def __init__(self, spec: SourceSpec):
+        if spec.kind == "url":
+            params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, NETWORK_TIMEOUT_MS,
+                      cv2.CAP_PROP_READ_TIMEOUT_MSEC, NETWORK_TIMEOUT_MS]
+            self.capture = cv2.VideoCapture(spec.target, cv2.CAP_ANY, params)
+        else:
+            self.capture = cv2.VideoCapture(int(spec.target) if spec.kind == "camera" else spec.target)
+        if not self.capture.isOpened():
+            raise SourceError(f"cannot open {spec.text}")
+
+    def read(self) -> np.ndarray | None:
+        ok, image = self.capture.read()
+        return image if ok else None
+
+    def close(self) -> None:
+        self.capture.release()
+
+
+class ImagesReader:
+    """An image file or a folder of images, in name order, each read once."""
+
+    def __init__(self, spec: SourceSpec):
+        path = Path(spec.target)
+        if spec.kind == "image":
+            self.paths = [path] if path.is_file() else []
+        else:
+            self.paths = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not self.paths:
+            raise SourceError(f"no images at {spec.text}")
+        self.next = 0
+
+    def read(self) -> np.ndarray | None:
+        while self.next < len(self.paths):
+            image = cv2.imread(str(self.paths[self.next]), cv2.IMREAD_COLOR)
+            self.next += 1
+            if image is not None:
+                return image
+        return None
+
+    def close(self) -> None:
+        self.paths = []
+
+
+class SyntheticReader:
+    """`synthetic:` moving shapes from pruneyolo.synth.SceneStream, optionally paced to a frame rate."""
+
+    def __init__(self, spec: SourceSpec, stream: int):
+        from ..synth import SceneStream
+
+        options = dict(spec.options)
+        self.period = 1.0 / options.pop("fps") if "fps" in options else 0.0
+        options.setdefault("seed", stream)
+        self.scene = SceneStream(**options)
+        self.due = time.monotonic()
+
+    def read(self) -> np.ndarray | None:
+        if self.period:
+            self.due += self.period
+            time.sleep(max(0.0, self.due - time.monotonic()))
+        return self.scene.read()[0]
+
+    def close(self) -> None:
+        pass
+
+
+def open_reader(spec: SourceSpec, stream: int):
+    """A reader with read() -> image | None (end) and close(); raises SourceError if it cannot open."""
+    if spec.kind == "synthetic":
+        return SyntheticReader(spec, stream)
+    if spec.kind in ("image", "folder"):
+        return ImagesReader(spec)
+    return CaptureReader(spec)
+
+
+@dataclass(frozen=True)
+class CapturePolicy:
+    """What a capture thread does at the end of its input and on failure."""
+
+    queue_size: int = 2
+    loop: bool = False  # restart files, folders and images at their end
+    reconnect: bool = False  # retry failed / ended live sources with back-off
+    max_frames: int | None = None  # stop after this many frames
+    backoff: tuple[float, float] = (0.5, 8.0)  # first and longest retry delay, seconds
+
+
+class Capture(threading.Thread):
+    """Reads one source into a bounded queue in its own thread; `take()` hands frames over oldest first."""
+
+    def __init__(self, stream: int, spec: SourceSpec, policy: CapturePolicy, wake: threading.Event | None = None):
+        super().__init__(name=f"capture-{stream}", daemon=True)
+        self.stream, self.spec, self.policy = stream, spec, policy
+        self.wake = wake or threading.Event()  # set whenever a frame is queued
+        self.queue: collections.deque[Frame] = collections.deque()
+        self.room = threading.Condition()
+        self.halt = threading.Event()
+        self.state = "connecting"  # connecting | live | retrying | ended | failed
+        self.error = ""
+        self.frames_read = 0
+        self.dropped = 0
+        self.reconnects = 0
+        self.last_frame_at = 0.0
+
+    @property
+    def finished(self) -> bool:
+        """Nothing more will ever come from this source, and nothing is waiting in its queue."""
+        return self.state in ("ended", "failed") and not self.queue
+
+    def take(self) -> Frame | None:
+        """The oldest queued frame, or None."""
+        with self.room:
+            frame = self.queue.popleft() if self.queue else None
+            self.room.notify()
+        return frame
+
+    def stop(self) -> int:
+        """Ask the thread to end; queued frames are discarded and counted as dropped. Returns that count."""
+        self.halt.set()
+        with self.room:
+            discarded = len(self.queue)
+            self.dropped += discarded
+            self.queue.clear()
+            self.room.notify_all()
+        return discarded
+
+    def run(self) -> None:
+        failures = 0
+        while not self.halt.is_set():
+            try:
+                reader = open_reader(self.spec, self.stream)
+            except (SourceError, PruneyoloError) as exc:
+                failures += 1
+                if self._may_retry(str(exc), failures):
+                    continue
+                return
+            before = self.frames_read
+            try:
+                done = self._pump(reader)
+            finally:
+                reader.close()
+            fresh = self.frames_read > before
+            if done:
+                self.state = "ended"
+                return
+            if self.policy.loop and not self.spec.live and fresh:
+                continue
+            failures = 1 if fresh else failures + 1
+            if not self.policy.reconnect:
+                self.state = "ended"
+                return
+            if not self._may_retry(f"{self.spec.text} ended", failures):
+                return
+
+    def _pump(self, reader) -> bool:
+        """Read until the input ends (False) or we are done: halted or at --max-frames (True)."""
+        self.state, self.error = "live", ""
+        while not self.halt.is_set():
+            if self.policy.max_frames is not None and self.frames_read >= self.policy.max_frames:
+                return True
+            started = time.monotonic()
+            image = reader.read()
+            if image is None:
+                return False
+            read_seconds = time.monotonic() - started
+            self._put(Frame(self.stream, self.frames_read, image, time.time(), time.monotonic(), read_seconds))
+        return True
+
+    def _put(self, frame: Frame) -> None:
+        with self.room:
+            if not self.spec.live:
+                self.room.wait_for(lambda: len(self.queue) < self.policy.queue_size or self.halt.is_set())
+            if self.halt.is_set():
+                return
+            if len(self.queue) >= self.policy.queue_size:
+                self.queue.popleft()
+                self.dropped += 1
+            self.queue.append(frame)
+            self.frames_read += 1
+            self.last_frame_at = frame.captured
+        self.wake.set()
+
+    def _may_retry(self, error: str, failures: int) -> bool:
+        """Record a failure; with --reconnect wait out the back-off and return True to try again."""
+        self.error = error
+        if not self.policy.reconnect:
+            self.state = "failed"
+            return False
+        self.state = "retrying"
+        self.reconnects += 1
+        first, longest = self.policy.backoff
+        return not self.halt.wait(min(longest, first * 2 ** (failures - 1)))

@@ -1,0 +1,101 @@
+"""Pure geometry and post-processing of the mosaic runner: layouts, letterbox placement, box mapping, NMS."""
+
+import numpy as np
+import pytest
+
+from pruneyolo.errors import PruneyoloError
+from pruneyolo.runner.mosaic import Layout, blank_mosaic, make_layout, paste, place, tile_of, to_mosaic, to_source
+from pruneyolo.runner.postprocess import candidates, nms, select
+
+
+def test_layout_default_fits_sources_and_divides_input():
+    assert make_layout(None, 4, 832, 832) == Layout(2, 2, 832, 832)
+    assert make_layout(None, 1, 416, 416) == Layout(1, 1, 416, 416)
+    assert make_layout(None, 9, 832, 832).tiles == 4  # 3 does not divide 832: 2x2, several mosaics a round
+    assert make_layout("1x2", 2, 416, 832).tile_height == 416
+
+
+def test_layout_that_does_not_divide_is_one_line_error():
+    with pytest.raises(PruneyoloError, match="does not divide"):
+        make_layout("3x3", 9, 832, 832)
+    with pytest.raises(PruneyoloError, match="COLSxROWS"):
+        make_layout("two", 2, 832, 832)
+
+
+@pytest.mark.parametrize("source, expected", [
+    ((640, 360), (416, 234, 0, 91)),  # landscape: bars top and bottom
+    ((360, 640), (234, 416, 91, 0)),  # portrait: bars left and right
+    ((416, 416), (416, 416, 0, 0)),
+    ((100, 50), (416, 208, 0, 104)),  # upscaled
+])
+def test_place_letterboxes_non_square_sources(source, expected):
+    p = place(*source, 416, 416)
+    assert (p.width, p.height, p.pad_x, p.pad_y) == expected
+
+
+def test_paste_puts_content_in_its_tile_and_padding_around():
+    layout = Layout(2, 2, 64, 64)
+    mosaic = blank_mosaic(layout)
+    frame = np.full((16, 32, 3), 255, np.uint8)  # 2:1 -> 32x16 in a 32x32 tile, pad_y 8
+    p = paste(mosaic, layout, 3, frame)
+    assert (p.pad_x, p.pad_y, p.width, p.height) == (0, 8, 32, 16)
+    assert (mosaic[32 + 8:32 + 24, 32:64] == 255).all()
+    assert (mosaic[32:40, 32:64] == 114).all() and (mosaic[:32] == 114).all()
+
+
+@pytest.mark.parametrize("size", [(640, 360), (360, 640), (1280, 720), (50, 300)])
+@pytest.mark.parametrize("tile", [0, 1, 2, 3])
+def test_source_to_mosaic_and_back_is_identity(size, tile):
+    layout = Layout(2, 2, 832, 832)
+    p = place(*size, layout.tile_width, layout.tile_height)
+    w, h = size
+    boxes = np.array([[0, 0, w, h], [w * 0.1, h * 0.2, w * 0.5, h * 0.9]], np.float32)
+    mosaic = to_mosaic(boxes, layout, tile, p)
+    assert (tile_of((mosaic[:, 0] + mosaic[:, 2]) / 2, (mosaic[:, 1] + mosaic[:, 3]) / 2, layout) == tile).all()
+    np.testing.assert_allclose(to_source(mosaic, layout, tile, p), boxes, atol=1e-3)
+
+
+def test_to_source_clips_to_the_tile_content():
+    layout = Layout(2, 1, 200, 100)
+    p = place(200, 100, 100, 100)  # content 100x50 at pad_y 25 in tile 1 (x from 100)
+    boxes = np.array([[90, 10, 150, 60]], np.float32)  # sticks out left into tile 0 and above the content
+    np.testing.assert_allclose(to_source(boxes, layout, 1, p), [[0, 0, 100, 70]], atol=1e-4)
+
+
+def test_tile_of_assigns_centres_row_by_row():
+    layout = Layout(3, 2, 300, 200)
+    xs = np.array([0, 150, 299, 10, 250, 400])
+    ys = np.array([0, 50, 99, 150, 199, -5])
+    assert tile_of(xs, ys, layout).tolist() == [0, 1, 2, 3, 5, 2]
+
+
+def rows(*boxes_obj_cls):
+    """(cx, cy, w, h, obj, p0, p1) rows."""
+    return np.array(boxes_obj_cls, np.float32)
+
+
+def test_candidates_score_is_objectness_times_class_probability():
+    found = candidates(rows([10, 10, 4, 4, 0.9, 0.2, 0.8], [10, 10, 4, 4, 0.3, 1.0, 0.0]), conf=0.25)
+    assert found.classes.tolist() == [1, 0]
+    np.testing.assert_allclose(found.scores, [0.72, 0.3], rtol=1e-6)
+    np.testing.assert_allclose(found.boxes[0], [8, 8, 12, 12])
+    assert len(candidates(rows([10, 10, 4, 4, 0.9, 0.2, 0.2]), conf=0.25)) == 0
+
+
+def test_nms_is_per_group():
+    boxes = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [1, 1, 11, 11], [50, 50, 60, 60]], np.float32)
+    scores = np.array([0.9, 0.8, 0.7, 0.6], np.float32)
+    assert nms(boxes, scores, np.array([0, 0, 1, 0]), 0.45).tolist() == [0, 2, 3]
+    assert nms(boxes, scores, np.zeros(4, int), 0.9).tolist() == [0, 1, 3]  # 2 duplicates 1
+
+
+def test_select_never_suppresses_across_tiles_or_classes():
+    layout = Layout(2, 1, 64, 32)
+    found, tiles = select(rows(
+        [30, 16, 8, 8, 0.9, 1, 0],  # tile 0
+        [34, 16, 8, 8, 0.8, 1, 0],  # overlaps the first but its centre is in tile 1: kept
+        [29, 16, 8, 8, 0.7, 1, 0],  # same tile and class as the first: suppressed
+        [30, 16, 8, 8, 0.6, 0, 1],  # same place, other class: kept
+    ), lambda b: tile_of((b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2, layout), conf=0.25, iou=0.45)
+    np.testing.assert_allclose(found.scores, [0.9, 0.8, 0.6], rtol=1e-6)
+    assert tiles.tolist() == [0, 1, 0] and found.classes.tolist() == [0, 0, 1]
