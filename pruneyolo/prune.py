@@ -341,13 +341,12 @@ def prune_weights(graph: Graph, weights: DarknetWeights, conv_masks: dict[int, n
     constants = cut_constants(graph, weights)
     layers = {}
     for conv in graph.convs:
-        source = conv.inputs[0]
+        layer, source = weights.layers[conv.index], conv.inputs[0]
         in_mask = masks[source] if source >= 0 else np.ones(conv.in_channels, bool)
-        cut = ~in_mask
-        delta = fold_delta(weights.layers[conv.index].weights, constants[source], cut) if fold and cut.any() \
-            else None
-        layers[conv.index] = pruned_layer(conv, weights.layers[conv.index], in_mask, conv_masks[conv.index],
-                                          delta)
+        delta = None
+        if fold and not in_mask.all():
+            delta = fold_delta(layer.weights, constants[source], ~in_mask)
+        layers[conv.index] = pruned_layer(conv, layer, in_mask, conv_masks[conv.index], delta)
     return DarknetWeights(0, 2, 5, weights.seen, layers)
 
 
