@@ -76,5 +76,5 @@ def cell_centre_scene(width: int, height: int, centre: tuple[float, float], side
     frame = np.full((height, width, 3), 30, np.uint8)
     x, y = centre
     half = side / 2
-    frame[int(round(y - half)):int(round(y + half)), int(round(x - half)):int(round(x + half))] = colour
+    frame[round(y - half):round(y + half), round(x - half):round(x + half)] = colour
     return frame

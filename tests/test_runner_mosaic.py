@@ -4,7 +4,16 @@ import numpy as np
 import pytest
 
 from pruneyolo.errors import PruneyoloError
-from pruneyolo.runner.mosaic import Layout, blank_mosaic, make_layout, paste, place, tile_of, to_mosaic, to_source
+from pruneyolo.runner.mosaic import (
+    Layout,
+    blank_mosaic,
+    make_layout,
+    paste,
+    place,
+    tile_of,
+    to_mosaic,
+    to_source,
+)
 from pruneyolo.runner.postprocess import candidates, nms, select
 
 

@@ -69,14 +69,13 @@ class LiveState:
     def latest_jpeg(self) -> tuple[int, bytes]:
         """The current view (groups stacked) as JPEG, encoded at most once per version."""
         with self.changed:
-            version, cached = self.jpeg
-            if version == self.version:
+            if self.jpeg[0] == self.version:
                 return self.jpeg
             views = [self.views[g] for g in sorted(self.views)]
             current = self.version
         if not views:
             return current, b""
-        ok, data = cv2.imencode(".jpg", np.vstack(views), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+        _, data = cv2.imencode(".jpg", np.vstack(views), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
         with self.changed:
             self.jpeg = (current, data.tobytes())
             return self.jpeg
@@ -109,14 +108,17 @@ def make_handler(state: LiveState):
         def _json(self, data) -> None:
             self._send(json.dumps(data).encode(), "application/json")
 
-        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
             if path in ("/", "/index.html"):
                 self._send(viewer_page(), "text/html; charset=utf-8")
             elif path == "/frame.jpg":
                 state.wait_newer(-1, 5.0)
                 _, jpeg = state.latest_jpeg()
-                self._send(jpeg, "image/jpeg") if jpeg else self._send(b"no frame yet", "text/plain", 503)
+                if jpeg:
+                    self._send(jpeg, "image/jpeg")
+                else:
+                    self._send(b"no frame yet", "text/plain", 503)
             elif path == "/stream.mjpg":
                 self._stream()
             elif path == "/detections":

@@ -1,0 +1,180 @@
+"""The runner end to end: every frame accounted for, in order; failing sources retried without stopping the
+others; clean stop on SIGTERM / Ctrl-C; bounded memory; device errors; callback exceptions surface."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from runner_support import make_ir
+
+from pruneyolo.cli import main
+from pruneyolo.errors import PruneyoloError
+from pruneyolo.runner.adapter import Adapter, check_device
+from pruneyolo.runner.mosaic import Layout
+from pruneyolo.runner.outputs import JsonlSink
+from pruneyolo.runner.pipeline import Pipeline, RunOptions
+from pruneyolo.runner.server import LiveState
+from pruneyolo.runner.sources import CapturePolicy, parse_source
+
+PRUNEYOLO = str(Path(sys.executable).with_name("pruneyolo"))
+
+
+@pytest.fixture(scope="module")
+def tiny_ir(tmp_path_factory):
+    return make_ir(tmp_path_factory.mktemp("ir") / "tiny.xml", 128, 128, stride=16)
+
+
+def read_jsonl(path):
+    return [json.loads(line) for line in Path(path).read_text().splitlines()]
+
+
+def assert_complete(records, summary):
+    """Every frame read is in the JSONL or counted dropped; each stream's frames in order, none twice."""
+    for stream in summary["streams"]:
+        indexes = [r["frame"] for r in records if r["stream"] == stream["stream"]]
+        assert indexes == sorted(set(indexes)), f"stream {stream['stream']} out of order or repeated"
+        assert len(indexes) + stream["dropped"] == stream["read"], stream
+        assert len(indexes) == stream["frames"]
+
+
+def test_jsonl_has_every_frame_read_or_counts_it_dropped(tiny_ir, tmp_path):
+    jsonl, summary = tmp_path / "d.jsonl", tmp_path / "s.json"
+    sources = [a for i in range(4) for a in ("--source", f"synthetic:seed={i},size=160x120,fps=400")]
+    result = CliRunner().invoke(main, ["run", str(tiny_ir), *sources, "--max-frames", "60", "--jsonl", str(jsonl),
+                                       "--summary-json", str(summary), "--quiet", "--nireq", "2"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(summary.read_text())
+    assert all(s["read"] == 60 for s in report["streams"])
+    assert_complete(read_jsonl(jsonl), report)
+    assert "precision" in report and report["stage_ms"]["infer"] > 0
+
+
+class ViewRecorder:
+    """A sink keeping, per mosaic, whether stream 0 had a frame and tile 0 of the view."""
+
+    needs_view = True
+
+    def __init__(self):
+        self.seen = []
+
+    def write(self, result):
+        has_zero = any(f.frame.stream == 0 for f in result.frames)
+        self.seen.append((has_zero, result.view[:64, :64].copy()))
+
+    def close(self):
+        pass
+
+
+def test_failing_source_is_retried_and_never_stops_the_others(tiny_ir, tmp_path):
+    late = tmp_path / "late.avi"
+    specs = [parse_source(str(late))] + [parse_source(f"synthetic:seed={i},size=96x96,fps=100") for i in (1, 2)]
+    recorder = ViewRecorder()
+    pipeline = Pipeline(Adapter(tiny_ir), specs, CapturePolicy(reconnect=True, backoff=(0.05, 0.2)),
+                        Layout(2, 2, 128, 128), [recorder], RunOptions(duration=3.0, stall_seconds=0.3))
+    stop = threading.Event()
+
+    def write_video_later():
+        time.sleep(0.8)
+        part = tmp_path / "part.avi"
+        writer = cv2.VideoWriter(str(part), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))
+        for _ in range(5):
+            writer.write(np.full((48, 64, 3), 200, np.uint8))
+        writer.release()
+        os.replace(part, late)
+
+    threading.Thread(target=write_video_later, daemon=True).start()
+    report = pipeline.run(stop)
+    first, others = report["streams"][0], report["streams"][1:]
+    assert first["reconnects"] >= 2 and first["frames"] >= 5  # failed to open, then read, ended, retried
+    assert all(s["frames"] > 100 and s["state"] == "ended" for s in others)
+    no_signal = [tile for has_zero, tile in recorder.seen[:10] if not has_zero]
+    red = np.all(no_signal[-1] == (0, 0, 255), axis=-1)
+    assert red.any(), "the failing stream's tile shows no 'NO SIGNAL' card"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_stops_cleanly_with_complete_jsonl(tiny_ir, tmp_path, sig):
+    jsonl, summary = tmp_path / "d.jsonl", tmp_path / "s.json"
+    sources = [a for i in range(4) for a in ("--source", f"synthetic:seed={i},size=160x120")]
+    process = subprocess.Popen([PRUNEYOLO, "run", str(tiny_ir), *sources, "--jsonl", str(jsonl),
+                                "--summary-json", str(summary), "--quiet"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and (not jsonl.exists() or jsonl.stat().st_size < 4000):
+        time.sleep(0.1)
+    process.send_signal(sig)
+    out, err = process.communicate(timeout=20)
+    assert process.returncode == 0, err
+    records = read_jsonl(jsonl)  # every line whole
+    report = json.loads(summary.read_text())
+    assert_complete(records, report)
+    for stream in report["streams"]:  # files and unpaced scenes never drop while running
+        indexes = [r["frame"] for r in records if r["stream"] == stream["stream"]]
+        assert indexes == list(range(len(indexes)))
+    assert "inferences/s" in out
+
+
+def rss_mb() -> float:
+    return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def test_memory_is_bounded_over_2000_frames(tiny_ir, tmp_path):
+    specs = [parse_source(f"synthetic:seed={i},size=160x120") for i in range(4)]
+    samples = []
+
+    def sample(snapshot):
+        if snapshot["frames"] >= 200:
+            samples.append(rss_mb())
+
+    live = LiveState(["blue", "red"], 4)
+    sinks = [JsonlSink(str(tmp_path / "d.jsonl"), ["blue", "red"]), live]
+    pipeline = Pipeline(Adapter(tiny_ir), specs, CapturePolicy(max_frames=500), Layout(2, 2, 128, 128), sinks,
+                        listeners=[sample, live.publish])
+    report = pipeline.run(threading.Event())
+    samples.append(rss_mb())
+    assert report["frames"] == 2000
+    assert len(samples) >= 2 and max(samples) - samples[0] < 50, samples
+
+
+def test_absent_device_is_one_line_naming_what_exists():
+    with pytest.raises(PruneyoloError) as caught:
+        check_device(["CPU"], "MYRIAD")
+    message = str(caught.value)
+    assert "\n" not in message and "CPU" in message and "2022.3 LTS" in message
+    with pytest.raises(PruneyoloError, match="'GPU' is not available"):
+        check_device(["CPU"], "AUTO:GPU,CPU")
+    check_device(["CPU", "GPU.0", "GPU.1"], "MULTI:GPU,CPU")
+
+
+def test_run_on_myriad_exits_2_with_one_line(tiny_ir):
+    result = CliRunner().invoke(main, ["run", str(tiny_ir), "--source", "synthetic:", "--device", "MYRIAD"])
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "NCS2" in lines[0] and "CPU" in lines[0]
+
+
+def test_exception_in_callback_is_reraised(tiny_ir):
+    adapter = Adapter(tiny_ir, nireq=1)
+
+    def broken(*_):
+        raise ValueError("boom in callback")
+
+    adapter.on_result = broken
+    adapter.submit(np.zeros((128, 128, 3), np.uint8), None)
+    with pytest.raises(ValueError, match="boom in callback"):
+        adapter.wait()
+    adapter.wait()  # reported once
+
+
+def test_devices_lists_cpu():
+    result = CliRunner().invoke(main, ["devices"])
+    assert result.exit_code == 0 and "CPU" in result.output and "INFERENCE_PRECISION_HINT" in result.output
