@@ -57,7 +57,7 @@ def _border_pixels(graph) -> int:
 
 
 def test_folded_constants_keep_outputs_away_from_borders(tmp_path):
-    graph, weights = sparse_model("yolov3-tiny", 416)
+    graph, weights = sparse_model("yolov3-tiny", 608)
     masks, _ = channel_masks(graph, weights, 0.8)
     zero_cut_channels(weights, masks, beta=False)
     for conv, mask in masks.items():
@@ -73,7 +73,7 @@ def test_folded_constants_keep_outputs_away_from_borders(tmp_path):
     for head, before, after, plain in zip(graph.heads, expected, with_fold, without_fold):
         margin = math.ceil(border / head.stride)
         centre = (Ellipsis, slice(margin, -margin), slice(margin, -margin))
-        assert before[centre].size > 0
+        assert before[centre].shape[-1] >= 5
         assert relative_error(before[centre], after[centre]) < 1e-3
         assert np.abs(before - after).mean() < np.abs(before - plain).mean() / 5
 
