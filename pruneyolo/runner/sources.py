@@ -103,6 +103,9 @@ class CaptureReader:
         if not self.capture.isOpened():
             raise SourceError(f"cannot open {spec.text}")
 
+    def pace(self) -> None:
+        pass
+
     def read(self) -> np.ndarray | None:
         ok, image = self.capture.read()
         return image if ok else None
@@ -123,6 +126,9 @@ class ImagesReader:
         if not self.paths:
             raise SourceError(f"no images at {spec.text}")
         self.next = 0
+
+    def pace(self) -> None:
+        pass
 
     def read(self) -> np.ndarray | None:
         while self.next < len(self.paths):
@@ -148,10 +154,13 @@ class SyntheticReader:
         self.scene = SceneStream(**options)
         self.due = time.monotonic()
 
-    def read(self) -> np.ndarray | None:
+    def pace(self) -> None:
+        """Sleep until the next frame is due (at --source ...,fps=N)."""
         if self.period:
             self.due += self.period
             time.sleep(max(0.0, self.due - time.monotonic()))
+
+    def read(self) -> np.ndarray | None:
         return self.scene.read()[0]
 
     def close(self) -> None:
@@ -159,7 +168,10 @@ class SyntheticReader:
 
 
 def open_reader(spec: SourceSpec, stream: int):
-    """A reader with read() -> image | None (end) and close(); raises SourceError if it cannot open."""
+    """A reader with pace() (wait for the next frame's turn), read() -> image | None (end) and close().
+
+    Raises SourceError if it cannot open.
+    """
     if spec.kind == "synthetic":
         return SyntheticReader(spec, stream)
     if spec.kind in ("image", "folder"):
@@ -251,6 +263,7 @@ class Capture(threading.Thread):
         while not self.halt.is_set():
             if self.policy.max_frames is not None and self.frames_read >= self.policy.max_frames:
                 return True
+            reader.pace()
             started = time.monotonic()
             image = reader.read()
             if image is None:
