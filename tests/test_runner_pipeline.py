@@ -178,3 +178,16 @@ def test_exception_in_callback_is_reraised(tiny_ir):
 def test_devices_lists_cpu():
     result = CliRunner().invoke(main, ["devices"])
     assert result.exit_code == 0 and "CPU" in result.output and "INFERENCE_PRECISION_HINT" in result.output
+
+
+@pytest.mark.parametrize("name", ["mosaic.avi", "stream{stream}.avi"])
+def test_save_video_writes_the_mosaic_or_one_file_per_stream(tiny_ir, tmp_path, name):
+    sources = [a for i in range(2) for a in ("--source", f"synthetic:seed={i},size=96x64")]
+    result = CliRunner().invoke(main, ["run", str(tiny_ir), *sources, "--max-frames", "6", "--quiet",
+                                       "--save-video", str(tmp_path / name)])
+    assert result.exit_code == 0, result.output
+    expected = {"mosaic.avi": (128, 128)} if "{" not in name else {f"stream{i}.avi": (96, 64) for i in range(2)}
+    for file, size in expected.items():
+        video = cv2.VideoCapture(str(tmp_path / file))
+        assert (video.get(cv2.CAP_PROP_FRAME_WIDTH), video.get(cv2.CAP_PROP_FRAME_HEIGHT)) == size
+        assert video.get(cv2.CAP_PROP_FRAME_COUNT) == 6

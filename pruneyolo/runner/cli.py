@@ -118,7 +118,10 @@ def run(model, sources, layout, device, conf, iou, nireq, hint, precision, loop,
     if summary_json:
         with open(summary_json, "w", encoding="utf-8") as file:
             json.dump(snapshot, file, indent=1)
-    Console().print(summary_table(snapshot, adapter, device))
+    out = Console()
+    if not out.is_terminal:
+        out = Console(width=160)  # a log file gets the whole table, not 80 squeezed columns
+    out.print(summary_table(snapshot, adapter, device))
 
 
 @click.command()

@@ -107,7 +107,7 @@ class VideoSink:
     def _write(self, key: int, path: str, image: np.ndarray) -> None:
         size = (image.shape[1], image.shape[0])
         if key not in self.writers:
-            self.writers[key] = video_writer(path, self.fps, size)
+            self.writers[key] = (video_writer(path, self.fps, size), size)
         writer, first_size = self.writers[key]
         writer.write(image if size == first_size else cv2.resize(image, first_size))
 
