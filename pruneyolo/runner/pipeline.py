@@ -160,8 +160,8 @@ class Pipeline:
             listener(snapshot)
 
     def _expecting(self, capture: Capture, now: float) -> bool:
-        """A stream worth waiting for this round: live and not stalled."""
-        return capture.state == "live" and (not capture.last_frame_at
+        """A stream worth waiting for this round: starting or live, and not stalled."""
+        return capture.state in ("connecting", "live") and (not capture.last_frame_at
                                             or now - capture.last_frame_at < self.options.stall_seconds)
 
     def _gather(self, stop: threading.Event, deadline: float | None) -> dict[int, Frame] | None:
