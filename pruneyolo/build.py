@@ -19,7 +19,7 @@ LAYERS: dict[type, LayerSpec] = {
     Conv: (L.ConvBlock, lambda n: [n.in_channels, n.filters, n.size, (n.stride_y, n.stride_x), n.padding,
                                    n.groups, n.dilation, n.batch_normalize, n.activation, n.has_conv,
                                    n.has_bias]),
-    MaxPool: (L.MaxPool, lambda n: [n.size, (n.stride_y, n.stride_x), n.padding]),
+    MaxPool: (L.MaxPool, lambda n: [n.size, (n.stride_y, n.stride_x), n.pads]),
     Upsample: (L.Upsample, lambda n: [n.stride, n.scale]),
     Reorg: (L.Reorg, lambda n: [n.stride, n.mode]),
     Route: (L.Route, lambda n: [n.groups, n.group_id]),

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import click
 
 from . import __version__
+from .cfg import atomic_write
 from .errors import PruneyoloError
 from .graph import DIALECTS, load_graph
 from .summary import format_summary, summary_data
@@ -59,6 +61,66 @@ def inspect(cfg, size, dialect, as_json):
     """Parse CFG and print its layers, shapes, parameters and BFLOPs."""
     graph = load_graph(cfg, size, dialect)
     click.echo(json.dumps(summary_data(graph), indent=1) if as_json else format_summary(graph))
+
+
+@main.command()
+@click.argument("cfg", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Output .py (default: <cfg stem>.py).")
+@click.option("--weights", type=click.Path(dir_okay=False), help="Check these .weights fit and load them by default.")
+@size_option
+@dialect_option
+def codegen(cfg, output, weights, size, dialect):
+    """Write a standalone, readable PyTorch model file for CFG."""
+    from .codegen import render_model
+    from .weights import read_weights
+
+    graph = load_graph(cfg, size, dialect)
+    if weights:
+        read_weights(weights, graph)
+    output = output or f"{Path(cfg).stem}.py"
+    atomic_write(output, render_model(graph, str(Path(weights).resolve()) if weights else None))
+    click.echo(f"wrote {output}: {len(graph.nodes)} layers, {graph.params:,} parameters, {graph.bflops:.3f} BFLOPs")
+
+
+@main.command()
+@click.argument("cfg", type=click.Path(dir_okay=False))
+@click.option("--weights", type=click.Path(dir_okay=False), required=True, help="Darknet .weights for CFG.")
+@click.option("--output", "-o", "output_dir", type=click.Path(file_okay=False), required=True,
+              help="Directory for <cfg stem>.xml/.bin (and .onnx).")
+@click.option("--precision", type=click.Choice(["fp32", "fp16"]), default="fp32", show_default=True)
+@click.option("--heads", type=click.Choice(["decoded", "raw"]), default="decoded", show_default=True,
+              help="decoded: one [1,N,5+C] output of boxes; raw: one output per head.")
+@click.option("--onnx", "with_onnx", is_flag=True, help="Also write <cfg stem>.onnx (float NCHW RGB input).")
+@click.option("--names", type=click.Path(dir_okay=False), help="Darknet .names file with the class labels.")
+@size_option
+@dialect_option
+def convert(cfg, weights, output_dir, precision, heads, with_onnx, names, size, dialect):
+    """Convert CFG + WEIGHTS to OpenVINO IR (u8 NHWC BGR input, metadata embedded)."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from .convert import export_module, read_names, save_ir, save_onnx, to_openvino
+    from .weights import read_weights
+
+    stem = Path(cfg).stem
+    steps = ["parse cfg", "read weights", "convert to OpenVINO", "save IR"] + (["export ONNX"] if with_onnx else [])
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), transient=True) as bar:
+        task = bar.add_task(steps[0], total=len(steps))
+
+        def step(done_name, result):
+            bar.update(task, advance=1, description=steps[min(steps.index(done_name) + 1, len(steps) - 1)])
+            return result
+
+        graph = step("parse cfg", load_graph(cfg, size, dialect))
+        darknet_weights = step("read weights", read_weights(weights, graph))
+        labels = read_names(names) if names else None
+        model = step("convert to OpenVINO", to_openvino(graph, darknet_weights, heads, labels, precision))
+        xml_path = step("save IR", save_ir(model, Path(output_dir) / f"{stem}.xml", precision))
+        if with_onnx:
+            step("export ONNX", save_onnx(export_module(graph, darknet_weights, heads), graph,
+                                          Path(output_dir) / f"{stem}.onnx", heads))
+    click.echo(f"wrote {xml_path} ({precision}, heads {heads}, input u8 NHWC BGR "
+               f"{graph.input_shape[2]}x{graph.input_shape[1]})" + (" and .onnx" if with_onnx else ""))
+
 
 from .synth_cli import synth
 

@@ -103,6 +103,7 @@ class MaxPool(Node):
     stride_y: int
     stride_x: int
     padding: int
+    pads: tuple[int, int, int, int]  # (left, right, top, bottom) that reproduce darknet's windows exactly
 
     kind = "maxpool"
 
@@ -373,8 +374,11 @@ def parse_maxpool(opts: Options, ctx: _Context) -> Node:
     width = (in_w + padding - size) // stride_x + 1
     if height < 1 or width < 1:
         raise opts.error(f"a {size}x{size} pool does not fit its {in_h}x{in_w} input", "size")
+    before = padding // 2
+    pads = (before, max(0, (width - 1) * stride_x + size - in_w - before),
+            before, max(0, (height - 1) * stride_y + size - in_h - before))
     return MaxPool(ctx.index, ctx.section.line, (ctx.previous,), (channels, height, width),
-                   size, stride_y, stride_x, padding)
+                   size, stride_y, stride_x, padding, pads)
 
 
 @section("avgpool", "avg")

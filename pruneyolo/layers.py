@@ -82,21 +82,15 @@ class ConvBlock(nn.Module):
 
 
 class MaxPool(nn.Module):
-    """darknet maxpool: `padding` in total, padding // 2 before, out-of-range reads as -inf."""
+    """darknet maxpool: -inf padding (left, right, top, bottom) so every darknet window is reproduced."""
 
-    def __init__(self, kernel_size, stride=(1, 1), padding=0):
+    def __init__(self, kernel_size, stride=(1, 1), pads=(0, 0, 0, 0)):
         super().__init__()
-        self.kernel_size, self.stride = kernel_size, stride
-        self.pad_before = padding // 2
-        self.padding = padding
+        self.kernel_size, self.stride, self.pads = kernel_size, stride, pads
 
     def forward(self, x):
-        pads = []
-        for extent, stride in ((x.shape[3], self.stride[1]), (x.shape[2], self.stride[0])):
-            out = (extent + self.padding - self.kernel_size) // stride + 1
-            pads += [self.pad_before, max(0, (out - 1) * stride + self.kernel_size - extent - self.pad_before)]
-        if any(pads):
-            x = F.pad(x, pads, value=float("-inf"))
+        if any(self.pads):
+            x = F.pad(x, self.pads, value=float("-inf"))
         return F.max_pool2d(x, self.kernel_size, self.stride)
 
 
