@@ -1,0 +1,159 @@
+"""Training and evaluation: a smoke train that learns and round-trips its weights, fine-tuning a pruned
+model, the sparsity penalty's reach, and the metrics on perfect and on shifted predictions."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from pruneyolo.build import build_model, module_name
+from pruneyolo.cli import main
+from pruneyolo.evaluate import evaluate
+from pruneyolo.graph import Yolo, load_graph
+from pruneyolo.prune import channel_constraints, prune
+from pruneyolo.synth import make_dataset
+from pruneyolo.train import (
+    NO_AUGMENT,
+    Augment,
+    TrainOptions,
+    add_l1_gradient,
+    affine_matrix,
+    load_sample,
+    load_split,
+    sparsity_layers,
+    sparsity_rate,
+    train,
+    warp_boxes,
+)
+from pruneyolo.weights import read_weights
+
+CFG = Path(__file__).parent.parent / "cfgs" / "demo-tiny.cfg"
+SIZE = (128, 128)
+QUICK = TrainOptions(epochs=3, batch=4, lr=3e-3, warmup=1, augment=NO_AUGMENT, ema=False)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return make_dataset(tmp_path_factory.mktemp("train") / "shapes", train=8, val=0, test=6, size=128, seed=3)
+
+
+@pytest.fixture(scope="module")
+def graph():
+    return load_graph(CFG, SIZE)
+
+
+@pytest.fixture(scope="module")
+def trained(data, graph, tmp_path_factory):
+    torch.set_num_threads(1)
+    return train(graph, None, data, tmp_path_factory.mktemp("run"), QUICK, log=lambda line: None)
+
+
+def test_smoke_train_learns_and_writes_reloadable_weights(trained, graph):
+    first, last = np.mean(trained.losses[:2]), np.mean(trained.losses[-2:])
+    assert np.isfinite(trained.losses).all() and last < 0.8 * first
+    assert trained.weights_path.with_suffix(".pt").is_file()
+    reloaded = build_model(graph, read_weights(trained.weights_path, graph))
+    image = torch.rand(2, 3, SIZE[1], SIZE[0])
+    with torch.no_grad():
+        for mine, theirs in zip(trained.model(image), reloaded(image)):
+            torch.testing.assert_close(mine, theirs, rtol=0, atol=0)
+
+
+def test_pruned_model_fine_tunes(trained, graph, data, tmp_path):
+    pruned = prune(graph, trained.weights, 0.5)
+    assert pruned.graph.params < graph.params
+    result = train(pruned.graph, pruned.weights, data, tmp_path, QUICK, log=lambda line: None)
+    assert np.isfinite(result.losses).all()
+    assert np.mean(result.losses[-2:]) < np.mean(result.losses[:2])
+
+
+def test_sparsity_targets_prunable_layers_only(graph):
+    model = build_model(graph)
+    layers = sparsity_layers(model, graph)
+    prunable = channel_constraints(graph).prunable
+    assert [id(layer) for layer in layers] == [id(getattr(model, module_name(graph.nodes[i])).bn) for i in prunable]
+    heads_inputs = {node.inputs[0] for node in graph.nodes if isinstance(node, Yolo)}
+    assert heads_inputs.isdisjoint(prunable)
+    for parameter in model.parameters():
+        parameter.grad = torch.zeros_like(parameter)
+    add_l1_gradient(layers, 0.01)
+    for conv in graph.convs:
+        block = getattr(model, module_name(conv))
+        if conv.index in prunable:
+            torch.testing.assert_close(block.bn.weight.grad, 0.01 * torch.sign(block.bn.weight))
+        else:
+            assert not any(p.grad.any() for p in block.parameters())
+    assert sparsity_rate(0.01, 0, 10) == 0.01 and sparsity_rate(0.01, 5, 10) == pytest.approx(0.0055)
+
+
+def test_sparsity_training_shrinks_targeted_gammas(graph, data, tmp_path):
+    options = TrainOptions(epochs=3, batch=4, lr=0.1, warmup=1, augment=NO_AUGMENT, ema=False, limit=8)
+    plain = train(graph, None, data, tmp_path / "plain", options, log=lambda line: None)
+    sparse = train(graph, None, data, tmp_path / "sparse", TrainOptions(**{**options.__dict__, "sparsity": 0.5}),
+                   log=lambda line: None)
+    prunable = channel_constraints(graph).prunable
+
+    def mean_gamma(result):
+        return np.mean([np.abs(result.weights.layers[i].scales).mean() for i in prunable])
+
+    assert mean_gamma(sparse) < 0.9 * mean_gamma(plain)
+    assert (tmp_path / "sparse" / "gammas" / "epoch_001.png").is_file()
+    heads = [conv.index for conv in graph.convs if conv.index not in prunable]
+    for index in heads:  # no BN there: the head convs train the same either way (same seed, same batches)
+        assert plain.weights.layers[index].scales is None
+
+
+def label_rows(labels: np.ndarray, size: int, shift: float) -> np.ndarray:
+    """Perfect decoded rows for YOLO labels, moved right by `shift` box widths."""
+    rows = np.zeros((len(labels), 10), np.float32)
+    rows[:, 0:4] = labels[:, 1:5] * size
+    rows[:, 0] += shift * rows[:, 2]
+    rows[:, 4] = 1.0
+    rows[np.arange(len(labels)), 5 + labels[:, 0].astype(int)] = 1.0
+    return rows
+
+
+def oracle(data, shift: float):
+    """A predictor that answers each image with its own labels (evaluate reads the split in order)."""
+    samples = iter(load_split(data, "test"))
+    return lambda images: [label_rows(next(samples).labels, image.shape[1], shift) for image in images]
+
+
+def test_eval_scores_perfect_predictions_one_and_shifted_less(data):
+    perfect = evaluate(oracle(data, 0.0), data, "test")
+    assert perfect.map50 == pytest.approx(1.0) and perfect.map50_95 == pytest.approx(1.0)
+    assert perfect.precision == 1.0 and perfect.recall == 1.0
+    shifted = evaluate(oracle(data, 0.3), data, "test")
+    assert shifted.map50_95 < 0.7 and shifted.map50 <= 1.0
+
+
+def test_augmentation_keeps_boxes_on_their_objects(data):
+    sample = next(s for s in load_split(data, "train") if len(s.labels))
+    plain_image, plain_boxes = load_sample(sample, SIZE, NO_AUGMENT, np.random.default_rng(0))
+    flipped = Augment(scale=0, translate=0, flip_lr=1.0, flip_ud=0.0, hsv=(0, 0, 0))
+    image, boxes = load_sample(sample, SIZE, flipped, np.random.default_rng(0))
+    np.testing.assert_allclose(image, plain_image[:, ::-1], atol=2)
+    np.testing.assert_allclose(boxes[:, [1, 3]], SIZE[0] - plain_boxes[:, [3, 1]], atol=1e-4)
+    matrix = affine_matrix((100, 100), (200, 200), 1.0, (10, 0), (False, False))
+    np.testing.assert_allclose(warp_boxes(np.array([[0, 0, 100, 100.0]]), matrix), [[10, 0, 210, 200]])
+
+
+def test_cli_train_and_eval(data, tmp_path):
+    runner = CliRunner()
+    trained = runner.invoke(main, ["train", str(CFG), "--data", str(data), "-o", str(tmp_path), "--epochs", "1",
+                                   "--batch", "4", "--limit", "4", "--size", "96", "--threads", "1", "--no-ema"])
+    assert trained.exit_code == 0, trained.output
+    weights = tmp_path / "demo-tiny.weights"
+    scored = runner.invoke(main, ["eval", str(CFG), "--weights", str(weights), "--data", str(data), "--size", "96",
+                                  "--json", str(tmp_path / "m.json")])
+    assert scored.exit_code == 0, scored.output
+    assert "mAP50" in scored.output and (tmp_path / "m.json").is_file()
+    missing = runner.invoke(main, ["eval", str(CFG), "--data", str(data)])
+    assert missing.exit_code == 2 and "needs --weights" in missing.output
