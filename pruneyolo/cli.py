@@ -136,3 +136,8 @@ from .runner.cli import devices as devices_command, run as run_command
 
 main.add_command(run_command)
 main.add_command(devices_command)
+
+from .train_cli import eval_command, train_command
+
+main.add_command(train_command)
+main.add_command(eval_command)
