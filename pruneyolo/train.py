@@ -201,8 +201,8 @@ class LossWeights:
     """Gains of the three loss terms."""
 
     box: float = 0.05
-    obj: float = 1.0
-    cls: float = 0.3
+    obj: float = 0.5
+    cls: float = 0.1
 
 
 @dataclass(frozen=True)
@@ -280,7 +280,7 @@ def yolo_loss(outputs: list[torch.Tensor], targets: torch.Tensor, geometry: list
             wh = torch.exp(picked[:, 2:4].clamp(max=MAX_LOG_WH)) * head.anchors[slot]
             overlap = ciou(torch.cat([xy, wh], 1), rows[:, 2:6])
             box_loss = box_loss + (1 - overlap).mean()
-            obj_target[image, slot, row, column] = overlap.detach().clamp(min=0).to(obj_target.dtype)
+            obj_target[image, slot, row, column] = 1.0
             classes = F.one_hot(rows[:, 1].long(), picked.shape[1] - 5).to(picked.dtype)
             cls_loss = cls_loss + F.binary_cross_entropy_with_logits(picked[:, 5:], classes)
         obj_loss = obj_loss + head.balance * F.binary_cross_entropy_with_logits(p[..., 4], obj_target)

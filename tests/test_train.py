@@ -10,7 +10,8 @@ from click.testing import CliRunner
 
 from pruneyolo.build import build_model, module_name
 from pruneyolo.cli import main
-from pruneyolo.evaluate import evaluate
+from pruneyolo.convert import read_names, save_ir, to_openvino
+from pruneyolo.evaluate import evaluate, ir_predictor, torch_predictor
 from pruneyolo.graph import Yolo, load_graph
 from pruneyolo.prune import channel_constraints, prune
 from pruneyolo.synth import make_dataset
@@ -20,16 +21,20 @@ from pruneyolo.train import (
     TrainOptions,
     add_l1_gradient,
     affine_matrix,
+    assign,
+    head_geometry,
     load_sample,
     load_split,
     sparsity_layers,
     sparsity_rate,
     train,
     warp_boxes,
+    yolo_loss,
 )
 from pruneyolo.weights import read_weights
 
 CFG = Path(__file__).parent.parent / "cfgs" / "demo-tiny.cfg"
+NAMES = CFG.with_name("synth.names")
 SIZE = (128, 128)
 QUICK = TrainOptions(epochs=3, batch=4, lr=3e-3, warmup=1, augment=NO_AUGMENT, ema=False)
 
@@ -157,3 +162,40 @@ def test_cli_train_and_eval(data, tmp_path):
     assert "mAP50" in scored.output and (tmp_path / "m.json").is_file()
     missing = runner.invoke(main, ["eval", str(CFG), "--data", str(data)])
     assert missing.exit_code == 2 and "needs --weights" in missing.output
+
+
+def test_loss_is_small_for_outputs_that_decode_to_the_targets(graph):
+    geometry = head_geometry(graph)
+    targets = torch.tensor([[0, 1, 40.5, 70.2, 30.0, 22.0], [1, 4, 100.0, 20.0, 9.0, 12.0]])
+    outputs = [torch.full((2, 3 * 10, 128 // int(h.stride[1]), 128 // int(h.stride[0])), -20.0) for h in geometry]
+    anchors = torch.cat([h.anchors for h in geometry])
+    first = [0, len(geometry[0].anchors)]
+    for target, anchor in zip(*assign(targets, anchors)):
+        head = 0 if anchor < first[1] else 1
+        slot, (stride_x, stride_y), s = int(anchor) - first[head], geometry[head].stride, geometry[head].scale_x_y
+        row = targets[target]
+        column, line = int(row[2] // stride_x), int(row[3] // stride_y)
+        fraction = torch.stack([row[2] / stride_x - column, row[3] / stride_y - line])
+        raw = outputs[head].view(2, 3, 10, *outputs[head].shape[2:])[int(row[0]), slot, :, line, column]
+        raw[:2] = torch.logit((fraction + 0.5 * (s - 1)) / s)
+        raw[2:4] = torch.log(row[4:6] / geometry[head].anchors[slot])
+        raw[4] = 20.0
+        raw[5 + int(row[1])] = 20.0
+    total, parts = yolo_loss(outputs, targets, geometry)
+    assert float(total) < 1e-4 and max(parts.values()) < 1e-4
+
+
+SHIPPED = Path(__file__).parent.parent / "cfgs" / "prune_0.88"
+SHIPPED_MAP50 = 0.0  # tools/slim_demo measured MEASURED on the 300 test images; a margin covers the 60 used here
+
+
+@pytest.mark.skipif(not SHIPPED.with_suffix(".weights").is_file(), reason="no shipped weights")
+def test_shipped_model_reaches_its_stated_map_through_the_ir(tmp_path):
+    data = make_dataset(tmp_path / "shapes", train=0, val=0, test=60, size=320, seed=0)  # = slim_demo's test[:60]
+    graph = load_graph(SHIPPED.with_suffix(".cfg"))
+    weights = read_weights(SHIPPED.with_suffix(".weights"), graph)
+    xml = save_ir(to_openvino(graph, weights, "decoded", read_names(NAMES)), tmp_path / "ir" / "shipped.xml")
+    through_ir = evaluate(ir_predictor(xml), data, "test")
+    in_torch = evaluate(torch_predictor(graph, weights), data, "test")
+    assert through_ir.map50 >= SHIPPED_MAP50
+    assert abs(through_ir.map50 - in_torch.map50) <= 0.005 and abs(through_ir.map50_95 - in_torch.map50_95) <= 0.005
