@@ -1,0 +1,299 @@
+"""Network slimming end to end on the synthetic task; writes docs/results.md and ships the pruned model.
+
+synth dataset -> baseline and sparsity training (in parallel, one core each) -> prune sweep -> fine-tune the
+chosen percent -> IR (FP32, FP16) -> eval and FPS -> docs/results.md, docs/img/*.png, cfgs/prune_<P>.*
+
+Stages whose outputs already exist in --out are reused, so a rerun only redoes what is missing.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+import numpy as np
+import openvino as ov
+import torch
+
+from pruneyolo.convert import read_names, save_ir, to_openvino
+from pruneyolo.evaluate import Metrics, evaluate, ir_predictor, torch_predictor
+from pruneyolo.graph import Graph, load_graph
+from pruneyolo.prune import abs_gammas, channel_constraints, largest_safe_percent, prune, write_result
+from pruneyolo.prune_report import plot_gammas
+from pruneyolo.weights import read_weights
+
+ROOT = Path(__file__).resolve().parent.parent
+BASE_CFG = ROOT / "cfgs" / "demo-tiny.cfg"
+NAMES = ROOT / "cfgs" / "synth.names"
+SWEEP = (0.5, 0.6, 0.7, 0.8, 0.88, 0.9)
+FPS_SIZES = ((416, 416), (832, 832))  # one 416 camera, and the 2x2 mosaic tools/demo runs
+FPS_SECONDS = 4.0
+
+
+@dataclass
+class Row:
+    """One line of the results table."""
+
+    name: str
+    graph: Graph
+    weights_path: Path
+    metrics: Metrics
+    fps: tuple[float, float] | None = None
+
+
+def say(text: str) -> None:
+    print(f"[slim_demo {time.strftime('%H:%M:%S')}] {text}", flush=True)
+
+
+def pruneyolo(*args: str) -> subprocess.Popen:
+    """Start one `pruneyolo` command with its output going to ours."""
+    return subprocess.Popen([str(Path(sys.executable).parent / "pruneyolo"), *map(str, args)])
+
+
+def wait_all(processes: list[subprocess.Popen]) -> None:
+    for process in processes:
+        if process.wait():
+            raise SystemExit(f"failed: {' '.join(process.args)}")
+
+
+def train_args(cfg: Path, data: Path, out: Path, epochs: int, batch: int, threads: int, *extra) -> list[str]:
+    return ["train", cfg, "--data", data, "-o", out, "--epochs", epochs, "--batch", batch, "--threads", threads,
+            *extra]
+
+
+def measure_fps(xml: Path, seconds: float = FPS_SECONDS) -> float:
+    """Images per second of an IR on CPU with the throughput hint and an async queue of requests."""
+    core = ov.Core()
+    compiled = core.compile_model(str(xml), "CPU", {"PERFORMANCE_HINT": "THROUGHPUT"})
+    queue = ov.AsyncInferQueue(compiled)
+    shape = tuple(compiled.input(0).shape)
+    image = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
+    for _ in range(len(queue)):
+        queue.start_async({0: image})
+    queue.wait_all()
+    count, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        queue.start_async({0: image})
+        count += 1
+    queue.wait_all()
+    return count / (time.perf_counter() - started)
+
+
+def convert(cfg: Path, weights: Path, xml: Path, precision: str, size: tuple[int, int] | None = None) -> Path:
+    """`pruneyolo convert` in-process (decoded heads, synth labels)."""
+    if not xml.is_file():
+        graph = load_graph(cfg, size)
+        save_ir(to_openvino(graph, read_weights(weights, graph), "decoded", read_names(NAMES), precision), xml,
+                precision)
+    return xml
+
+
+def ir_fps(cfg: Path, weights: Path, folder: Path, precision: str) -> tuple[float, float]:
+    """FPS of the model converted at each of FPS_SIZES."""
+    return tuple(measure_fps(convert(cfg, weights, folder / f"{precision}_{w}x{h}" / f"{cfg.stem}.xml",
+                                     precision, (w, h))) for w, h in FPS_SIZES)
+
+
+def cached_metrics(path: Path, compute) -> Metrics:
+    """Metrics from a JSON file, computed and stored there the first time."""
+    if path.is_file():
+        data = json.loads(path.read_text())
+        return Metrics(data["P"], data["R"], data["mAP50"], data["mAP50-95"], data["images"], data["seconds"])
+    metrics = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(metrics.as_dict(), indent=1) + "\n")
+    return metrics
+
+
+def torch_row(name: str, cfg: Path, weights: Path, data: Path, scores: Path) -> Row:
+    graph = load_graph(cfg)
+    metrics = cached_metrics(scores, lambda: evaluate(torch_predictor(graph, read_weights(weights, graph)), data))
+    say(f"{name}: mAP50 {metrics.map50:.3f}, mAP50-95 {metrics.map50_95:.3f}")
+    return Row(name, graph, weights, metrics)
+
+
+def ir_row(name: str, cfg: Path, weights: Path, data: Path, folder: Path, precision: str) -> Row:
+    xml = convert(cfg, weights, folder / precision / f"{cfg.stem}.xml", precision)
+    metrics = cached_metrics(folder / f"{precision}.json", lambda: evaluate(ir_predictor(xml), data))
+    fps = ir_fps(cfg, weights, folder, precision)
+    say(f"{name}: mAP50 {metrics.map50:.3f}, FPS {fps[0]:.0f} / {fps[1]:.0f}")
+    return Row(name, load_graph(cfg), weights, metrics, fps)
+
+
+def choose_percent(wanted: float, weights_path: Path, graph: Graph) -> float:
+    """The wanted percent, or the largest safe one if the gammas cannot support it."""
+    safe = largest_safe_percent(abs_gammas(read_weights(weights_path, graph), channel_constraints(graph).prunable))
+    return min(wanted, safe)
+
+
+# ---- plots and the report -------------------------------------------------------------------------------
+
+def plot_curves(logs: dict[str, Path], path: Path) -> None:
+    """Training loss per epoch of each run, one line each."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(6, 3.5))
+    for label, log in logs.items():
+        records = [json.loads(line) for line in log.read_text().splitlines()]
+        axis.plot([r["epoch"] for r in records], [r["loss"] for r in records], marker="o", label=label)
+    axis.set_xlabel("epoch")
+    axis.set_ylabel("training loss")
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def plot_sweep(rows: list[Row], base: Row, path: Path) -> None:
+    """mAP50 and parameters (as a fraction of the base model) across the prune sweep, before fine-tuning."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    percents = [float(row.name.split()[1]) for row in rows]
+    figure, axis = plt.subplots(figsize=(6, 3.5))
+    axis.plot(percents, [row.metrics.map50 for row in rows], marker="o", label="mAP50 (no fine-tune)")
+    axis.plot(percents, [row.graph.params / base.graph.params for row in rows], marker="s",
+              label="params / base")
+    axis.axhline(base.metrics.map50, color="grey", linestyle="--", label="sparsity-trained mAP50")
+    axis.set_xlabel("prune percent")
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def table_line(row: Row, base: Row) -> str:
+    m, size = row.metrics, row.weights_path.stat().st_size
+    fps = [f"{v:.0f}" for v in row.fps] if row.fps else ["-", "-"]
+    change = row.graph.params / base.graph.params - 1
+    params = f"{row.graph.params:,}" + (f" ({change:+.0%})" if row.graph.params != base.graph.params else "")
+    return (f"| {row.name} | {m.precision:.3f} | {m.recall:.3f} | {m.map50:.3f} | {m.map50_95:.3f} | {params} | "
+            f"{size / 1e6:.2f} | {row.graph.bflops:.3f} | {fps[0]} | {fps[1]} |")
+
+
+def report(rows: list[Row], base: Row, settings: dict, chosen: float, minutes: float) -> str:
+    header = ("| model | P | R | mAP50 | mAP50-95 | params | .weights MB | BFLOPs | IR FPS 416 | "
+              "IR FPS 832 (2x2) |\n|---|---|---|---|---|---|---|---|---|---|")
+    lines = "\n".join(table_line(row, base) for row in rows)
+    return f"""# Network slimming on the synthetic shapes task
+
+Measured by `tools/slim_demo` ({minutes:.0f} min on a shared 2-core CPU). Settings: {json.dumps(settings)}.
+
+Scores are on the test split ({rows[0].metrics.images} images at {base.graph.input_shape[2]}x{base.graph.input_shape[1]}):
+P and R at confidence 0.25 and IoU 0.5; mAP by pycocotools from detections >= 0.001 after NMS 0.6.
+Params, .weights size and BFLOPs at the training size; FPS: the IR on this CPU (OpenVINO, throughput hint,
+async requests) converted at 416x416 and at 832x832 (the 2x2 mosaic of `tools/demo`). The prune rows are
+before fine-tuning. The cfg has no residual shortcuts, so there is no layer-prune variant.
+
+{header}
+{lines}
+
+The shipped model is `cfgs/prune_{chosen:g}.cfg` + `cfgs/prune_{chosen:g}.weights` (the fine-tuned row).
+
+![training loss](img/slim_loss.png)
+
+![|gamma| after baseline training](img/gammas_baseline.png)
+
+![|gamma| after sparsity training, with the chosen threshold](img/gammas_sparse.png)
+
+![prune sweep](img/prune_sweep.png)
+"""
+
+
+# ---- the pipeline ---------------------------------------------------------------------------------------
+
+@click.command()
+@click.option("--out", default=str(ROOT / "runs" / "slim"), show_default=True, type=click.Path(path_type=Path))
+@click.option("--train-images", default=2400, show_default=True)
+@click.option("--test-images", default=300, show_default=True)
+@click.option("--epochs", default=8, show_default=True, help="Baseline and sparsity training epochs.")
+@click.option("--batch", default=8, show_default=True)
+@click.option("--finetune-epochs", default=5, show_default=True)
+@click.option("--sparsity", default=5e-4, show_default=True)
+@click.option("--choose", default=0.88, show_default=True, help="The percent to fine-tune and ship.")
+@click.option("--ship/--no-ship", default=True, show_default=True, help="Write cfgs/ and docs/.")
+def main(out: Path, train_images: int, test_images: int, epochs: int, batch: int, finetune_epochs: int,
+         sparsity: float, choose: float, ship: bool):
+    started = time.perf_counter()
+    torch.set_num_threads(2)
+    data = out / "data"
+    if not (data / "data.json").is_file():
+        say("generating the dataset")
+        wait_all([pruneyolo("synth", data, "--train", train_images, "--val", 200, "--test", test_images, "--size", 320)])
+    base_weights, sparse_weights = out / "baseline" / "demo-tiny.weights", out / "sparse" / "demo-tiny.weights"
+    jobs = []
+    if not base_weights.is_file():
+        jobs.append(pruneyolo(*train_args(BASE_CFG, data, out / "baseline", epochs, batch, 1)))
+    if not sparse_weights.is_file():
+        jobs.append(pruneyolo(*train_args(BASE_CFG, data, out / "sparse", epochs, batch, 1, "--sparsity",
+                                        sparsity)))
+    say(f"training baseline and sparsity models ({len(jobs)} jobs)")
+    wait_all(jobs)
+    graph = load_graph(BASE_CFG)
+    base = torch_row("baseline", BASE_CFG, base_weights, data, out / "scores" / "baseline.json")
+    sparse = torch_row(f"sparsity {sparsity:g}", BASE_CFG, sparse_weights, data, out / "scores" / "sparse.json")
+    sweep_rows, chosen = [], choose_percent(choose, sparse_weights, graph)
+    for percent in sorted(set(SWEEP) | {chosen}):
+        if percent > largest_safe_percent(abs_gammas(read_weights(sparse_weights, graph),
+                                                     channel_constraints(graph).prunable)):
+            continue
+        cfg_path, weights_path = out / "prune" / f"prune_{percent:g}_demo-tiny.cfg", \
+            out / "prune" / f"prune_{percent:g}_demo-tiny.weights"
+        if not weights_path.is_file():
+            write_result(prune(graph, read_weights(sparse_weights, graph), percent), out / "prune", str(BASE_CFG))
+        sweep_rows.append(torch_row(f"prune {percent:g}", cfg_path, weights_path, data,
+                                    out / "scores" / f"prune_{percent:g}.json"))
+    pruned_cfg = out / "prune" / f"prune_{chosen:g}_demo-tiny.cfg"
+    tuned_weights = out / "finetune" / f"{pruned_cfg.stem}.weights"
+    if not tuned_weights.is_file():
+        say(f"fine-tuning prune {chosen:g}")
+        wait_all([pruneyolo(*train_args(pruned_cfg, data, out / "finetune", finetune_epochs, batch, 2,
+                                         "--weights", pruned_cfg.with_suffix(".weights"), "--warmup", 50))])
+    tuned = torch_row(f"prune {chosen:g} fine-tuned", pruned_cfg, tuned_weights, data,
+                      out / "scores" / "finetuned.json")
+    base_ir = ir_row("baseline IR FP32", BASE_CFG, base_weights, data, out / "ir" / "baseline", "fp32")
+    tuned_irs = [ir_row(f"prune {chosen:g} fine-tuned IR {p.upper()}", pruned_cfg, tuned_weights, data,
+                        out / "ir" / "finetuned", p) for p in ("fp32", "fp16")]
+    rows = [base, base_ir, sparse, *sweep_rows, tuned, *tuned_irs]
+    if ship:
+        ship_model(pruned_cfg, tuned_weights, chosen, {float(row.name.split()[1]) for row in sweep_rows})
+        write_docs(rows, sweep_rows, sparse, out, graph, sparse_weights, base_weights, chosen,
+                   {"train_images": train_images, "epochs": epochs, "finetune_epochs": finetune_epochs,
+                    "batch": batch, "sparsity": sparsity}, (time.perf_counter() - started) / 60)
+    say(f"done in {(time.perf_counter() - started) / 60:.1f} min")
+
+
+def ship_model(pruned_cfg: Path, tuned_weights: Path, chosen: float, swept: set[float]) -> None:
+    """cfgs/prune_<P>.cfg and prune_0.88.cfg if swept (via tools/make_prune_cfg), and the chosen .weights."""
+    for percent in sorted({chosen} | ({0.88} & swept)):
+        subprocess.run([ROOT / "tools" / "make_prune_cfg", pruned_cfg.parent.parent, f"{percent:g}"], check=True)
+    shutil.copyfile(tuned_weights, ROOT / "cfgs" / f"prune_{chosen:g}.weights")
+    say(f"shipped cfgs/prune_{chosen:g}.cfg and .weights")
+
+
+def write_docs(rows: list[Row], sweep_rows: list[Row], sparse: Row, out: Path, graph: Graph, sparse_weights: Path, base_weights: Path,
+               chosen: float, settings: dict, minutes: float) -> None:
+    images = ROOT / "docs" / "img"
+    images.mkdir(parents=True, exist_ok=True)
+    plot_gammas(graph, read_weights(base_weights, graph), images / "gammas_baseline.png")
+    plot_gammas(graph, read_weights(sparse_weights, graph), images / "gammas_sparse.png", chosen)
+    plot_curves({"baseline": out / "baseline" / "train_log.jsonl", "sparsity": out / "sparse" / "train_log.jsonl",
+                 f"fine-tune {chosen:g}": out / "finetune" / "train_log.jsonl"}, images / "slim_loss.png")
+    plot_sweep(sweep_rows, sparse, images / "prune_sweep.png")
+    (ROOT / "docs" / "results.md").write_text(report(rows, rows[0], settings, chosen, minutes))
+    say("wrote docs/results.md")
+
+
+if __name__ == "__main__":
+    main()
