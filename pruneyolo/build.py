@@ -2,15 +2,28 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
 from torch import nn
 
 from . import layers as L
-from .graph import (AvgPool, Conv, Graph, Identity, MaxPool, Node, Reorg, Route, Sam, ScaleChannels, Shortcut,
-                    Upsample, Yolo)
+from .graph import (
+    AvgPool,
+    Conv,
+    Graph,
+    Identity,
+    MaxPool,
+    Node,
+    Reorg,
+    Route,
+    Sam,
+    ScaleChannels,
+    Shortcut,
+    Upsample,
+    Yolo,
+)
 from .weights import ConvWeights, DarknetWeights
 
 LayerSpec = tuple[type, Callable[[Node], list]]

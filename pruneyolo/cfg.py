@@ -30,7 +30,7 @@ class Section:
     path: str
     entries: dict[str, Entry] = field(default_factory=dict)
 
-    def options(self) -> "Options":
+    def options(self) -> Options:
         return Options(self)
 
     def set(self, key: str, value) -> None:

@@ -132,7 +132,8 @@ main.add_command(prune_command)
 main.add_command(compare_command)
 main.add_command(gammas_command)
 
-from .runner.cli import devices as devices_command, run as run_command
+from .runner.cli import devices as devices_command
+from .runner.cli import run as run_command
 
 main.add_command(run_command)
 main.add_command(devices_command)

@@ -72,7 +72,8 @@ def to_openvino(graph: Graph, weights: DarknetWeights | None, heads: str = "deco
     example = torch.zeros(1, channels, height, width)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model = ov.convert_model(module, example_input=example, input=[(1, channels, height, width)])
+        traced = torch.jit.trace(module, example, check_trace=False)  # the check re-traces: 3x slower
+        model = ov.convert_model(traced, example_input=example, input=[(1, channels, height, width)])
     for output, name in zip(model.outputs, output_names(graph, heads)):
         output.get_tensor().set_names({name})
     model.inputs[0].get_tensor().set_names({"image"})

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from .activations import canonical_activation
 from .cfg import Options, Section, read_cfg

@@ -6,8 +6,8 @@ import json
 from dataclasses import asdict, dataclass, field
 
 from . import __version__
-from .graph import Graph
 from .errors import PruneyoloError
+from .graph import Graph
 
 SECTION = "model_info"
 
@@ -44,7 +44,7 @@ class ModelInfo:
 
     @classmethod
     def from_graph(cls, graph: Graph, labels: list[str] | None = None, heads_mode: str = "decoded",
-                   precision: str = "fp32") -> "ModelInfo":
+                   precision: str = "fp32") -> ModelInfo:
         classes = graph.heads[0].classes if graph.heads else 0
         labels = labels or [f"class_{i}" for i in range(classes)]
         if len(labels) != classes:
@@ -86,7 +86,7 @@ class ModelInfo:
             model.set_rt_info(value, [SECTION, key])
 
     @classmethod
-    def read(cls, model) -> "ModelInfo":
+    def read(cls, model) -> ModelInfo:
         """Load from an openvino.Model (read_model or compiled model's runtime model)."""
         try:
             text = model.get_rt_info([SECTION, "pruneyolo"]).astype(str)

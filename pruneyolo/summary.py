@@ -42,10 +42,10 @@ def _input_shape(graph: Graph, node: Node):
 def format_summary(graph: Graph) -> str:
     """Darknet-style table: index, type, filters, size/stride, input -> output, BFLOPs; then totals."""
     lines = [f"pruneyolo {__version__}  {graph.path}",
-             f"dialect: {graph.dialect}   input: {graph.input_shape[2]}x{graph.input_shape[1]}x"
-             f"{graph.input_shape[0]}",
-             f"{'layer':>5}  {'type':<14}{'filters':>8}  {'size/strd(dil)':<16}{'input':>20} -> "
-             f"{'output':<20}{'BFLOPs':>9}"]
+             (f"dialect: {graph.dialect}   input: {graph.input_shape[2]}x{graph.input_shape[1]}x"
+             f"{graph.input_shape[0]}"),
+             (f"{'layer':>5}  {'type':<14}{'filters':>8}  {'size/strd(dil)':<16}{'input':>20} -> "
+             f"{'output':<20}{'BFLOPs':>9}")]
     for node in graph.nodes:
         kind, filters, geometry = _describe(node)
         flops = f"{node.bflops:9.3f}" if node.bflops else ""

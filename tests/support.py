@@ -1,0 +1,84 @@
+"""Shared by the graph, codegen and convert tests: the corpus, reference runs in OpenCV, comparisons."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import cv2
+import numpy as np
+import openvino as ov
+from prune_support import CORPUS, write_model
+
+from pruneyolo.codegen import class_name_for, render_model
+from pruneyolo.graph import Conv, Graph
+from pruneyolo.weights import DarknetWeights
+
+CORPUS_CFGS = sorted(CORPUS.glob("*.cfg"))
+
+# Corpus cfgs pruneyolo rejects, each with the words its one-line error must contain (see README).
+REJECTED = {
+    "AlexeyAB__darknet__cfg__Gaussian_yolov3_BDD.cfg": "unknown section [gaussian_yolo]",
+    "AlexeyAB__darknet__cfg__yolov3-tiny_occlusion_track.cfg": "unknown section [crnn]",
+    "AlexeyAB__darknet__cfg__yolov4-tiny_contrastive.cfg": "unknown section [local_avgpool]",
+    "SpursLipu__YOLOv3v4-ModelCompression-MultidatasetTraining-Multibackbone__cfg__yolov3-mobilenet__"
+    "yolov3-mobilenet-coco.cfg": "unknown section [depthwise]",
+    "SpursLipu__YOLOv3v4-ModelCompression-MultidatasetTraining-Multibackbone__cfg__yolov3__yolov3-asff.cfg":
+        "from= (ASFF fusion)",
+    "whitestarrain__AbandonedObjectDetect__cfg__yolov5x6_v6.cfg": "route inputs differ in spatial size",
+}
+ACCEPTED = [path for path in CORPUS_CFGS if path.name not in REJECTED]
+
+
+PARITY_SIZE = (128, 128)  # small, and halves evenly down to the stride-64 heads of P6 models
+
+
+def random_bgr(graph: Graph, seed: int = 0) -> np.ndarray:
+    """A random u8 BGR frame [1, H, W, 3] at the graph's input size."""
+    _, height, width = graph.input_shape
+    return np.random.default_rng(seed).integers(0, 256, (1, height, width, 3), dtype=np.uint8)
+
+
+def to_blob(frame: np.ndarray) -> np.ndarray:
+    """What the IR's embedded pre-processing does, in OpenCV: NCHW RGB float / 255."""
+    return cv2.dnn.blobFromImage(frame[0], 1 / 255.0, swapRB=True)
+
+
+def opencv_layer_name(graph: Graph, index: int, names: set[str]) -> str:
+    """OpenCV's name for a darknet layer's final output (a conv's activation is its own layer, index + 1)."""
+    node = graph.nodes[index]
+    candidates = [f"{node.activation}_{index + 1}"] if isinstance(node, Conv) else []
+    candidates += [f"bn_{index}", f"conv_{index}"]
+    return next(name for name in candidates if name in names)
+
+
+def opencv_heads(graph: Graph, weights: DarknetWeights, stem: Path, blob: np.ndarray) -> list[np.ndarray] | None:
+    """OpenCV's raw head tensors, or None where OpenCV cannot load the cfg."""
+    cv2.setNumThreads(1)
+    try:
+        net = cv2.dnn.readNetFromDarknet(*(str(path) for path in write_model(graph, weights, stem)))
+    except cv2.error:
+        return None
+    names = set(net.getLayerNames())
+    net.setInput(blob)
+    return list(net.forward([opencv_layer_name(graph, head.inputs[0], names) for head in graph.heads]))
+
+
+def load_generated(graph: Graph, path: Path):
+    """Render the model file, import it and return an instance of its class."""
+    path.write_text(render_model(graph))
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return getattr(module, class_name_for(graph.path))().eval()
+
+
+def compile_f32(xml_or_model, device: str = "CPU") -> ov.CompiledModel:
+    """Compiled with f32 inference precision (this CPU would otherwise run bf16)."""
+    core = ov.Core()
+    return core.compile_model(xml_or_model, device, {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": 1})
+
+
+def relative_error(actual: np.ndarray, expected: np.ndarray) -> float:
+    """max|a - b| / max(1, max|b|): the parity measure of the issues."""
+    return float(np.abs(actual - expected).max() / max(1.0, float(np.abs(expected).max())))

@@ -1,0 +1,166 @@
+"""Codegen and convert: the generated file equals the in-process module; IR heads, decode, FP16, 2022.3, ONNX."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnxruntime
+import openvino as ov
+import pytest
+import torch
+from click.testing import CliRunner
+from ov2022 import infer_2022
+from prune_support import CORPUS, corpus_cfg
+from support import compile_f32, load_generated, random_bgr, relative_error, to_blob
+
+from pruneyolo.build import build_model
+from pruneyolo.cli import main
+from pruneyolo.convert import export_module, save_ir, save_onnx, to_openvino
+from pruneyolo.decode import decode_raw
+from pruneyolo.graph import load_graph
+from pruneyolo.metadata import ModelInfo
+from pruneyolo.weights import random_weights, write_weights
+
+SHIPPED = Path(__file__).parents[1] / "cfgs"
+VARIETY = {  # one cfg per unusual layer or decode
+    "yolov4-tiny": corpus_cfg("yolov4-tiny"),  # route groups, scale_x_y
+    "yolov2": corpus_cfg("yolov2"),  # [reorg] (old), [region]
+    "enet": corpus_cfg("enet-coco"),  # [avgpool], [scale_channels], grouped convs
+    "sam-reorg3d": corpus_cfg("yolov4-sam-mish-csp-reorg-bfm"),  # [sam], [reorg3d], mish
+    "yolov5-focus": CORPUS / "ZJU-lishuang__yolov5_prune__cfg__yolov5s.cfg",  # [focus], nobias, noconv
+    "yolo-fastest": CORPUS / "ZJU-lishuang__yolov5_prune__cfg__yolo-fastest.cfg",  # depthwise, [dropout]
+}
+
+
+def _model(path, size=(128, 128), seed=0):
+    graph = load_graph(path, size)
+    return graph, random_weights(graph, seed)
+
+
+@pytest.mark.parametrize("name", list(VARIETY))
+def test_generated_file_equals_in_process_module_and_passes_ruff(name, tmp_path):
+    graph, weights = _model(VARIETY[name])
+    weights_path = tmp_path / "m.weights"
+    write_weights(weights_path, graph, weights)
+    generated = load_generated(graph, tmp_path / "generated.py").load_darknet_weights(weights_path)
+    in_process = build_model(graph, weights)
+    image = torch.rand(1, *graph.input_shape, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        for ours, theirs in zip(generated(image), in_process(image)):
+            assert torch.equal(ours, theirs)
+    assert set(generated.state_dict()) == set(in_process.state_dict())
+    lint = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "--isolated",
+                           str(tmp_path / "generated.py")], check=False, capture_output=True, text=True)
+    assert lint.returncode == 0, lint.stdout
+
+
+def test_codegen_cli_on_the_shipped_pruned_cfg_runs_standalone(tmp_path):
+    cfg = SHIPPED / "prune_0.88.cfg"
+    graph = load_graph(cfg)
+    weights_path = tmp_path / "p.weights"
+    write_weights(weights_path, graph, random_weights(graph, 1))
+    output = tmp_path / "prune088.py"
+    result = CliRunner().invoke(main, ["codegen", str(cfg), "-o", str(output), "--weights", str(weights_path)])
+    assert result.exit_code == 0, result.output
+    text = output.read_text()
+    assert "import pruneyolo" not in text and "from pruneyolo" not in text
+    assert "self.conv0 = ConvBlock(" in text and "# 13x13x255" in text
+    run = subprocess.run([sys.executable, str(output)], check=False, capture_output=True, text=True, cwd=tmp_path,
+                         timeout=120)
+    assert run.returncode == 0, run.stderr
+    heads = [head.out_shape for head in graph.heads]
+    assert run.stdout.split("\n")[:2] == [f"head {i}: (1, {c}, {h}, {w})" for i, (c, h, w) in enumerate(heads)]
+
+
+@pytest.mark.parametrize("cfg, decode", [
+    (corpus_cfg("yolov4-tiny"), "darknet"),
+    (corpus_cfg("yolov4-csp"), "new_coords"),
+    (CORPUS / "ZJU-lishuang__yolov5_prune__cfg__yolov5s_v4.cfg", "yolov5"),
+    (corpus_cfg("yolov2-tiny"), "region"),
+], ids=["darknet", "new_coords", "yolov5", "region"])
+def test_decoded_heads_equal_numpy_decode_of_raw_heads(cfg, decode, tmp_path):
+    graph, weights = _model(cfg, (160, 128))
+    assert {head.decode for head in graph.heads} == {decode}
+    frame = random_bgr(graph)
+    raw_model = to_openvino(graph, weights, heads="raw")
+    raw = compile_f32(raw_model)(frame)
+    decoded = compile_f32(to_openvino(graph, weights, heads="decoded"))(frame)[0][0]
+    info = ModelInfo.read(raw_model)
+    expected = decode_raw([raw[i] for i in range(len(graph.heads))], info)
+    assert decoded.shape == expected.shape == (sum(len(h.mask) * h.out_shape[1] * h.out_shape[2]
+                                                  for h in graph.heads), 5 + graph.heads[0].classes)
+    assert np.allclose(decoded, expected, rtol=1e-4, atol=1e-3 * max(1.0, np.abs(expected).max()))
+
+
+def test_metadata_input_and_names(tmp_path):
+    graph, weights = _model(corpus_cfg("yolov3-tiny"), (416, 416))
+    labels = [f"thing {i}" for i in range(80)]
+    model = to_openvino(graph, weights, labels=labels)
+    xml = save_ir(model, tmp_path / "m.xml")
+    loaded = ov.Core().read_model(xml)
+    assert loaded.inputs[0].get_element_type() == ov.Type.u8
+    assert list(loaded.inputs[0].get_shape()) == [1, 416, 416, 3]
+    info = ModelInfo.read(loaded)
+    assert info.labels == labels and info.heads_mode == "decoded"
+    assert [h.stride for h in info.heads] == [32, 16] and info.heads[0].anchors == [[81, 82], [135, 169], [344, 319]]
+    assert loaded.get_rt_info(["model_info", "model_type"]).astype(str) == "YoloV4"
+    assert loaded.get_rt_info(["model_info", "labels"]).astype(str).split()[0] == "thing_0"
+    assert [output.get_any_name() for output in loaded.outputs] == ["detections"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_fp16_ir_within_1e2_of_fp32(tmp_path):
+    graph, weights = _model(corpus_cfg("yolov4-csp"), (128, 128))
+    model = to_openvino(graph, weights, heads="raw")
+    frame = random_bgr(graph)
+    results = {}
+    for precision in ("fp32", "fp16"):
+        xml = save_ir(model, tmp_path / precision / "m.xml", precision)
+        compiled = compile_f32(xml)
+        results[precision] = [compiled(frame)[i] for i in range(len(graph.heads))]
+    assert (tmp_path / "fp16" / "m.bin").stat().st_size < 0.6 * (tmp_path / "fp32" / "m.bin").stat().st_size
+    errors = [relative_error(a, b) for a, b in zip(results["fp16"], results["fp32"])]
+    assert max(errors) < 1e-2 and max(errors) > 0, errors
+
+
+@pytest.mark.parametrize("cfg", [corpus_cfg("yolov4-tiny"), corpus_cfg("yolov4-csp-swish"),
+                                 corpus_cfg("yolov3-spp")], ids=lambda p: p.stem)
+def test_fp16_ir_loads_and_matches_in_openvino_2022_3(cfg, tmp_path):
+    graph, weights = _model(cfg, (128, 128))
+    xml = save_ir(to_openvino(graph, weights, heads="raw"), tmp_path / "m.xml", "fp16")
+    frame = random_bgr(graph)
+    compiled = compile_f32(xml)
+    expected = [compiled(frame)[i] for i in range(len(graph.heads))]
+    outputs = infer_2022(xml, [frame])
+    errors = [relative_error(a, b) for a, b in zip(outputs, expected)]
+    assert len(outputs) == len(expected) and max(errors) < 1e-2, errors
+
+
+def test_onnx_runs_in_onnxruntime_with_parity(tmp_path):
+    graph, weights = _model(corpus_cfg("yolov4-tiny"), (160, 160))
+    path = save_onnx(export_module(graph, weights, "raw"), graph, tmp_path / "m.onnx", "raw")
+    blob = to_blob(random_bgr(graph))
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    outputs = session.run(None, {"image": blob})
+    with torch.no_grad():
+        expected = [head.numpy() for head in build_model(graph, weights)(torch.from_numpy(blob))]
+    assert max(relative_error(a, b) for a, b in zip(outputs, expected)) < 1e-3
+
+
+def test_convert_cli_writes_ir_and_onnx_and_refuses_wrong_weights(tmp_path):
+    cfg = corpus_cfg("yolov3-tiny")
+    graph, weights = _model(cfg, (416, 416))
+    weights_path = tmp_path / "m.weights"
+    write_weights(weights_path, graph, weights)
+    out = tmp_path / "ir"
+    result = CliRunner().invoke(main, ["convert", str(cfg), "--weights", str(weights_path), "-o", str(out),
+                                       "--onnx", "--precision", "fp16"])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir()) == [f"{cfg.stem}.{ext}" for ext in ("bin", "onnx", "xml")]
+    other = corpus_cfg("yolov4-tiny")
+    bad = CliRunner().invoke(main, ["convert", str(other), "--weights", str(weights_path), "-o", str(tmp_path / "x")])
+    assert bad.exit_code == 2 and "the cfg needs" in bad.output and "Traceback" not in bad.output
+    assert not (tmp_path / "x").exists() or not list((tmp_path / "x").iterdir())
