@@ -14,7 +14,7 @@ import torch
 from click.testing import CliRunner
 from ov2022 import infer_2022
 from prune_support import CORPUS, corpus_cfg
-from support import compile_f32, load_generated, random_bgr, relative_error, to_blob
+from support import compile_f32, load_generated, opencv_heads, random_bgr, relative_error, to_blob
 
 from pruneyolo.build import build_model
 from pruneyolo.cli import main
@@ -22,6 +22,7 @@ from pruneyolo.convert import export_module, save_ir, save_onnx, to_openvino
 from pruneyolo.decode import decode_raw
 from pruneyolo.graph import load_graph
 from pruneyolo.metadata import ModelInfo
+from pruneyolo.prune import prune, spike_and_slab
 from pruneyolo.weights import random_weights, write_weights
 
 SHIPPED = Path(__file__).parents[1] / "cfgs"
@@ -164,3 +165,15 @@ def test_convert_cli_writes_ir_and_onnx_and_refuses_wrong_weights(tmp_path):
     bad = CliRunner().invoke(main, ["convert", str(other), "--weights", str(weights_path), "-o", str(tmp_path / "x")])
     assert bad.exit_code == 2 and "the cfg needs" in bad.output and "Traceback" not in bad.output
     assert not (tmp_path / "x").exists() or not list((tmp_path / "x").iterdir())
+
+
+def test_pruned_model_round_trip_converts_with_parity(tmp_path):
+    graph = load_graph(corpus_cfg("yolov3-spp"), (128, 128))
+    result = prune(graph, random_weights(graph, 2, gamma=spike_and_slab), 0.8, shortcuts=4)
+    pruned = result.graph
+    assert pruned.params < 0.4 * graph.params and len(pruned.nodes) == len(graph.nodes) - 12
+    frame = random_bgr(pruned)
+    compiled = compile_f32(to_openvino(pruned, result.weights, heads="raw"))
+    heads = [compiled(frame)[i] for i in range(len(pruned.heads))]
+    reference = opencv_heads(pruned, result.weights, tmp_path / "pruned", to_blob(frame))
+    assert max(relative_error(a, b) for a, b in zip(heads, reference)) < 1e-3
