@@ -52,16 +52,33 @@ def opencv_layer_name(graph: Graph, index: int, names: set[str]) -> str:
     return next(name for name in candidates if name in names)
 
 
-def opencv_heads(graph: Graph, weights: DarknetWeights, stem: Path, blob: np.ndarray) -> list[np.ndarray] | None:
-    """OpenCV's raw head tensors, or None where OpenCV cannot load the cfg."""
+def opencv_net(graph: Graph, weights: DarknetWeights, stem: Path):
+    """OpenCV's Darknet importer on the graph's cfg (at its input size) and weights, or None if it refuses."""
     cv2.setNumThreads(1)
     try:
-        net = cv2.dnn.readNetFromDarknet(*(str(path) for path in write_model(graph, weights, stem)))
+        return cv2.dnn.readNetFromDarknet(*(str(path) for path in write_model(graph, weights, stem)))
     except cv2.error:
         return None
+
+
+def opencv_heads(net, graph: Graph, blob: np.ndarray) -> list[np.ndarray]:
+    """OpenCV's raw head tensors (the outputs of the layer before each [yolo])."""
     names = set(net.getLayerNames())
     net.setInput(blob)
     return list(net.forward([opencv_layer_name(graph, head.inputs[0], names) for head in graph.heads]))
+
+
+def opencv_shapes(net, graph: Graph) -> dict[int, tuple[int, ...]]:
+    """Output shape (C, H, W) OpenCV infers for each darknet layer it names conv/concat/shortcut/pool/upsample."""
+    layer_ids, _, out_shapes = net.getLayersShapes([1, *graph.input_shape])
+    names = net.getLayerNames()
+    shapes = {}
+    for layer_id, layer_shapes in zip(np.ravel(layer_ids), out_shapes):
+        kind, _, index = names[layer_id - 1].rpartition("_") if layer_id else ("", "", "")
+        named = kind in ("conv", "concat", "shortcut", "pool", "upsample") and index.isdigit()
+        if named and (kind != "conv" or graph.nodes[int(index)].kind == "conv"):
+            shapes[int(index)] = tuple(int(v) for v in np.ravel(layer_shapes[0])[1:])
+    return shapes
 
 
 def load_generated(graph: Graph, path: Path):

@@ -14,7 +14,7 @@ import torch
 from click.testing import CliRunner
 from ov2022 import infer_2022
 from prune_support import CORPUS, corpus_cfg
-from support import compile_f32, load_generated, opencv_heads, random_bgr, relative_error, to_blob
+from support import compile_f32, load_generated, opencv_heads, opencv_net, random_bgr, relative_error, to_blob
 
 from pruneyolo.build import build_model
 from pruneyolo.cli import main
@@ -175,5 +175,5 @@ def test_pruned_model_round_trip_converts_with_parity(tmp_path):
     frame = random_bgr(pruned)
     compiled = compile_f32(to_openvino(pruned, result.weights, heads="raw"))
     heads = [compiled(frame)[i] for i in range(len(pruned.heads))]
-    reference = opencv_heads(pruned, result.weights, tmp_path / "pruned", to_blob(frame))
+    reference = opencv_heads(opencv_net(pruned, result.weights, tmp_path / "pruned"), pruned, to_blob(frame))
     assert max(relative_error(a, b) for a, b in zip(heads, reference)) < 1e-3

@@ -13,6 +13,8 @@ from support import (
     compile_f32,
     load_generated,
     opencv_heads,
+    opencv_net,
+    opencv_shapes,
     random_bgr,
     relative_error,
     to_blob,
@@ -56,11 +58,16 @@ def test_corpus_cfg_end_to_end(path, tmp_path):
     assert [h.shape[1:] for h in heads] == [graph.nodes[head.inputs[0]].out_shape for head in graph.heads]
 
     blob = to_blob(frame)
-    reference = opencv_heads(graph, weights, tmp_path / "opencv", blob)
-    if reference is None:  # OpenCV lacks a section or activation: compare with the generated PyTorch file
+    net = opencv_net(graph, weights, tmp_path / "opencv")
+    if net is None:  # OpenCV lacks a section or activation: compare with the generated PyTorch file
         module = load_generated(graph, tmp_path / "generated.py").load_darknet_weights(weights_path)
         with torch.no_grad():
             reference = [head.numpy() for head in module(torch.from_numpy(blob))]
+    else:
+        shapes = opencv_shapes(net, graph)
+        assert len(shapes) >= len(graph.convs)
+        assert {index: graph.nodes[index].out_shape for index in shapes} == shapes
+        reference = opencv_heads(net, graph, blob)
     errors = [relative_error(actual, expected) for actual, expected in zip(heads, reference)]
     assert max(errors) < 1e-3, errors
     assert max(float(np.abs(h).max()) for h in reference) > 0.05  # a real signal, not all zeros
