@@ -328,8 +328,8 @@ class TrainOptions:
 
 def make_optimizer(model: nn.Module, options: TrainOptions) -> torch.optim.Optimizer:
     """SGD (Nesterov momentum) or AdamW; decay on conv kernels only."""
-    kernels = [p for name, p in model.named_parameters() if p.ndim > 1]
-    others = [p for name, p in model.named_parameters() if p.ndim <= 1]
+    kernels = [p for p in model.parameters() if p.ndim > 1]
+    others = [p for p in model.parameters() if p.ndim <= 1]
     groups = [{"params": kernels, "weight_decay": options.weight_decay}, {"params": others, "weight_decay": 0.0}]
     if options.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=options.lr, momentum=0.9, nesterov=True)
