@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..decode import decode_raw
 from .adapter import Adapter
 from .metrics import Metrics, StreamStats
 from .mosaic import Layout, Placement, blank_mosaic, paste, tile_of, to_mosaic, to_source
@@ -76,8 +77,6 @@ class MosaicResult:
 def rows_of(outputs: list[np.ndarray], info) -> np.ndarray:
     """The IR's outputs -> decoded rows [N, 5+C], per the heads_mode in its metadata."""
     if info.heads_mode == "raw":
-        from ..decode import decode_raw  # only raw-heads IRs need the numpy decoder
-
         return decode_raw(outputs, info)
     return outputs[0].reshape(-1, outputs[0].shape[-1])
 
