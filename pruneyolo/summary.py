@@ -27,6 +27,8 @@ def _describe(node: Node) -> tuple[str, str, str]:
         return "upsample", "", f"{node.stride}x"
     if isinstance(node, Reorg):
         return f"reorg/{node.mode}", "", f"/{node.stride}"
+    if isinstance(node, Route) and node.groups > 1:
+        return node.kind, "", " ".join(str(i) for i in node.inputs) + f" (group {node.group_id}/{node.groups})"
     if isinstance(node, (Route, Shortcut)):
         return node.kind, "", " ".join(str(i) for i in node.inputs)
     if isinstance(node, Yolo):
