@@ -1,0 +1,110 @@
+"""`pruneyolo bench`: every row on a tiny cfg, the chart, benchmark_app parsing, peaks and per-layer stages."""
+
+from pathlib import Path
+
+import openvino as ov
+import pytest
+from click.testing import CliRunner
+
+from pruneyolo.bench import (
+    VARIANTS,
+    BenchResult,
+    Timing,
+    available_variants,
+    bench,
+    gemm_peak,
+    layer_times,
+    parse_benchmark_app,
+    peak_for,
+    plot,
+    precision_name,
+    time_by_kind,
+    vs_opencv,
+)
+from pruneyolo.cli import main
+from pruneyolo.convert import save_ir, to_openvino
+from pruneyolo.errors import PruneyoloError
+from pruneyolo.graph import load_graph
+from pruneyolo.weights import random_weights, write_weights
+
+DEMO = Path(__file__).parents[1] / "cfgs" / "demo-tiny.cfg"
+SIZE = "64"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+APP_LATENCY = """[ INFO ] Latency:
+[ INFO ]    Median:        766.99 us
+[ INFO ]    Average:       892.36 us
+[ INFO ] Throughput:   2015.32 FPS"""
+
+
+@pytest.fixture(scope="module")
+def demo_weights(tmp_path_factory):
+    graph = load_graph(DEMO, (64, 64))
+    path = tmp_path_factory.mktemp("bench") / "demo-tiny.weights"
+    write_weights(path, graph, random_weights(graph, 0))
+    return path
+
+
+def test_bench_command_prints_every_row_and_writes_the_chart(demo_weights, tmp_path):
+    chart = tmp_path / "chart.png"
+    result = CliRunner().invoke(main, ["bench", str(DEMO), "--weights", str(demo_weights), "--size", SIZE,
+                                       "--seconds", "0.5", "--calib-size", "10", "--plot", str(chart)],
+                                terminal_width=200)
+    assert result.exit_code == 0, result.output
+    for label in ("IR f32", "IR fp16", "IR int8", "OpenCV DNN", "ONNX Runtime", "PyTorch eager", "GEMM peak",
+                  "synthetic scenes", "(default)"):
+        assert label in result.output
+    assert chart.read_bytes().startswith(PNG_MAGIC)
+
+
+def test_bench_result_has_all_variants_timed(demo_weights, tmp_path):
+    graph = load_graph(DEMO, (64, 64))
+    weights = random_weights(graph, 0)
+    result = bench(graph, weights, demo_weights, tmp_path, 0.5, ("ir-f32", "ir-int8", "opencv"), calib_size=10,
+                   app=False, peaks={"f32": 100.0, "i8": 400.0})
+    assert [t.variant for t in result.timings] == ["ir-f32", "ir-int8", "opencv"]
+    assert all(t.latency_ms > 0 and t.rate > 0 and t.app_rate is None for t in result.timings)
+    assert result.timing("ir-int8").precision.startswith("i8+")
+    assert result.timing("ir-f32").precision == "f32"
+    assert vs_opencv(result, result.timing("opencv")) == (1.0, 1.0)
+    assert plot(result, tmp_path / "x.png").read_bytes().startswith(PNG_MAGIC)
+
+
+def test_available_variants_rejects_unknown_and_knows_bf16():
+    core = ov.Core()
+    has_bf16 = "BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    assert ("ir-bf16" in available_variants(core, VARIANTS)) == has_bf16
+    with pytest.raises(PruneyoloError, match="unknown bench variant 'tensorrt'"):
+        available_variants(core, ("ir-f32", "tensorrt"))
+
+
+def test_parse_benchmark_app_reads_ms_and_us():
+    assert parse_benchmark_app(APP_LATENCY) == pytest.approx((0.76699, 2015.32))
+    assert parse_benchmark_app("Median: 12.5 ms\nThroughput: 80.0 FPS") == (12.5, 80.0)
+    with pytest.raises(PruneyoloError, match="no Median/Throughput"):
+        parse_benchmark_app("[ ERROR ] nothing ran")
+
+
+def test_precisions_and_peaks():
+    assert precision_name(ov.Type.bf16) == "bf16" and precision_name(ov.Type.f32) == "f32"
+    peaks = {"f32": 100.0, "bf16": 300.0, "i8": 900.0}
+    assert (peak_for("f32", peaks), peak_for("bf16", peaks), peak_for("i8+bf16", peaks)) == (100.0, 300.0, 900.0)
+    assert peak_for("bf16", {"f32": 100.0}) == 100.0
+
+
+def test_gemm_peak_is_positive_and_finite():
+    assert 1 < gemm_peak(ov.Core(), (64, 256, 256), "f32", 0.2) < 1e5
+
+
+def test_layer_times_split_preprocessing_and_decode(tmp_path):
+    graph = load_graph(DEMO, (64, 64))
+    xml = save_ir(to_openvino(graph, random_weights(graph, 0)), tmp_path / "m.xml")
+    kinds = time_by_kind(layer_times(xml, "f32", runs=2))
+    assert {"pre-processing", "decode", "Convolution"} <= set(kinds)
+
+
+def test_timing_labels_and_default_row():
+    result = BenchResult("m", (64, 64), 1.0, [Timing("ir-f32", "f32", 2.0, 500.0),
+                                              Timing("ir-bf16", "bf16", 1.0, 1000.0)], {"f32": 1.0}, "bf16")
+    assert result.default_variant == "ir-bf16" and result.timing("ir-f32").label == "IR f32"
+    assert vs_opencv(result, result.timings[0]) == (None, None)
