@@ -27,6 +27,7 @@ OPENVINO_VARIANTS = ("ir-f32", "ir-bf16", "ir-fp16", "ir-int8")
 VARIANTS = OPENVINO_VARIANTS + ("opencv", "onnxruntime", "torch")
 LABELS = {"ir-f32": "IR f32", "ir-bf16": "IR bf16", "ir-fp16": "IR fp16", "ir-int8": "IR int8",
           "opencv": "OpenCV DNN", "onnxruntime": "ONNX Runtime", "torch": "PyTorch eager"}
+IR_FILES = {"ir-f32": "fp32.xml", "ir-bf16": "fp32.xml", "ir-fp16": "fp16.xml", "ir-int8": "int8.xml"}
 HINTS = {"ir-f32": "f32", "ir-bf16": "bf16", "ir-fp16": "f16", "ir-int8": None}  # INFERENCE_PRECISION_HINT
 PRECISION_NAMES = {"float32": "f32", "f32": "f32", "bfloat16": "bf16", "bf16": "bf16", "float16": "f16",
                    "f16": "f16"}
@@ -281,10 +282,11 @@ def write_irs(graph: Graph, weights, workdir: Path, variants: tuple[str, ...], c
     from .quantize import quantize_images, quantize_model, synthetic_calib
 
     model = to_openvino(graph, weights)
-    fp32 = save_ir(model, workdir / "fp32.xml")
-    paths, notes = {v: fp32 for v in ("ir-f32", "ir-bf16") if v in variants}, []
+    paths, notes = {}, []
+    if {"ir-f32", "ir-bf16"} & set(variants):
+        paths["ir-f32"] = paths["ir-bf16"] = save_ir(model, workdir / IR_FILES["ir-f32"])
     if "ir-fp16" in variants:
-        paths["ir-fp16"] = save_ir(model, workdir / "fp16.xml", "fp16")
+        paths["ir-fp16"] = save_ir(model, workdir / IR_FILES["ir-fp16"], "fp16")
     if "ir-int8" in variants:
         if calib:
             quantized = quantize_images(model, calib)
@@ -292,7 +294,7 @@ def write_irs(graph: Graph, weights, workdir: Path, variants: tuple[str, ...], c
         else:
             quantized = quantize_model(model, synthetic_calib(model, calib_size), calib_size)
             notes.append(f"int8 calibrated on {calib_size} synthetic scenes (no --calib given)")
-        paths["ir-int8"] = save_ir(quantized, workdir / "int8.xml")
+        paths["ir-int8"] = save_ir(quantized, workdir / IR_FILES["ir-int8"])
     return paths, notes
 
 
@@ -443,11 +445,23 @@ def stage_of(runtime: ov.Model) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class LayerTime:
-    """One executed node of a compiled IR: its stage or type, and its median time per inference."""
+    """One executed node of a compiled IR: its stage or type, median time per inference and FLOPs (convs)."""
 
     name: str
     kind: str  # 'pre-processing', 'decode', or the executed layer type (Convolution, Reorder, MaxPool, ...)
     ms: float
+    flops: float = 0.0
+
+    @property
+    def gflops_per_s(self) -> float:
+        return self.flops / self.ms / 1e6 if self.ms else 0.0
+
+
+def conv_flops(node: ov.Node) -> float:
+    """2 x multiply-adds of an executed convolution: weight elements x output pixels."""
+    weights = node.input_value(1).get_partial_shape().to_shape()
+    _, _, height, width = node.get_output_partial_shape(0).to_shape()
+    return 2.0 * float(np.prod(weights)) * height * width
 
 
 def layer_times(xml: Path, precision: str | None, runs: int = 10) -> list[LayerTime]:
@@ -456,14 +470,18 @@ def layer_times(xml: Path, precision: str | None, runs: int = 10) -> list[LayerT
     compiled = ov.Core().compile_model(xml, "CPU", {**compile_config("LATENCY", precision), "PERF_COUNT": True})
     request = compiled.create_infer_request()
     image = np.random.default_rng(0).integers(0, 256, list(compiled.input(0).get_shape()), dtype=np.uint8)
-    stages = stage_of(compiled.get_runtime_model())
+    runtime = compiled.get_runtime_model()
+    stages = stage_of(runtime)
+    flops = {node.get_friendly_name(): conv_flops(node) for node in runtime.get_ordered_ops()
+             if exec_type(node) == "Convolution"}
     samples: dict[tuple[str, str], list[float]] = {}
     for _ in range(runs):
         request.infer({0: image})
         for info in request.profiling_info:
             key = (info.node_name, stages.get(info.node_name, info.node_type))
             samples.setdefault(key, []).append(info.real_time.total_seconds() * 1e3)
-    times = [LayerTime(name, kind, statistics.median(values)) for (name, kind), values in samples.items()]
+    times = [LayerTime(name, kind, statistics.median(values), flops.get(name, 0.0))
+             for (name, kind), values in samples.items()]
     return sorted(times, key=lambda layer: -layer.ms)
 
 

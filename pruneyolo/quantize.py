@@ -18,7 +18,7 @@ from .runner.mosaic import blank_mosaic, make_layout, paste
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 MIN_CALIB_IMAGES = 10
-PRESETS = ("performance", "mixed")
+PRESET = "mixed"  # symmetric weights, asymmetric activations (leaky outputs are mostly positive)
 CONV_TYPES = ("Convolution", "GroupConvolution")
 SHAPE_ONLY_TYPES = ("Constant", "ShapeOf")
 
@@ -84,28 +84,25 @@ def decode_ops(model: ov.Model) -> list[ov.Node]:
     return list(found.values())
 
 
-def quantize_model(model: ov.Model, images: Iterable[np.ndarray], subset_size: int,
-                   preset: str = "mixed") -> ov.Model:
+def quantize_model(model: ov.Model, images: Iterable[np.ndarray], subset_size: int) -> ov.Model:
     """NNCF PTQ of an IR over calibration input tensors, with the decode ops in the ignored scope."""
     import nncf
     from nncf.common.logging import nncf_logger
 
-    if preset not in PRESETS:
-        raise PruneyoloError(f"quantization preset {preset!r}: use one of {', '.join(PRESETS)}")
     ignored = nncf.IgnoredScope(names=[node.get_friendly_name() for node in decode_ops(model)])
     level = nncf_logger.level
     nncf_logger.setLevel(logging.WARNING)  # NNCF lists every op it leaves unquantized at INFO
     try:
         return nncf.quantize(model, nncf.Dataset(list(images)), subset_size=subset_size,
-                             preset=nncf.QuantizationPreset(preset), ignored_scope=ignored)
+                             preset=nncf.QuantizationPreset(PRESET), ignored_scope=ignored)
     finally:
         nncf_logger.setLevel(level)
 
 
-def quantize_images(model: ov.Model, paths: list[Path], preset: str = "mixed") -> ov.Model:
+def quantize_images(model: ov.Model, paths: list[Path]) -> ov.Model:
     """Quantize with calibration image files, letterboxed to the IR input."""
     width, height = input_size(model)
-    return quantize_model(model, (read_calib_image(path, width, height) for path in paths), len(paths), preset)
+    return quantize_model(model, (read_calib_image(path, width, height) for path in paths), len(paths))
 
 
 def map_vs_fp32(xml, float_model: ov.Model, data_dir, precision: str) -> tuple[Metrics, Metrics]:

@@ -2,6 +2,7 @@
 and the OpenVINO Model Server repository written by `convert --ovms`."""
 
 import json
+import re
 from pathlib import Path
 
 import cv2
@@ -181,3 +182,22 @@ def test_ovms_config_helpers(tmp_path):
 def test_convert_needs_an_output(demo_files):
     result = run("convert", DEMO, "--weights", demo_files)
     assert result.exit_code == 2 and "-o DIR" in result.output
+
+
+SHIPPED = [(path.with_suffix(".cfg"), path) for path in sorted((ROOT / "cfgs").glob("*.weights"))
+           if path.with_suffix(".cfg").exists()]
+
+
+@pytest.mark.skipif(not SHIPPED, reason="no trained weights shipped in cfgs/ yet")
+def test_int8_map_within_2_points_of_fp32_on_the_shipped_demo_model(tmp_path):
+    from pruneyolo.synth import make_dataset
+
+    cfg, weights = SHIPPED[0]
+    data = make_dataset(tmp_path / "synth", train=30, val=1, test=150, size=320, seed=11)
+    result = run("convert", cfg, "--weights", weights, "-o", tmp_path / "ir", "--precision", "int8",
+                 "--calib", data / "images" / "train", "--calib-size", 30, "--eval", data)
+    assert result.exit_code == 0, result.output
+    found = re.search(r"mAP50 int8 ([\d.]+) vs fp32 ([\d.]+) .* mAP50-95 ([\d.]+) vs ([\d.]+)", result.output)
+    int8_50, fp32_50, int8_5095, fp32_5095 = map(float, found.groups())
+    assert fp32_50 > 0.3  # a trained model, so the comparison means something
+    assert abs(int8_50 - fp32_50) <= 0.02 and abs(int8_5095 - fp32_5095) <= 0.02
