@@ -1,6 +1,6 @@
 """Network slimming end to end on the synthetic task; writes docs/results.md and ships the pruned model.
 
-synth dataset -> baseline and sparsity training (in parallel, one core each) -> prune sweep -> fine-tune the
+synth dataset -> baseline training -> sparsity training from the baseline -> prune sweep -> fine-tune the
 chosen percent -> IR (FP32, FP16) -> eval and FPS -> docs/results.md, docs/img/*.png, cfgs/prune_<P>.*
 
 Stages whose outputs already exist in --out are reused, so a rerun only redoes what is missing.
@@ -33,7 +33,7 @@ BASE_CFG = ROOT / "cfgs" / "demo-tiny.cfg"
 NAMES = ROOT / "cfgs" / "synth.names"
 SWEEP = (0.5, 0.6, 0.7, 0.8, 0.88, 0.9)
 FPS_SIZES = ((416, 416), (832, 832))  # one 416 camera, and the 2x2 mosaic tools/demo runs
-FPS_SECONDS = 4.0
+FPS_ROUNDS, FPS_SECONDS = 3, 2.0  # best of 3 rounds: other work on the machine only ever slows a round
 
 
 @dataclass
@@ -68,7 +68,7 @@ def train_args(cfg: Path, data: Path, out: Path, epochs: int, batch: int, thread
 
 
 def measure_fps(xml: Path, seconds: float = FPS_SECONDS) -> float:
-    """Images per second of an IR on CPU with the throughput hint and an async queue of requests."""
+    """Images per second of an IR on CPU (throughput hint, async queue of requests), best of FPS_ROUNDS."""
     core = ov.Core()
     compiled = core.compile_model(str(xml), "CPU", {"PERFORMANCE_HINT": "THROUGHPUT"})
     queue = ov.AsyncInferQueue(compiled)
@@ -77,12 +77,15 @@ def measure_fps(xml: Path, seconds: float = FPS_SECONDS) -> float:
     for _ in range(len(queue)):
         queue.start_async({0: image})
     queue.wait_all()
-    count, started = 0, time.perf_counter()
-    while time.perf_counter() - started < seconds:
-        queue.start_async({0: image})
-        count += 1
-    queue.wait_all()
-    return count / (time.perf_counter() - started)
+    best = 0.0
+    for _ in range(FPS_ROUNDS):
+        count, started = 0, time.perf_counter()
+        while time.perf_counter() - started < seconds:
+            queue.start_async({0: image})
+            count += 1
+        queue.wait_all()
+        best = max(best, count / (time.perf_counter() - started))
+    return best
 
 
 def convert(cfg: Path, weights: Path, xml: Path, precision: str, size: tuple[int, int] | None = None) -> Path:
@@ -126,10 +129,11 @@ def ir_row(name: str, cfg: Path, weights: Path, data: Path, folder: Path, precis
     return Row(name, load_graph(cfg), weights, metrics, fps)
 
 
-def choose_percent(wanted: float, weights_path: Path, graph: Graph) -> float:
-    """The wanted percent, or the largest safe one if the gammas cannot support it."""
-    safe = largest_safe_percent(abs_gammas(read_weights(weights_path, graph), channel_constraints(graph).prunable))
-    return min(wanted, safe)
+def choose_percent(rows: list[Row], base: Graph, fewer: float) -> float:
+    """The smallest swept percent that removes at least `fewer` of the parameters (else the largest swept)."""
+    percents = [(float(row.name.split()[1]), row.graph.params) for row in rows]
+    enough = [percent for percent, params in percents if params <= (1 - fewer) * base.params]
+    return min(enough) if enough else max(percent for percent, _ in percents)
 
 
 # ---- plots and the report -------------------------------------------------------------------------------
@@ -182,24 +186,46 @@ def table_line(row: Row, base: Row) -> str:
             f"{size / 1e6:.2f} | {row.graph.bflops:.3f} | {fps[0]} | {fps[1]} |")
 
 
-def report(rows: list[Row], base: Row, settings: dict, chosen: float, minutes: float) -> str:
+def summary(base: Row, sparse: Row, tuned: Row, base_ir: Row, tuned_ir: Row) -> str:
+    """The headline: what pruning cost and bought, against the sparsity-trained model it came from."""
+    return (f"Pruned and fine-tuned, the model has {1 - tuned.graph.params / base.graph.params:.0%} fewer parameters "
+            f"and {1 - tuned.graph.bflops / base.graph.bflops:.0%} fewer BFLOPs; against the sparsity-trained model "
+            f"it came from, mAP50 changes by {100 * (tuned.metrics.map50 - sparse.metrics.map50):+.1f} points and "
+            f"mAP50-95 by {100 * (tuned.metrics.map50_95 - sparse.metrics.map50_95):+.1f}; the FP32 IR runs "
+            f"{tuned_ir.fps[0] / base_ir.fps[0]:.1f}x (416) and {tuned_ir.fps[1] / base_ir.fps[1]:.1f}x (832 mosaic) "
+            f"as fast as the baseline's.")
+
+
+def report(rows: list[Row], base: Row, settings: dict, chosen: float, minutes: dict, headline: str) -> str:
     header = ("| model | P | R | mAP50 | mAP50-95 | params | .weights MB | BFLOPs | IR FPS 416 | "
               "IR FPS 832 (2x2) |\n|---|---|---|---|---|---|---|---|---|---|")
     lines = "\n".join(table_line(row, base) for row in rows)
     return f"""# Network slimming on the synthetic shapes task
 
-Measured by `tools/slim_demo` ({minutes:.0f} min on a shared 2-core CPU). Settings: {json.dumps(settings)}.
+Measured by `tools/slim_demo` on a 2-core CPU shared with other work: training took {minutes["training"]:.0f} min,
+the whole run {minutes["total"]:.0f} min. Settings: {json.dumps(settings)}.
+
+{headline}
 
 Scores are on the test split ({rows[0].metrics.images} images at {base.graph.input_shape[2]}x{base.graph.input_shape[1]}):
 P and R at confidence 0.25 and IoU 0.5; mAP by pycocotools from detections >= 0.001 after NMS 0.6.
 Params, .weights size and BFLOPs at the training size; FPS: the IR on this CPU (OpenVINO, throughput hint,
-async requests) converted at 416x416 and at 832x832 (the 2x2 mosaic of `tools/demo`). The prune rows are
+async requests, best of 3 rounds of 2 s; other work on the machine makes these noisy) converted at 416x416
+and at 832x832 (the 2x2 mosaic of `tools/demo`). The prune rows are
 before fine-tuning. The cfg has no residual shortcuts, so there is no layer-prune variant.
+
+The sparsity model continues training from the baseline (AdamW, L1 on the prunable BatchNorm gammas), so it,
+not the shorter-trained baseline, is the reference for the pruned rows. In a run this short the |gamma| of
+all layers shrink together instead of splitting into a spike at 0 and a slab (compare the two histograms):
+cutting channels costs nearly all accuracy until fine-tuning restores it, and `prune` refuses percents above
+the largest that leaves every layer a channel, so the sweep stops there and this model has no 0.88 member
+(`cfgs/prune_0.88.cfg` stays the yolov4-tiny prune of `tools/make_prune_cfg`).
 
 {header}
 {lines}
 
-The shipped model is `cfgs/prune_{chosen:g}.cfg` + `cfgs/prune_{chosen:g}.weights` (the fine-tuned row).
+The shipped model is `cfgs/prune_{chosen:g}.cfg` + `cfgs/prune_{chosen:g}.weights` (the fine-tuned row): the
+smallest swept percent that removes at least {settings["fewer_params"]:.0%} of the parameters.
 
 ![training loss](img/slim_loss.png)
 
@@ -217,14 +243,15 @@ The shipped model is `cfgs/prune_{chosen:g}.cfg` + `cfgs/prune_{chosen:g}.weight
 @click.option("--out", default=str(ROOT / "runs" / "slim"), show_default=True, type=click.Path(path_type=Path))
 @click.option("--train-images", default=2400, show_default=True)
 @click.option("--test-images", default=300, show_default=True)
-@click.option("--epochs", default=8, show_default=True, help="Baseline and sparsity training epochs.")
-@click.option("--batch", default=8, show_default=True)
-@click.option("--finetune-epochs", default=5, show_default=True)
-@click.option("--sparsity", default=5e-4, show_default=True)
-@click.option("--choose", default=0.88, show_default=True, help="The percent to fine-tune and ship.")
+@click.option("--epochs", default=8, show_default=True, help="Baseline training epochs (batch 16, lr 2e-3).")
+@click.option("--sparsity-epochs", default=4, show_default=True, help="Sparsity training from the baseline (batch 8).")
+@click.option("--finetune-epochs", default=4, show_default=True, help="Fine-tuning the chosen prune (batch 8).")
+@click.option("--sparsity", default=1e-3, show_default=True)
+@click.option("--fewer-params", default=0.8, show_default=True,
+              help="Fine-tune and ship the smallest swept percent removing at least this fraction of parameters.")
 @click.option("--ship/--no-ship", default=True, show_default=True, help="Write cfgs/ and docs/.")
-def main(out: Path, train_images: int, test_images: int, epochs: int, batch: int, finetune_epochs: int,
-         sparsity: float, choose: float, ship: bool):
+def main(out: Path, train_images: int, test_images: int, epochs: int, sparsity_epochs: int, finetune_epochs: int,
+         sparsity: float, fewer_params: float, ship: bool):
     started = time.perf_counter()
     torch.set_num_threads(2)
     data = out / "data"
@@ -232,66 +259,81 @@ def main(out: Path, train_images: int, test_images: int, epochs: int, batch: int
         say("generating the dataset")
         wait_all([pruneyolo("synth", data, "--train", train_images, "--val", 200, "--test", test_images, "--size", 320)])
     base_weights, sparse_weights = out / "baseline" / "demo-tiny.weights", out / "sparse" / "demo-tiny.weights"
-    jobs = []
+    trained_any = not (base_weights.is_file() and sparse_weights.is_file())
     if not base_weights.is_file():
-        jobs.append(pruneyolo(*train_args(BASE_CFG, data, out / "baseline", epochs, batch, 1)))
+        say("training the baseline")
+        wait_all([pruneyolo(*train_args(BASE_CFG, data, out / "baseline", epochs, 16, 2))])
     if not sparse_weights.is_file():
-        jobs.append(pruneyolo(*train_args(BASE_CFG, data, out / "sparse", epochs, batch, 1, "--sparsity",
-                                        sparsity)))
-    say(f"training baseline and sparsity models ({len(jobs)} jobs)")
-    wait_all(jobs)
+        say(f"sparsity training from the baseline (sr {sparsity:g})")
+        wait_all([pruneyolo(*train_args(BASE_CFG, data, out / "sparse", sparsity_epochs, 8, 2, "--sparsity", sparsity,
+                                        "--weights", base_weights, "--lr", 1e-3, "--warmup", 50))])
     graph = load_graph(BASE_CFG)
     base = torch_row("baseline", BASE_CFG, base_weights, data, out / "scores" / "baseline.json")
     sparse = torch_row(f"sparsity {sparsity:g}", BASE_CFG, sparse_weights, data, out / "scores" / "sparse.json")
-    sweep_rows, chosen = [], choose_percent(choose, sparse_weights, graph)
-    for percent in sorted(set(SWEEP) | {chosen}):
-        if percent > largest_safe_percent(abs_gammas(read_weights(sparse_weights, graph),
-                                                     channel_constraints(graph).prunable)):
-            continue
+    safe = largest_safe_percent(abs_gammas(read_weights(sparse_weights, graph), channel_constraints(graph).prunable))
+    sweep_rows = []
+    for percent in [p for p in SWEEP if p <= safe] or [safe]:
         cfg_path, weights_path = out / "prune" / f"prune_{percent:g}_demo-tiny.cfg", \
             out / "prune" / f"prune_{percent:g}_demo-tiny.weights"
         if not weights_path.is_file():
             write_result(prune(graph, read_weights(sparse_weights, graph), percent), out / "prune", str(BASE_CFG))
         sweep_rows.append(torch_row(f"prune {percent:g}", cfg_path, weights_path, data,
                                     out / "scores" / f"prune_{percent:g}.json"))
+    chosen = choose_percent(sweep_rows, graph, fewer_params)
     pruned_cfg = out / "prune" / f"prune_{chosen:g}_demo-tiny.cfg"
     tuned_weights = out / "finetune" / f"{pruned_cfg.stem}.weights"
     if not tuned_weights.is_file():
         say(f"fine-tuning prune {chosen:g}")
-        wait_all([pruneyolo(*train_args(pruned_cfg, data, out / "finetune", finetune_epochs, batch, 2,
-                                         "--weights", pruned_cfg.with_suffix(".weights"), "--warmup", 50))])
+        wait_all([pruneyolo(*train_args(pruned_cfg, data, out / "finetune", finetune_epochs, 8, 2,
+                                         "--weights", pruned_cfg.with_suffix(".weights"), "--lr", 1e-3,
+                                         "--warmup", 50))])
     tuned = torch_row(f"prune {chosen:g} fine-tuned", pruned_cfg, tuned_weights, data,
                       out / "scores" / "finetuned.json")
     base_ir = ir_row("baseline IR FP32", BASE_CFG, base_weights, data, out / "ir" / "baseline", "fp32")
     tuned_irs = [ir_row(f"prune {chosen:g} fine-tuned IR {p.upper()}", pruned_cfg, tuned_weights, data,
                         out / "ir" / "finetuned", p) for p in ("fp32", "fp16")]
     rows = [base, base_ir, sparse, *sweep_rows, tuned, *tuned_irs]
+    timing = out / "timing.json"
+    if trained_any:
+        timing.write_text(json.dumps({"total": (time.perf_counter() - started) / 60}))
+    minutes = {"training": training_minutes([out / run / "train_log.jsonl" for run in ("baseline", "sparse",
+                                                                                        "finetune")]),
+               "total": json.loads(timing.read_text())["total"] if timing.is_file() else float("nan")}
     if ship:
-        ship_model(pruned_cfg, tuned_weights, chosen, {float(row.name.split()[1]) for row in sweep_rows})
-        write_docs(rows, sweep_rows, sparse, out, graph, sparse_weights, base_weights, chosen,
-                   {"train_images": train_images, "epochs": epochs, "finetune_epochs": finetune_epochs,
-                    "batch": batch, "sparsity": sparsity}, (time.perf_counter() - started) / 60)
+        ship_model(pruned_cfg, tuned_weights, chosen)
+        settings = {"train_images": train_images, "epochs": epochs, "sparsity_epochs": sparsity_epochs,
+                    "finetune_epochs": finetune_epochs, "sparsity": sparsity, "fewer_params": fewer_params}
+        write_docs(rows, sweep_rows, out, graph, chosen, settings, minutes,
+                   summary(base, sparse, tuned, base_ir, tuned_irs[0]))
     say(f"done in {(time.perf_counter() - started) / 60:.1f} min")
 
 
-def ship_model(pruned_cfg: Path, tuned_weights: Path, chosen: float, swept: set[float]) -> None:
-    """cfgs/prune_<P>.cfg and prune_0.88.cfg if swept (via tools/make_prune_cfg), and the chosen .weights."""
-    for percent in sorted({chosen} | ({0.88} & swept)):
-        subprocess.run([ROOT / "tools" / "make_prune_cfg", pruned_cfg.parent.parent, f"{percent:g}"], check=True)
+def ship_model(pruned_cfg: Path, tuned_weights: Path, chosen: float) -> None:
+    """cfgs/prune_<P>.cfg (with a provenance header) and its fine-tuned .weights."""
+    header = (f"# cfgs/demo-tiny.cfg channel-pruned at {chosen:g} by pruneyolo from its sparsity-trained weights,\n"
+              "# then fine-tuned; written by tools/slim_demo (see docs/results.md). Do not edit by hand.\n")
+    (ROOT / "cfgs" / f"prune_{chosen:g}.cfg").write_text(header + pruned_cfg.read_text())
     shutil.copyfile(tuned_weights, ROOT / "cfgs" / f"prune_{chosen:g}.weights")
     say(f"shipped cfgs/prune_{chosen:g}.cfg and .weights")
 
 
-def write_docs(rows: list[Row], sweep_rows: list[Row], sparse: Row, out: Path, graph: Graph, sparse_weights: Path, base_weights: Path,
-               chosen: float, settings: dict, minutes: float) -> None:
+def training_minutes(logs: list[Path]) -> float:
+    """Minutes the training runs took, from their logs (so a rerun that reuses them reports the same)."""
+    return sum(json.loads(line)["seconds"] for log in logs for line in log.read_text().splitlines()) / 60
+
+
+def write_docs(rows: list[Row], sweep_rows: list[Row], out: Path, graph: Graph, chosen: float, settings: dict,
+               minutes: dict, headline: str) -> None:
+    """docs/results.md and its plots in docs/img/."""
+    sparse, base_weights = rows[2], out / "baseline" / "demo-tiny.weights"
     images = ROOT / "docs" / "img"
     images.mkdir(parents=True, exist_ok=True)
     plot_gammas(graph, read_weights(base_weights, graph), images / "gammas_baseline.png")
-    plot_gammas(graph, read_weights(sparse_weights, graph), images / "gammas_sparse.png", chosen)
+    plot_gammas(graph, read_weights(sparse.weights_path, graph), images / "gammas_sparse.png", chosen)
     plot_curves({"baseline": out / "baseline" / "train_log.jsonl", "sparsity": out / "sparse" / "train_log.jsonl",
                  f"fine-tune {chosen:g}": out / "finetune" / "train_log.jsonl"}, images / "slim_loss.png")
     plot_sweep(sweep_rows, sparse, images / "prune_sweep.png")
-    (ROOT / "docs" / "results.md").write_text(report(rows, rows[0], settings, chosen, minutes))
+    (ROOT / "docs" / "results.md").write_text(report(rows, rows[0], settings, chosen, minutes, headline))
     say("wrote docs/results.md")
 
 
