@@ -91,17 +91,17 @@ def sync_latencies(call: Callable[[], object], seconds: float) -> list[float]:
 def async_rate(compiled: ov.CompiledModel, inputs: dict, seconds: float) -> float:
     """Inferences/s with an AsyncInferQueue of the compiled model's optimal size kept full for `seconds`."""
     queue = ov.AsyncInferQueue(compiled, compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
-    done = [0]
-    queue.set_callback(lambda request, userdata: done.__setitem__(0, done[0] + 1))
-    for _ in range(len(queue)):
+    finished = []
+    queue.set_callback(lambda request, userdata: finished.append(userdata))
+    for _ in range(len(queue)):  # warm-up: every request once
         queue.start_async(inputs)
     queue.wait_all()
-    done[0] = 0
+    finished.clear()
     start = time.perf_counter()
-    while time.perf_counter() - start < seconds or done[0] < MIN_RUNS:
-        queue.start_async(inputs)
+    while time.perf_counter() - start < seconds or len(finished) < MIN_RUNS:
+        queue.start_async(inputs)  # blocks while every request is busy
     queue.wait_all()
-    return done[0] / (time.perf_counter() - start)
+    return len(finished) / (time.perf_counter() - start)
 
 
 def precision_name(value) -> str:
@@ -148,8 +148,12 @@ def parse_benchmark_app(text: str) -> tuple[float, float]:
 
 def benchmark_app(xml: Path, hint: str, seconds: float, precision: str | None) -> tuple[float, float]:
     """Run benchmark_app once; its (median latency ms, throughput FPS)."""
-    done = subprocess.run(benchmark_app_command(xml, hint, seconds, precision), capture_output=True, text=True,
-                          check=False)
+    try:
+        done = subprocess.run(benchmark_app_command(xml, hint, seconds, precision), capture_output=True, text=True,
+                              check=False)
+    except FileNotFoundError:
+        raise PruneyoloError("benchmark_app is not installed next to this Python (it comes with the openvino "
+                             "package); pass --no-benchmark-app") from None
     if done.returncode:
         raise PruneyoloError(f"benchmark_app failed on {xml}: {(done.stdout + done.stderr).strip()[-300:]}")
     return parse_benchmark_app(done.stdout)

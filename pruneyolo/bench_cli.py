@@ -31,7 +31,8 @@ def parse_variants(ctx, param, value) -> tuple[str, ...]:
 @click.option("--variants", callback=parse_variants, help=f"Comma-separated subset of {', '.join(VARIANTS)}.")
 @click.option("--calib", "calib_dir", type=click.Path(), help="Calibration images for the int8 row "
               "(default: synthetic scenes).")
-@click.option("--calib-size", default=32, show_default=True, type=click.IntRange(10))
+@click.option("--calib-size", default=32, show_default=True, type=click.IntRange(10),
+              help="Calibration images (or synthetic scenes) for the int8 row.")
 @click.option("--no-benchmark-app", "no_app", is_flag=True, help="Skip the benchmark_app columns.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False),
               help="Bar chart PNG (default: <cfg stem>_bench.png).")
