@@ -12,7 +12,7 @@ from pruneyolo.bench import (
     Timing,
     available_variants,
     bench,
-    gemm_peak,
+    kernel_peak,
     layer_times,
     parse_benchmark_app,
     peak_for,
@@ -51,7 +51,7 @@ def test_bench_command_prints_every_row_and_writes_the_chart(demo_weights, tmp_p
                                        "--seconds", "0.5", "--calib-size", "10", "--plot", str(chart)],
                                 terminal_width=200)
     assert result.exit_code == 0, result.output
-    for label in ("IR f32", "IR fp16", "IR int8", "OpenCV DNN", "ONNX Runtime", "PyTorch eager", "GEMM peak",
+    for label in ("IR f32", "IR fp16", "IR int8", "OpenCV DNN", "ONNX Runtime", "PyTorch eager", "peak GFLOP/s",
                   "synthetic scenes", "(default)"):
         assert label in result.output
     assert chart.read_bytes().startswith(PNG_MAGIC)
@@ -92,8 +92,9 @@ def test_precisions_and_peaks():
     assert peak_for("bf16", {"f32": 100.0}) == 100.0
 
 
-def test_gemm_peak_is_positive_and_finite():
-    assert 1 < gemm_peak(ov.Core(), (64, 256, 256), "f32", 0.2) < 1e5
+@pytest.mark.parametrize("kind", ["gemm", "conv"])
+def test_kernel_peaks_are_positive_and_finite(kind):
+    assert 1 < kernel_peak(ov.Core(), kind, "i8" if kind == "conv" else "f32", 0.2) < 1e5
 
 
 def test_layer_times_split_preprocessing_and_decode(tmp_path):
