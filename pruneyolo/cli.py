@@ -158,6 +158,31 @@ def convert(cfg, weights, output_dir, precision, calib_dir, calib_size, eval_dat
                    f"{reference.map50:.4f} ({100 * (metrics.map50 - reference.map50):+.2f} points), mAP50-95 "
                    f"{metrics.map50_95:.4f} vs {reference.map50_95:.4f} (IRs at the device's default precision)")
 
+
+@main.command()
+@click.argument("jsonl", type=click.Path(dir_okay=False, exists=True))
+@click.option("--source", "sources", multiple=True, required=True,
+              help="The run's synthetic --source values, in the same order.")
+def score(jsonl, sources):
+    """Score a `pruneyolo run` JSONL of synthetic sources against the scenes' ground truth."""
+    import tempfile
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from .demo import score_run
+
+    with tempfile.TemporaryDirectory() as workdir:
+        scores = score_run(jsonl, list(sources), workdir)
+    table = Table(title="detections vs synthetic ground truth (IoU 0.5; P/R at score >= 0.25)")
+    for column in ("stream", "frames", "P", "R", "mAP50", "mAP50-95"):
+        table.add_column(column, justify="right")
+    for s in scores:
+        table.add_row(str(s.stream), str(s.frames), f"{s.precision:.3f}", f"{s.recall:.3f}", f"{s.map50:.3f}",
+                      f"{s.map50_95:.3f}")
+    Console().print(table)
+
+
 from .synth_cli import synth
 
 main.add_command(synth)
