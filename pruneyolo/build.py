@@ -24,7 +24,7 @@ from .graph import (
     Upsample,
     Yolo,
 )
-from .weights import ConvWeights, DarknetWeights
+from .weights import ConvWeights, DarknetWeights, part_sizes
 
 LayerSpec = tuple[type, Callable[[Node], list]]
 # node type -> (layer class in pruneyolo.layers, its constructor arguments); codegen writes the same call out
@@ -106,15 +106,10 @@ def build_model(graph: Graph, weights: DarknetWeights | None = None) -> DarknetM
     return model.eval()
 
 
-def _conv_parts(block: L.ConvBlock) -> list[tuple[str, torch.Tensor]]:
-    names = []
-    if block.bn is not None:
-        names = ["bias", "scales", "mean", "variance"]
-    elif block.conv is not None and block.conv.bias is not None:
-        names = ["bias"]
-    if block.conv is not None:
-        names.append("weights")
-    return list(zip(names, block.darknet_tensors()))
+def _conv_parts(model: DarknetModel, conv: Conv) -> list[tuple[str, tuple[int, ...], torch.Tensor]]:
+    """(name, darknet shape, tensor) of each array a conv's block holds, in .weights order."""
+    block = getattr(model, module_name(conv))
+    return [(name, shape, tensor) for (name, shape), tensor in zip(part_sizes(conv), block.darknet_tensors())]
 
 
 def load_weights(model: DarknetModel, graph: Graph, weights: DarknetWeights) -> None:
@@ -122,7 +117,7 @@ def load_weights(model: DarknetModel, graph: Graph, weights: DarknetWeights) -> 
     with torch.no_grad():
         for conv in graph.convs:
             layer = weights.layers[conv.index]
-            for name, tensor in _conv_parts(getattr(model, module_name(conv))):
+            for name, _, tensor in _conv_parts(model, conv):
                 tensor.copy_(torch.from_numpy(np.asarray(getattr(layer, name))).view_as(tensor))
 
 
@@ -131,13 +126,6 @@ def export_weights(model: DarknetModel, graph: Graph, seen: int = 0) -> DarknetW
     result = DarknetWeights(seen=seen)
     for conv in graph.convs:
         parts = {name: tensor.detach().cpu().numpy().astype(np.float32).reshape(shape)
-                 for (name, tensor), shape in zip(_conv_parts(getattr(model, module_name(conv))),
-                                                  _shapes(conv))}
+                 for name, shape, tensor in _conv_parts(model, conv)}
         result.layers[conv.index] = ConvWeights(**{"bias": None, **parts})
     return result
-
-
-def _shapes(conv: Conv) -> list[tuple[int, ...]]:
-    shapes = [(conv.filters,)] * (int(conv.has_bias) + 3 * int(conv.batch_normalize))
-    return shapes + ([conv.weight_shape] if conv.has_conv else [])
-

@@ -45,7 +45,8 @@ class DarknetWeights:
         return head + struct.pack("<Q" if wide else "<I", self.seen)
 
 
-def _part_sizes(conv: Conv) -> list[tuple[str, tuple[int, ...]]]:
+def part_sizes(conv: Conv) -> list[tuple[str, tuple[int, ...]]]:
+    """(name, shape) of each array a conv stores in a .weights file, in file order."""
     parts: list[tuple[str, tuple[int, ...]]] = []
     if conv.has_bias:
         parts.append(("bias", (conv.filters,)))
@@ -58,7 +59,7 @@ def _part_sizes(conv: Conv) -> list[tuple[str, tuple[int, ...]]]:
 
 def expected_floats(graph: Graph) -> int:
     """How many float32 values a .weights file for this graph holds after its header."""
-    return sum(int(np.prod(shape)) for conv in graph.convs for _, shape in _part_sizes(conv))
+    return sum(int(np.prod(shape)) for conv in graph.convs for _, shape in part_sizes(conv))
 
 
 def read_weights(path, graph: Graph) -> DarknetWeights:
@@ -80,7 +81,7 @@ def read_weights(path, graph: Graph) -> DarknetWeights:
     result = DarknetWeights(major, minor, revision, seen)
     for conv in graph.convs:
         arrays = {}
-        for name, shape in _part_sizes(conv):
+        for name, shape in part_sizes(conv):
             count = int(np.prod(shape))
             if offset + 4 * count > len(data):
                 raise WeightsError(
@@ -102,7 +103,7 @@ def weights_bytes(graph: Graph, weights: DarknetWeights) -> bytes:
         layer = weights.layers.get(conv.index)
         if layer is None:
             raise WeightsError(f"no weights for layer {conv.index} (conv, line {conv.line})")
-        for name, shape in _part_sizes(conv):
+        for name, shape in part_sizes(conv):
             array = getattr(layer, name)
             if array is None or tuple(array.shape) != shape:
                 got = None if array is None else tuple(array.shape)
