@@ -88,19 +88,23 @@ def sync_latencies(call: Callable[[], object], seconds: float) -> list[float]:
 
 
 def async_rate(compiled: ov.CompiledModel, inputs: dict, seconds: float) -> float:
-    """Inferences/s with an AsyncInferQueue of the compiled model's optimal size kept full for `seconds`."""
+    """Inferences/s with an AsyncInferQueue of the compiled model's optimal size kept full for `seconds`. No Python
+    callback: OpenVINO's threads then never wait for the GIL, so dropping the compiled model cannot deadlock."""
     queue = ov.AsyncInferQueue(compiled, compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
-    finished = []
-    queue.set_callback(lambda request, userdata: finished.append(userdata))
-    for _ in range(len(queue)):  # warm-up: every request once
-        queue.start_async(inputs)
-    queue.wait_all()
-    finished.clear()
-    start = time.perf_counter()
-    while time.perf_counter() - start < seconds or len(finished) < MIN_RUNS:
-        queue.start_async(inputs)  # blocks while every request is busy
-    queue.wait_all()
-    return len(finished) / (time.perf_counter() - start)
+    try:
+        for _ in range(len(queue)):  # warm-up: every request once
+            queue.start_async(inputs)
+        queue.wait_all()
+        started = 0
+        start = time.perf_counter()
+        while time.perf_counter() - start < seconds or started < MIN_RUNS:
+            queue.start_async(inputs)  # blocks while every request is busy
+            started += 1
+        queue.wait_all()  # every started request has finished
+        return started / (time.perf_counter() - start)
+    finally:
+        queue.wait_all()
+        del queue
 
 
 def precision_name(value) -> str:
@@ -166,12 +170,16 @@ def time_ir(core: ov.Core, variant: str, xml: Path, image: np.ndarray, seconds: 
     latency_model = core.compile_model(xml, "CPU", compile_config("LATENCY", precision))
     request = latency_model.create_infer_request()
     latency = statistics.median(sync_latencies(lambda: request.infer({0: image}), seconds))
-    rate = async_rate(core.compile_model(xml, "CPU", compile_config("THROUGHPUT", precision)), {0: image}, seconds)
+    precision_ran = ran_as(latency_model)
+    del request, latency_model  # one compiled model alive at a time, each dropped after its requests
+    throughput_model = core.compile_model(xml, "CPU", compile_config("THROUGHPUT", precision))
+    rate = async_rate(throughput_model, {0: image}, seconds)
+    del throughput_model
     app_latency = app_rate = None
     if app:
         app_latency, _ = benchmark_app(xml, "latency", seconds, precision)
         _, app_rate = benchmark_app(xml, "throughput", seconds, precision)
-    return Timing(variant, ran_as(latency_model), latency, rate, app_latency, app_rate)
+    return Timing(variant, precision_ran, latency, rate, app_latency, app_rate)
 
 
 def sequential_timing(variant: str, call: Callable[[], object], seconds: float) -> Timing:
@@ -253,9 +261,13 @@ def kernel_peak(core: ov.Core, kind: str, precision: str, seconds: float) -> flo
     model, shape, flops = peak_model(kind, precision == "i8")
     hint = None if precision == "i8" else precision
     x = np.random.default_rng(1).uniform(-1, 1, shape).astype(np.float32)
-    request = core.compile_model(model, "CPU", compile_config("LATENCY", hint)).create_infer_request()
+    latency_model = core.compile_model(model, "CPU", compile_config("LATENCY", hint))
+    request = latency_model.create_infer_request()
     best_sync = 1e3 / min(sync_latencies(lambda: request.infer({0: x}), seconds))
-    rate = async_rate(core.compile_model(model, "CPU", compile_config("THROUGHPUT", hint)), {0: x}, seconds)
+    del request, latency_model
+    throughput_model = core.compile_model(model, "CPU", compile_config("THROUGHPUT", hint))
+    rate = async_rate(throughput_model, {0: x}, seconds)
+    del throughput_model
     return flops * max(best_sync, rate) / 1e9
 
 
