@@ -87,6 +87,12 @@ def sync_latencies(call: Callable[[], object], seconds: float) -> list[float]:
     return latencies
 
 
+def request_latencies(compiled: ov.CompiledModel, inputs: dict, seconds: float) -> list[float]:
+    """sync_latencies of one infer request of `compiled`; the request is gone when this returns."""
+    request = compiled.create_infer_request()
+    return sync_latencies(lambda: request.infer(inputs), seconds)
+
+
 def async_rate(compiled: ov.CompiledModel, inputs: dict, seconds: float) -> float:
     """Inferences/s with an AsyncInferQueue of the compiled model's optimal size kept full for `seconds`. No Python
     callback: OpenVINO's threads then never wait for the GIL, so dropping the compiled model cannot deadlock."""
@@ -168,10 +174,9 @@ def time_ir(core: ov.Core, variant: str, xml: Path, image: np.ndarray, seconds: 
     """Sync latency (LATENCY hint) and async throughput (THROUGHPUT hint) of an IR, and benchmark_app's."""
     precision = HINTS[variant]
     latency_model = core.compile_model(xml, "CPU", compile_config("LATENCY", precision))
-    request = latency_model.create_infer_request()
-    latency = statistics.median(sync_latencies(lambda: request.infer({0: image}), seconds))
+    latency = statistics.median(request_latencies(latency_model, {0: image}, seconds))
     precision_ran = ran_as(latency_model)
-    del request, latency_model  # one compiled model alive at a time, each dropped after its requests
+    del latency_model  # one compiled model alive at a time, each dropped after its requests
     throughput_model = core.compile_model(xml, "CPU", compile_config("THROUGHPUT", precision))
     rate = async_rate(throughput_model, {0: image}, seconds)
     del throughput_model
@@ -262,9 +267,8 @@ def kernel_peak(core: ov.Core, kind: str, precision: str, seconds: float) -> flo
     hint = None if precision == "i8" else precision
     x = np.random.default_rng(1).uniform(-1, 1, shape).astype(np.float32)
     latency_model = core.compile_model(model, "CPU", compile_config("LATENCY", hint))
-    request = latency_model.create_infer_request()
-    best_sync = 1e3 / min(sync_latencies(lambda: request.infer({0: x}), seconds))
-    del request, latency_model
+    best_sync = 1e3 / min(request_latencies(latency_model, {0: x}, seconds))
+    del latency_model
     throughput_model = core.compile_model(model, "CPU", compile_config("THROUGHPUT", hint))
     rate = async_rate(throughput_model, {0: x}, seconds)
     del throughput_model
