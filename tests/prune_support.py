@@ -8,10 +8,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from pruneyolo.cfg import format_cfg
-from pruneyolo.graph import Graph, load_graph
-from pruneyolo.prune import spike_and_slab
-from pruneyolo.weights import DarknetWeights, random_weights, write_weights
+from pruneyolo.darknet.cfg import format_cfg
+from pruneyolo.darknet.graph import Graph, load_graph
+from pruneyolo.darknet.weights import DarknetWeights, random_weights, write_weights
+from pruneyolo.prune.pruning import spike_and_slab
 
 CORPUS = Path(__file__).parents[2] / "shared/cfgs/third_party"
 

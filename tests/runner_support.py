@@ -13,7 +13,7 @@ import numpy as np
 import openvino as ov
 import openvino.opset13 as ops
 
-from pruneyolo.metadata import HeadInfo, ModelInfo
+from pruneyolo.detect.metadata import HeadInfo, ModelInfo
 
 THRESHOLD = 200.0
 LABELS = ["blue", "red"]

@@ -10,9 +10,9 @@ import numpy as np
 import openvino as ov
 from prune_support import CORPUS, write_model
 
-from pruneyolo.codegen import class_name_for, render_model
-from pruneyolo.graph import Conv, Graph
-from pruneyolo.weights import DarknetWeights
+from pruneyolo.darknet.graph import Conv, Graph
+from pruneyolo.darknet.weights import DarknetWeights
+from pruneyolo.nn.codegen import class_name_for, render_model
 
 CORPUS_CFGS = sorted(CORPUS.glob("*.cfg"))
 

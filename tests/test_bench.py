@@ -6,7 +6,7 @@ import openvino as ov
 import pytest
 from click.testing import CliRunner
 
-from pruneyolo.bench import (
+from pruneyolo.bench.timing import (
     VARIANTS,
     BenchResult,
     Timing,
@@ -21,11 +21,11 @@ from pruneyolo.bench import (
     time_by_kind,
     vs_opencv,
 )
-from pruneyolo.cli import main
-from pruneyolo.convert import save_ir, to_openvino
+from pruneyolo.cli.main import main
+from pruneyolo.darknet.graph import load_graph
+from pruneyolo.darknet.weights import random_weights, write_weights
 from pruneyolo.errors import PruneyoloError
-from pruneyolo.graph import load_graph
-from pruneyolo.weights import random_weights, write_weights
+from pruneyolo.export.convert import save_ir, to_openvino
 
 DEMO = Path(__file__).parents[1] / "cfgs" / "demo-tiny.cfg"
 SIZE = "64"

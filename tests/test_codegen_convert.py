@@ -16,14 +16,14 @@ from ov2022 import infer_2022
 from prune_support import CORPUS, corpus_cfg
 from support import compile_f32, load_generated, opencv_heads, opencv_net, random_bgr, relative_error, to_blob
 
-from pruneyolo.build import build_model
-from pruneyolo.cli import main
-from pruneyolo.convert import export_module, save_ir, save_onnx, to_openvino
-from pruneyolo.decode import decode_raw
-from pruneyolo.graph import load_graph
-from pruneyolo.metadata import ModelInfo
-from pruneyolo.prune import prune, spike_and_slab
-from pruneyolo.weights import random_weights, write_weights
+from pruneyolo.cli.main import main
+from pruneyolo.darknet.graph import load_graph
+from pruneyolo.darknet.weights import random_weights, write_weights
+from pruneyolo.detect.decode import decode_raw
+from pruneyolo.detect.metadata import ModelInfo
+from pruneyolo.export.convert import export_module, save_ir, save_onnx, to_openvino
+from pruneyolo.nn.build import build_model
+from pruneyolo.prune.pruning import prune, spike_and_slab
 
 SHIPPED = Path(__file__).parents[1] / "cfgs"
 VARIETY = {  # one cfg per unusual layer or decode

@@ -21,10 +21,16 @@ from support import (
     to_blob,
 )
 
-from pruneyolo.convert import save_ir, to_openvino
+from pruneyolo.darknet.graph import load_graph
+from pruneyolo.darknet.weights import (
+    expected_floats,
+    random_weights,
+    read_weights,
+    weights_bytes,
+    write_weights,
+)
 from pruneyolo.errors import CfgError
-from pruneyolo.graph import load_graph
-from pruneyolo.weights import expected_floats, random_weights, read_weights, weights_bytes, write_weights
+from pruneyolo.export.convert import save_ir, to_openvino
 
 
 def test_corpus_acceptance_count():

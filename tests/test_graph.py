@@ -8,11 +8,11 @@ import pytest
 from click.testing import CliRunner
 from prune_support import CORPUS, corpus_cfg
 
-from pruneyolo.cfg import parse_cfg_text
-from pruneyolo.cli import main
+from pruneyolo.cli.main import main
+from pruneyolo.darknet.cfg import parse_cfg_text
+from pruneyolo.darknet.graph import build_graph, load_graph
+from pruneyolo.darknet.weights import random_weights, read_weights, write_weights
 from pruneyolo.errors import CfgError, PruneyoloError, WeightsError
-from pruneyolo.graph import build_graph, load_graph
-from pruneyolo.weights import random_weights, read_weights, write_weights
 
 TINY = """[net]
 width=64

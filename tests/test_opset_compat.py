@@ -11,7 +11,7 @@ from openvino.preprocess import ColorFormat, PrePostProcessor
 from ov2022 import infer_2022
 from torch import nn
 
-from pruneyolo.opset_compat import KNOWN_OPSETS, OpsetError, downgrade_for_2022, unknown_to_2022
+from pruneyolo.export.opset_compat import KNOWN_OPSETS, OpsetError, downgrade_for_2022, unknown_to_2022
 
 SIZE = 26
 EMITTED = {"MaxPool-opset14", "Pad-opset12", "Interpolate-opset11"}

@@ -15,9 +15,10 @@ from prune_support import (
     zero_cut_channels,
 )
 
+from pruneyolo.darknet.graph import Conv, MaxPool, Route, Shortcut, load_graph
+from pruneyolo.darknet.weights import read_weights
 from pruneyolo.errors import PruneyoloError
-from pruneyolo.graph import Conv, MaxPool, Route, Shortcut, load_graph
-from pruneyolo.prune import (
+from pruneyolo.prune.pruning import (
     abs_gammas,
     channel_constraints,
     channel_masks,
@@ -26,7 +27,6 @@ from pruneyolo.prune import (
     prune,
     write_result,
 )
-from pruneyolo.weights import read_weights
 
 
 @pytest.mark.parametrize("name", ["yolov3-tiny", "yolov4-tiny", "yolov3-spp", "yolov4"])

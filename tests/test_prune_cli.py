@@ -6,8 +6,8 @@ import pytest
 from click.testing import CliRunner
 from prune_support import corpus_cfg, sparse_model
 
-from pruneyolo.cli import main
-from pruneyolo.weights import write_weights
+from pruneyolo.cli.main import main
+from pruneyolo.darknet.weights import write_weights
 
 TINY = str(corpus_cfg("yolov4-tiny"))
 

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 from prune_support import corpus_cfg, head_inputs, random_image, relative_error, sparse_model, write_model
 
-from pruneyolo.cfg import parse_cfg_text
+from pruneyolo.darknet.cfg import parse_cfg_text
+from pruneyolo.darknet.graph import build_graph, load_graph
+from pruneyolo.darknet.weights import random_weights
 from pruneyolo.errors import PruneyoloError
-from pruneyolo.graph import build_graph, load_graph
-from pruneyolo.prune import choose_blocks, prune, renumber, residual_blocks, write_result
-from pruneyolo.weights import random_weights
+from pruneyolo.prune.pruning import choose_blocks, prune, renumber, residual_blocks, write_result
 
 TOY = """
 [net]

@@ -11,12 +11,13 @@ import openvino as ov
 import pytest
 from click.testing import CliRunner
 
-from pruneyolo.cli import main
-from pruneyolo.convert import save_ir, to_openvino
+from pruneyolo.cli.main import main
+from pruneyolo.darknet.graph import load_graph
+from pruneyolo.darknet.weights import random_weights, write_weights
 from pruneyolo.errors import PruneyoloError
-from pruneyolo.graph import load_graph
-from pruneyolo.ovms import model_config, model_name, read_config, with_model
-from pruneyolo.quantize import (
+from pruneyolo.export.convert import save_ir, to_openvino
+from pruneyolo.export.ovms import model_config, model_name, read_config, with_model
+from pruneyolo.export.quantize import (
     calib_images,
     decode_ops,
     input_size,
@@ -24,7 +25,6 @@ from pruneyolo.quantize import (
     quantize_model,
     synthetic_calib,
 )
-from pruneyolo.weights import random_weights, write_weights
 
 ROOT = Path(__file__).parents[1]
 DEMO = ROOT / "cfgs" / "demo-tiny.cfg"
@@ -189,7 +189,7 @@ SHIPPED = [(path.with_suffix(".cfg"), path) for path in sorted((ROOT / "cfgs").g
 
 
 def test_int8_map_within_2_points_of_fp32_on_the_shipped_demo_model(tmp_path):
-    from pruneyolo.synth import make_dataset
+    from pruneyolo.data.synth import make_dataset
 
     assert SHIPPED, "cfgs/ should ship the demo model's trained .weights next to its .cfg (tools/slim_demo)"
     cfg, weights = SHIPPED[0]

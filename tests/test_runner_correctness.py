@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 from runner_support import cell_centre_scene, make_ir
 
-from pruneyolo.cli import main
+from pruneyolo.cli.main import main
 
 BLUE, RED = (255, 0, 0), (0, 0, 255)
 

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from pruneyolo.errors import PruneyoloError
-from pruneyolo.runner.mosaic import (
+from pruneyolo.detect.boxes import candidates, nms, select
+from pruneyolo.detect.mosaic import (
     Layout,
     blank_mosaic,
     make_layout,
@@ -14,7 +14,7 @@ from pruneyolo.runner.mosaic import (
     to_mosaic,
     to_source,
 )
-from pruneyolo.runner.postprocess import candidates, nms, select
+from pruneyolo.errors import PruneyoloError
 
 
 def test_layout_default_fits_sources_and_divides_input():

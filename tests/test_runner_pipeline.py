@@ -16,10 +16,10 @@ import pytest
 from click.testing import CliRunner
 from runner_support import make_ir
 
-from pruneyolo.cli import main
+from pruneyolo.cli.main import main
+from pruneyolo.detect.mosaic import Layout
 from pruneyolo.errors import PruneyoloError
 from pruneyolo.runner.adapter import Adapter, check_device
-from pruneyolo.runner.mosaic import Layout
 from pruneyolo.runner.outputs import JsonlSink
 from pruneyolo.runner.pipeline import Pipeline, RunOptions
 from pruneyolo.runner.server import LiveState

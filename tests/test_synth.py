@@ -9,9 +9,8 @@ from click.testing import CliRunner
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from pruneyolo.cli import main
-from pruneyolo.errors import PruneyoloError
-from pruneyolo.synth import (
+from pruneyolo.cli.main import main
+from pruneyolo.data.synth import (
     CLASSES,
     SPLITS,
     SceneStream,
@@ -22,6 +21,7 @@ from pruneyolo.synth import (
     random_object,
     write_videos,
 )
+from pruneyolo.errors import PruneyoloError
 
 SMALL = {"train": 16, "val": 4, "test": 4}
 

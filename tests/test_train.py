@@ -8,14 +8,15 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from pruneyolo.build import build_model, module_name
-from pruneyolo.cli import main
-from pruneyolo.convert import read_names, save_ir, to_openvino
-from pruneyolo.evaluate import evaluate, ir_predictor, torch_predictor
-from pruneyolo.graph import Yolo, load_graph
-from pruneyolo.prune import channel_constraints, prune
-from pruneyolo.synth import make_dataset
-from pruneyolo.train import (
+from pruneyolo.cli.main import main
+from pruneyolo.darknet.graph import Yolo, load_graph
+from pruneyolo.darknet.weights import read_weights
+from pruneyolo.data.synth import make_dataset
+from pruneyolo.export.convert import read_names, save_ir, to_openvino
+from pruneyolo.nn.build import build_model, module_name
+from pruneyolo.prune.pruning import channel_constraints, prune
+from pruneyolo.train.evaluate import evaluate, ir_predictor, torch_predictor
+from pruneyolo.train.trainer import (
     NO_AUGMENT,
     Augment,
     TrainOptions,
@@ -31,7 +32,6 @@ from pruneyolo.train import (
     warp_boxes,
     yolo_loss,
 )
-from pruneyolo.weights import read_weights
 
 CFG = Path(__file__).parent.parent / "cfgs" / "demo-tiny.cfg"
 NAMES = CFG.with_name("synth.names")

@@ -21,12 +21,12 @@ import numpy as np
 import openvino as ov
 import torch
 
-from pruneyolo.convert import read_names, save_ir, to_openvino
-from pruneyolo.evaluate import Metrics, evaluate, ir_predictor, torch_predictor
-from pruneyolo.graph import Graph, load_graph
-from pruneyolo.prune import abs_gammas, channel_constraints, largest_safe_percent, prune, write_result
-from pruneyolo.prune_report import plot_gammas
-from pruneyolo.weights import read_weights
+from pruneyolo.darknet.graph import Graph, load_graph
+from pruneyolo.darknet.weights import read_weights
+from pruneyolo.export.convert import read_names, save_ir, to_openvino
+from pruneyolo.prune.pruning import abs_gammas, channel_constraints, largest_safe_percent, prune, write_result
+from pruneyolo.prune.report import plot_gammas
+from pruneyolo.train.evaluate import Metrics, evaluate, ir_predictor, torch_predictor
 
 ROOT = Path(__file__).resolve().parent.parent
 BASE_CFG = ROOT / "cfgs" / "demo-tiny.cfg"

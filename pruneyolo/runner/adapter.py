@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import openvino as ov
 
-from ..errors import PruneyoloError
-from ..metadata import ModelInfo
+from pruneyolo.detect.metadata import ModelInfo
+from pruneyolo.errors import PruneyoloError
 
 PRECISIONS = {"f32": "f32", "fp32": "f32", "bf16": "bf16", "f16": "f16", "fp16": "f16"}
 VIRTUAL_DEVICES = ("AUTO", "MULTI", "HETERO", "BATCH")

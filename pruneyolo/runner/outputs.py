@@ -14,7 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..errors import PruneyoloError
+from pruneyolo.errors import PruneyoloError
 
 
 def class_colour(cls: int) -> tuple[int, int, int]:

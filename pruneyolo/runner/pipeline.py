@@ -14,13 +14,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..decode import decode_raw
-from .adapter import Adapter
-from .metrics import Metrics, StreamStats
-from .mosaic import Layout, Placement, blank_mosaic, paste, tile_of, to_mosaic, to_source
-from .outputs import draw_boxes, draw_caption, draw_no_signal
-from .postprocess import Detections, select
-from .sources import Capture, CapturePolicy, Frame, SourceSpec
+from pruneyolo.detect.boxes import Detections, select
+from pruneyolo.detect.decode import decode_raw
+from pruneyolo.detect.mosaic import Layout, Placement, blank_mosaic, paste, tile_of, to_mosaic, to_source
+from pruneyolo.runner.adapter import Adapter
+from pruneyolo.runner.metrics import Metrics, StreamStats
+from pruneyolo.runner.outputs import draw_boxes, draw_caption, draw_no_signal
+from pruneyolo.runner.sources import Capture, CapturePolicy, Frame, SourceSpec
 
 STATUS_EVERY = 0.5  # seconds between status snapshots
 

@@ -14,8 +14,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import cv2
 import numpy as np
 
-from ..errors import PruneyoloError
-from .outputs import frame_record
+from pruneyolo.errors import PruneyoloError
+from pruneyolo.runner.outputs import frame_record
 
 BOUNDARY = "pruneyoloframe"
 JPEG_QUALITY = 80

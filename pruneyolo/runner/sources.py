@@ -15,7 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..errors import PruneyoloError
+from pruneyolo.errors import PruneyoloError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 URL_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
@@ -146,7 +146,7 @@ class SyntheticReader:
     """`synthetic:` moving shapes from pruneyolo.synth.SceneStream, optionally paced to a frame rate."""
 
     def __init__(self, spec: SourceSpec, stream: int):
-        from ..synth import SceneStream
+        from pruneyolo.data.synth import SceneStream
 
         options = dict(spec.options)
         self.period = 1.0 / options.pop("fps") if "fps" in options else 0.0

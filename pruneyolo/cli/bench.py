@@ -1,0 +1,54 @@
+"""The `bench` command: one speed table for a cfg + weights across deployment paths."""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+
+import click
+
+from pruneyolo.bench.timing.variants import VARIANTS
+from pruneyolo.cli.main.options import size_option
+
+
+def parse_variants(ctx, param, value) -> tuple[str, ...]:
+    """`--variants a,b` -> ('a', 'b') (unknown names are rejected by bench)."""
+    return tuple(v.strip() for v in value.split(",") if v.strip()) if value else VARIANTS
+
+
+@click.command("bench")
+@click.argument("cfg", type=click.Path(dir_okay=False))
+@click.option("--weights", "weights_path", required=True, type=click.Path(dir_okay=False),
+              help="Darknet .weights for CFG.")
+@size_option
+@click.option("--seconds", default=5.0, show_default=True, type=click.FloatRange(0.5),
+              help="Per variant and mode (benchmark_app rounds to whole seconds).")
+@click.option("--variants", callback=parse_variants, help=f"Comma-separated subset of {', '.join(VARIANTS)}.")
+@click.option("--calib", "calib_dir", type=click.Path(), help="Calibration images for the int8 row "
+              "(default: synthetic scenes).")
+@click.option("--calib-size", default=32, show_default=True, type=click.IntRange(10),
+              help="Calibration images (or synthetic scenes) for the int8 row.")
+@click.option("--no-benchmark-app", "no_app", is_flag=True, help="Skip the benchmark_app columns.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False),
+              help="Bar chart PNG (default: <cfg stem>_bench.png).")
+def bench_command(cfg, weights_path, size, seconds, variants, calib_dir, calib_size, no_app, plot_path):
+    """Time CFG + WEIGHTS as OpenVINO IR (f32, bf16, fp16, int8), OpenCV DNN, ONNX Runtime and PyTorch."""
+    from rich.console import Console
+
+    from pruneyolo.bench.timing import bench, footer, plot, result_table
+    from pruneyolo.darknet.graph import load_graph
+    from pruneyolo.darknet.weights import read_weights
+    from pruneyolo.export.quantize import calib_images
+
+    graph = load_graph(cfg, size)
+    weights = read_weights(weights_path, graph)
+    calib = calib_images(calib_dir, calib_size) if calib_dir else None
+    console = Console() if sys.stdout.isatty() else Console(width=160)  # a piped table keeps its columns
+    with tempfile.TemporaryDirectory(prefix="pruneyolo-bench-") as workdir, console.status("bench") as status:
+        result = bench(graph, weights, Path(weights_path), Path(workdir), seconds, variants, calib, calib_size,
+                       not no_app, log=status.update)
+    console.print(result_table(result))
+    for line in footer(result):
+        console.print(line, highlight=False)
+    click.echo(f"wrote {plot(result, plot_path or f'{Path(cfg).stem}_bench.png')}")

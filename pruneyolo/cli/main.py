@@ -1,0 +1,54 @@
+"""The `pruneyolo` command line: one click group whose commands are imported only when they run."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from pruneyolo import __version__
+from pruneyolo.errors import PruneyoloError
+
+# command name -> "module:attribute"; each module imports its heavy libraries inside the command
+COMMANDS = {
+    "inspect": "pruneyolo.cli.model:inspect",
+    "codegen": "pruneyolo.cli.model:codegen",
+    "convert": "pruneyolo.cli.model:convert",
+    "bench": "pruneyolo.cli.bench:bench_command",
+    "run": "pruneyolo.cli.run:run",
+    "devices": "pruneyolo.cli.run:devices",
+    "score": "pruneyolo.cli.run:score",
+    "prune": "pruneyolo.cli.prune:prune_command",
+    "compare": "pruneyolo.cli.prune:compare_command",
+    "gammas": "pruneyolo.cli.prune:gammas_command",
+    "synth": "pruneyolo.cli.synth:synth",
+    "train": "pruneyolo.cli.train:train_command",
+    "eval": "pruneyolo.cli.train:eval_command",
+}
+
+
+class Group(click.Group):
+    """Commands loaded on first use; a PruneyoloError becomes one line on stderr and exit status 2."""
+
+    def list_commands(self, ctx) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx, name: str) -> click.Command | None:
+        if name not in COMMANDS:
+            return None
+        module, attribute = COMMANDS[name].split(":")
+        return getattr(importlib.import_module(module), attribute)
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except PruneyoloError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="pruneyolo")
+def main():
+    """Prune Darknet YOLO models and deploy any (pruned) cfg to OpenVINO."""

@@ -1,0 +1,164 @@
+"""`run`, `devices` and `score`: thin shells that wire sources, adapter, pipeline and sinks, and score a run."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+import threading
+
+import click
+
+
+@contextlib.contextmanager
+def stop_on_signals(stop: threading.Event):
+    """SIGINT / SIGTERM set `stop` (the run then finishes cleanly) while inside the block."""
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def summary_table(snapshot: dict, adapter, device: str):
+    """The end-of-run report (a rich Table): per-stream numbers, then totals, precision and per-stage times."""
+    from rich.table import Table
+
+    table = Table(title=f"pruneyolo run: {snapshot['frames']} frames, {snapshot['mosaics']} mosaics in "
+                        f"{snapshot['elapsed_s']:.1f} s on {device} ({adapter.requests} requests, "
+                        f"precision {adapter.precision_used})")
+    for column in ("stream", "source", "state", "frames", "avg fps", "latency ms", "infer ms", "dropped",
+                   "reconnects", "detections"):
+        table.add_column(column, justify="left" if column in ("source", "state") else "right")
+    for s in snapshot["streams"]:
+        table.add_row(str(s["stream"]), s["source"], s["state"] + (f" ({s['error']})" if s["error"] else ""),
+                      str(s["frames"]), f"{s['average_fps']:.1f}", f"{s['latency_ms']:.1f}",
+                      f"{s['infer_ms']:.1f}", str(s["dropped"]), str(s["reconnects"]), str(s["detections"]))
+    stages = ", ".join(f"{k} {v:.2f}" for k, v in snapshot["stage_ms"].items())
+    table.caption = (f"{snapshot['inferences_per_s']:.2f} inferences/s, {snapshot['fps']:.2f} frames/s; "
+                     f"ms per item: {stages}")
+    return table
+
+
+@click.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--source", "sources", multiple=True, required=True,
+              help="Camera index, video file, RTSP/HTTP URL, image, folder or synthetic:[seed=,size=WxH,fps=] "
+                   "(repeat for more streams).")
+@click.option("--layout", help="Tile grid COLSxROWS (default: the smallest square that fits the sources).")
+@click.option("--device", default="CPU", show_default=True, help="OpenVINO device (see `pruneyolo devices`).")
+@click.option("--conf", default=0.25, show_default=True, type=click.FloatRange(0, 1), help="Score threshold.")
+@click.option("--iou", default=0.45, show_default=True, type=click.FloatRange(0, 1), help="NMS IoU threshold.")
+@click.option("--nireq", type=click.IntRange(1), help="Infer requests (default: the device's optimum).")
+@click.option("--hint", type=click.Choice(["throughput", "latency"]), default="throughput", show_default=True)
+@click.option("--precision", type=click.Choice(["f32", "bf16", "f16"]), help="Inference precision hint.")
+@click.option("--loop", is_flag=True, help="Restart files, folders and images at their end.")
+@click.option("--reconnect", is_flag=True, help="Retry sources that fail or end, with back-off.")
+@click.option("--max-frames", type=click.IntRange(1), help="Read at most N frames per stream.")
+@click.option("--duration", type=click.FloatRange(0), help="Stop after this many seconds.")
+@click.option("--save-video", help="Annotated mosaic video (.mp4/.avi); '{stream}' in the name: one per stream.")
+@click.option("--video-fps", default=25.0, show_default=True, help="Frame rate written to --save-video.")
+@click.option("--jsonl", type=click.Path(dir_okay=False), help="One JSON line per source frame.")
+@click.option("--serve", help="Serve the live view on HOST:PORT (or PORT on 127.0.0.1).")
+@click.option("--show", is_flag=True, help="Show the annotated mosaic in a window.")
+@click.option("--quiet", is_flag=True, help="No live status line.")
+@click.option("--summary-json", type=click.Path(dir_okay=False), help="Write the final metrics as JSON.")
+def run(model, sources, layout, device, conf, iou, nireq, hint, precision, loop, reconnect, max_frames, duration,
+        save_video, video_fps, jsonl, serve, show, quiet, summary_json):
+    """Run MODEL.xml on one or more sources tiled into mosaics; report per-stream detections and metrics."""
+    from rich.console import Console
+    from rich.live import Live
+    from rich.text import Text
+
+    from pruneyolo.detect.mosaic import make_layout
+    from pruneyolo.runner.adapter import Adapter
+    from pruneyolo.runner.metrics import status_line
+    from pruneyolo.runner.outputs import JsonlSink, VideoSink, WindowSink
+    from pruneyolo.runner.pipeline import Pipeline, RunOptions
+    from pruneyolo.runner.server import LiveState, ViewerServer
+    from pruneyolo.runner.sources import CapturePolicy, parse_source
+
+    specs = [parse_source(s) for s in sources]
+    adapter = Adapter(model, device, hint, precision, nireq)
+    grid = make_layout(layout, len(specs), *adapter.input_size)
+    stop = threading.Event()
+    labels = adapter.info.labels
+    sinks, listeners, server = [], [], None
+    console = Console(stderr=True)
+    try:
+        if jsonl:
+            sinks.append(JsonlSink(jsonl, labels))
+        if save_video:
+            sinks.append(VideoSink(save_video, video_fps, labels))
+        if show:
+            sinks.append(WindowSink(stop))
+        if serve:
+            state = LiveState(labels, len(specs))
+            server = ViewerServer(serve, state)
+            sinks.append(state)
+            listeners.append(state.publish)
+            console.print(f"serving {server.url}")
+        pipeline = Pipeline(adapter, specs, CapturePolicy(loop=loop, reconnect=reconnect, max_frames=max_frames),
+                            grid, sinks, RunOptions(conf=conf, iou=iou, duration=duration), listeners)
+        live = Live(console=console, auto_refresh=False, transient=True) if console.is_terminal and not quiet \
+            else contextlib.nullcontext()
+        if console.is_terminal and not quiet:
+            listeners.append(lambda snap: live.update(Text(status_line(snap)), refresh=True))
+        with stop_on_signals(stop), live:
+            snapshot = pipeline.run(stop)
+    except BaseException:
+        for sink in sinks:
+            sink.close()
+        raise
+    finally:
+        if server:
+            server.close()
+    snapshot.update(device=device, precision=adapter.precision_used, requests=adapter.requests,
+                    layout=f"{grid.cols}x{grid.rows}", input=list(adapter.input_size))
+    if summary_json:
+        with open(summary_json, "w", encoding="utf-8") as file:
+            json.dump(snapshot, file, indent=1)
+    out = Console()
+    if not out.is_terminal:
+        out = Console(width=160)  # a log file gets the whole table, not 80 squeezed columns
+    out.print(summary_table(snapshot, adapter, device))
+
+
+@click.command()
+def devices():
+    """List the OpenVINO devices available here, with their main properties."""
+    import openvino as ov
+
+    from pruneyolo.runner.adapter import device_properties
+
+    core = ov.Core()
+    click.echo(f"OpenVINO {ov.__version__}")
+    for device in core.available_devices:
+        click.echo(device)
+        for name, value in device_properties(core, device).items():
+            click.echo(f"  {name}: {value}")
+
+
+@click.command()
+@click.argument("jsonl", type=click.Path(dir_okay=False, exists=True))
+@click.option("--source", "sources", multiple=True, required=True,
+              help="The run's synthetic --source values, in the same order.")
+def score(jsonl, sources):
+    """Score a `pruneyolo run` JSONL of synthetic sources against the scenes' ground truth."""
+    import tempfile
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from pruneyolo.runner.score import score_run
+
+    with tempfile.TemporaryDirectory() as workdir:
+        scores = score_run(jsonl, list(sources), workdir)
+    table = Table(title="detections vs synthetic ground truth (IoU 0.5; P/R at score >= 0.25)")
+    for column in ("stream", "frames", "P", "R", "mAP50", "mAP50-95"):
+        table.add_column(column, justify="right")
+    for s in scores:
+        table.add_row(str(s.stream), str(s.frames), f"{s.precision:.3f}", f"{s.recall:.3f}", f"{s.map50:.3f}",
+                      f"{s.map50_95:.3f}")
+    Console().print(table)

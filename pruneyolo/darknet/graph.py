@@ -1,0 +1,610 @@
+"""Darknet cfg sections -> one typed, shape-checked graph with params and BFLOPs (darknet's own rules)."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pruneyolo.activations import canonical_activation
+from pruneyolo.darknet.cfg import Options, Section, read_cfg
+from pruneyolo.errors import CfgError
+
+Shape = tuple[int, int, int]  # (channels, height, width)
+
+DIALECTS = ("darknet", "yolov5")
+YOLOV5_SECTIONS = {"focus", "convolutional_nobias", "convolutional_noconv"}
+YOLOV5_ACTIVATIONS = {"silu", "hardswish"}
+
+# Keys that only matter to training (or to darknet's own bookkeeping); read nowhere, warned about never.
+TRAINING_KEYS = {
+    "jitter", "ignore_thresh", "truth_thresh", "random", "cls_normalizer", "iou_normalizer", "iou_loss",
+    "nms_kind", "beta_nms", "iou_thresh", "max_delta", "objectness_smooth", "obj_normalizer", "resize",
+    "stopbackward", "uc_normalizer", "ema_alpha", "beta1", "thresh", "rescore", "object_scale",
+    "noobject_scale", "coord_scale", "class_scale", "bias_match", "absolute", "counters_per_class",
+    "label_smooth_eps", "focal_loss", "dontloadscales", "dontload", "learning_rate_scale", "flipped",
+    "old_filters", "remain", "train_only_bn", "delta_normalizer", "map", "embedding_layer", "track_history_size",
+    "sim_thresh", "dets_for_track", "dets_for_show", "track_ciou_norm", "show_details", "antialiasing",
+    "probability", "dropblock", "dropblock_size_abs", "dropblock_size_rel", "max_boxes", "binary", "xnor",
+}
+
+
+@dataclass(frozen=True)
+class Node:
+    """A layer: its index, source line, absolute input indices (-1 = the image) and output shape."""
+
+    index: int
+    line: int
+    inputs: tuple[int, ...]
+    out_shape: Shape
+
+    kind = "node"
+
+    @property
+    def params(self) -> int:
+        return 0
+
+    @property
+    def bflops(self) -> float:
+        return 0.0
+
+    @property
+    def out_channels(self) -> int:
+        return self.out_shape[0]
+
+
+@dataclass(frozen=True)
+class Conv(Node):
+    """Convolution + optional BatchNorm + activation; yolov5's nobias/noconv variants are flags."""
+
+    in_shape: Shape
+    filters: int
+    size: int
+    stride_y: int
+    stride_x: int
+    padding: int
+    groups: int
+    dilation: int
+    batch_normalize: bool
+    activation: str
+    has_conv: bool = True
+    has_bias: bool = True
+
+    kind = "conv"
+
+    @property
+    def in_channels(self) -> int:
+        return self.in_shape[0]
+
+    @property
+    def weight_shape(self) -> tuple[int, int, int, int]:
+        return (self.filters, self.in_channels // self.groups, self.size, self.size)
+
+    @property
+    def n_weights(self) -> int:
+        return math.prod(self.weight_shape) if self.has_conv else 0
+
+    @property
+    def params(self) -> int:
+        return self.n_weights + self.filters * (int(self.has_bias) + int(self.batch_normalize))
+
+    @property
+    def bflops(self) -> float:
+        return 2.0 * self.n_weights * self.out_shape[1] * self.out_shape[2] / 1e9
+
+
+@dataclass(frozen=True)
+class MaxPool(Node):
+    """Max pooling; darknet pads `padding` in total (padding // 2 before), out-of-range = -inf."""
+
+    size: int
+    stride_y: int
+    stride_x: int
+    padding: int
+    pads: tuple[int, int, int, int]  # (left, right, top, bottom) that reproduce darknet's windows exactly
+
+    kind = "maxpool"
+
+    @property
+    def bflops(self) -> float:
+        channels, height, width = self.out_shape
+        return self.size * self.size * channels * height * width / 1e9
+
+
+@dataclass(frozen=True)
+class AvgPool(Node):
+    """Global average pooling to C x 1 x 1."""
+
+    kind = "avgpool"
+
+
+@dataclass(frozen=True)
+class Upsample(Node):
+    """Nearest-neighbour upsampling by an integer stride, values multiplied by `scale`."""
+
+    stride: int
+    scale: float
+
+    kind = "upsample"
+
+
+@dataclass(frozen=True)
+class Reorg(Node):
+    """Space-to-depth. `mode`: 'darknet_old' ([reorg], yolov2's memory reshuffle), 'darknet' ([reorg3d]),
+    'focus' (yolov5's [focus] channel order)."""
+
+    stride: int
+    mode: str
+
+    kind = "reorg"
+
+
+@dataclass(frozen=True)
+class Route(Node):
+    """Concatenate inputs along channels; with groups, each input contributes slice `group_id` of `groups`."""
+
+    groups: int
+    group_id: int
+
+    kind = "route"
+
+
+@dataclass(frozen=True)
+class Shortcut(Node):
+    """Residual add of inputs[0] (previous layer) and inputs[1:], over the channels they share; then activation."""
+
+    activation: str
+
+    kind = "shortcut"
+
+    @property
+    def bflops(self) -> float:
+        channels, height, width = self.out_shape
+        return channels * height * width * (len(self.inputs) - 1) / 1e9
+
+
+@dataclass(frozen=True)
+class ScaleChannels(Node):
+    """inputs[1] (C x H x W) multiplied per channel by inputs[0] (C x 1 x 1), as in squeeze-excitation."""
+
+    kind = "scale_channels"
+
+
+@dataclass(frozen=True)
+class Sam(Node):
+    """Spatial attention: element-wise product of inputs[0] and inputs[1]."""
+
+    kind = "sam"
+
+
+@dataclass(frozen=True)
+class Identity(Node):
+    """Layers that do nothing at inference ([dropout])."""
+
+    kind = "identity"
+
+
+@dataclass(frozen=True)
+class Yolo(Node):
+    """A detection head over the previous layer's output (raw A*(5+C) channels)."""
+
+    mask: tuple[int, ...]
+    anchors: tuple[tuple[float, float], ...]
+    classes: int
+    scale_x_y: float
+    new_coords: bool
+    stride: int
+    decode: str  # 'darknet', 'new_coords', 'yolov5', or 'region' (yolov2; anchors in grid cells, softmax)
+
+    kind = "yolo"
+
+    @property
+    def head_anchors(self) -> tuple[tuple[float, float], ...]:
+        return tuple(self.anchors[m] for m in self.mask)
+
+
+@dataclass(frozen=True)
+class Graph:
+    """The whole network: input shape, nodes in cfg order, dialect and the sections it came from."""
+
+    path: str
+    input_shape: Shape
+    nodes: tuple[Node, ...]
+    dialect: str
+    sections: tuple[Section, ...] = field(repr=False, compare=False)
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def heads(self) -> list[Yolo]:
+        return [node for node in self.nodes if isinstance(node, Yolo)]
+
+    @property
+    def convs(self) -> list[Conv]:
+        return [node for node in self.nodes if isinstance(node, Conv)]
+
+    @property
+    def params(self) -> int:
+        return sum(node.params for node in self.nodes)
+
+    @property
+    def bflops(self) -> float:
+        return sum(node.bflops for node in self.nodes)
+
+    @property
+    def cfg_sha256(self) -> str:
+        return hashlib.sha256(Path(self.path).read_bytes()).hexdigest() if Path(self.path).is_file() else ""
+
+    def consumers(self) -> dict[int, list[int]]:
+        """For each node index, the indices of nodes that read its output."""
+        users: dict[int, list[int]] = {node.index: [] for node in self.nodes}
+        for node in self.nodes:
+            for source in node.inputs:
+                if source >= 0:
+                    users[source].append(node.index)
+        return users
+
+
+@dataclass
+class _Context:
+    """What a section parser may look at: earlier shapes, its own index, the input and the dialect."""
+
+    index: int
+    shapes: list[Shape]
+    input_shape: Shape
+    dialect: str
+    section: Section
+
+    @property
+    def previous(self) -> int:
+        return self.index - 1
+
+    def shape_of(self, index: int) -> Shape:
+        return self.input_shape if index < 0 else self.shapes[index]
+
+    def resolve(self, opts: Options, key: str, reference: int) -> int:
+        """An absolute layer index from a cfg reference (negative = relative to this layer)."""
+        absolute = self.index + reference if reference < 0 else reference
+        if not 0 <= absolute < self.index:
+            raise opts.error(
+                f"{key} refers to layer {reference} (absolute {absolute}), but only layers 0..{self.index - 1} "
+                "come before this one", key)
+        return absolute
+
+
+SectionParser = Callable[[Options, _Context], Node]
+PARSERS: dict[str, SectionParser] = {}
+
+
+def section(*names: str):
+    """Register a parser for one section type and its aliases."""
+
+    def register(parser: SectionParser) -> SectionParser:
+        for name in names:
+            PARSERS[name] = parser
+        return parser
+
+    return register
+
+
+def _activation(opts: Options, default: str) -> str:
+    name = opts.str("activation", default)
+    canonical = canonical_activation(name)
+    if canonical is None:
+        raise opts.error(f"unknown activation {name!r}", "activation")
+    return canonical
+
+
+def _positive(opts: Options, key: str, value: int) -> int:
+    if value < 1:
+        raise opts.error(f"{key}={value} must be >= 1", key)
+    return value
+
+
+def _conv_out(size: int, extent: int, padding: int, stride: int) -> int:
+    return (extent + 2 * padding - size) // stride + 1
+
+
+def _make_conv(opts: Options, ctx: _Context, *, has_conv=True, has_bias=True, batch_normalize=None) -> Conv:
+    in_shape = ctx.shape_of(ctx.previous)
+    filters = _positive(opts, "filters", opts.int("filters"))
+    if not has_conv:
+        if filters != in_shape[0]:
+            raise opts.error(f"filters={filters} must equal its input's {in_shape[0]} channels", "filters")
+        return Conv(ctx.index, ctx.section.line, (ctx.previous,), in_shape, in_shape, filters, 1, 1, 1, 0, 1, 1,
+                    True, "leaky", has_conv=False, has_bias=True)
+    size = _positive(opts, "size", opts.int("size", 1))
+    stride = _positive(opts, "stride", opts.int("stride", 1))
+    stride_y = _positive(opts, "stride_y", opts.int("stride_y", stride))
+    stride_x = _positive(opts, "stride_x", opts.int("stride_x", stride))
+    dilation = _positive(opts, "dilation", opts.int("dilation", 1))
+    groups = _positive(opts, "groups", opts.int("groups", 1))
+    padding = opts.int("padding", 0)
+    if opts.int("pad", 0):
+        padding = (size - 1) // 2 if ctx.dialect == "yolov5" else size // 2
+    if padding < 0:
+        raise opts.error(f"padding={padding} must be >= 0", "padding")
+    if in_shape[0] % groups or filters % groups:
+        raise opts.error(f"groups={groups} must divide input channels ({in_shape[0]}) and filters ({filters})",
+                         "groups")
+    if batch_normalize is None:
+        batch_normalize = bool(opts.int("batch_normalize", 0))
+    activation = _activation(opts, "logistic") if has_bias else "linear"
+    kernel = dilation * (size - 1) + 1
+    height = _conv_out(kernel, in_shape[1], padding, stride_y)
+    width = _conv_out(kernel, in_shape[2], padding, stride_x)
+    if height < 1 or width < 1:
+        raise opts.error(f"a {size}x{size} kernel does not fit its {in_shape[1]}x{in_shape[2]} input", "size")
+    return Conv(ctx.index, ctx.section.line, (ctx.previous,), (filters, height, width), in_shape, filters, size,
+                stride_y, stride_x, padding, groups, dilation, batch_normalize, activation,
+                has_conv=True, has_bias=has_bias)
+
+
+@section("convolutional", "conv")
+def parse_convolutional(opts: Options, ctx: _Context) -> Node:
+    return _make_conv(opts, ctx)
+
+
+@section("convolutional_nobias")
+def parse_convolutional_nobias(opts: Options, ctx: _Context) -> Node:
+    """yolov5-as-cfg: a plain convolution with neither bias nor BatchNorm nor activation."""
+    return _make_conv(opts, ctx, has_bias=False, batch_normalize=False)
+
+
+@section("convolutional_noconv")
+def parse_convolutional_noconv(opts: Options, ctx: _Context) -> Node:
+    """yolov5-as-cfg: BatchNorm + leaky over the input, no convolution."""
+    return _make_conv(opts, ctx, has_conv=False)
+
+
+@section("maxpool", "max")
+def parse_maxpool(opts: Options, ctx: _Context) -> Node:
+    channels, in_h, in_w = ctx.shape_of(ctx.previous)
+    size = _positive(opts, "size", opts.int("size", 1))
+    stride = _positive(opts, "stride", opts.int("stride", size))
+    stride_y = _positive(opts, "stride_y", opts.int("stride_y", stride))
+    stride_x = _positive(opts, "stride_x", opts.int("stride_x", stride))
+    padding = opts.int("padding", size - 1)
+    if padding < 0:
+        raise opts.error(f"padding={padding} must be >= 0", "padding")
+    if opts.int("maxpool_depth", 0):
+        raise opts.error("maxpool_depth=1 (channel-wise max) is not supported", "maxpool_depth")
+    height = (in_h + padding - size) // stride_y + 1
+    width = (in_w + padding - size) // stride_x + 1
+    if height < 1 or width < 1:
+        raise opts.error(f"a {size}x{size} pool does not fit its {in_h}x{in_w} input", "size")
+    before = padding // 2
+    pads = (before, max(0, (width - 1) * stride_x + size - in_w - before),
+            before, max(0, (height - 1) * stride_y + size - in_h - before))
+    return MaxPool(ctx.index, ctx.section.line, (ctx.previous,), (channels, height, width),
+                   size, stride_y, stride_x, padding, pads)
+
+
+@section("avgpool", "avg")
+def parse_avgpool(opts: Options, ctx: _Context) -> Node:
+    channels = ctx.shape_of(ctx.previous)[0]
+    return AvgPool(ctx.index, ctx.section.line, (ctx.previous,), (channels, 1, 1))
+
+
+@section("upsample")
+def parse_upsample(opts: Options, ctx: _Context) -> Node:
+    channels, height, width = ctx.shape_of(ctx.previous)
+    stride = opts.int("stride", 2)
+    if stride < 1:
+        raise opts.error(f"stride={stride}: only positive (upsampling) strides are supported", "stride")
+    scale = opts.float("scale", 1.0)
+    return Upsample(ctx.index, ctx.section.line, (ctx.previous,), (channels, height * stride, width * stride),
+                    stride, scale)
+
+
+def _space_to_depth(opts: Options, ctx: _Context, stride: int, mode: str) -> Node:
+    channels, height, width = ctx.shape_of(ctx.previous)
+    if opts.int("reverse", 0):
+        raise opts.error("reverse=1 (depth-to-space) is not supported", "reverse")
+    if height % stride or width % stride:
+        raise opts.error(f"stride={stride} must divide the input size {height}x{width}", "stride")
+    if mode == "darknet_old" and channels % (stride * stride):
+        raise opts.error(f"[reorg] needs input channels ({channels}) divisible by stride^2", "stride")
+    out_shape = (channels * stride * stride, height // stride, width // stride)
+    return Reorg(ctx.index, ctx.section.line, (ctx.previous,), out_shape, stride, mode)
+
+
+@section("reorg")
+def parse_reorg(opts: Options, ctx: _Context) -> Node:
+    return _space_to_depth(opts, ctx, _positive(opts, "stride", opts.int("stride", 1)), "darknet_old")
+
+
+@section("reorg3d")
+def parse_reorg3d(opts: Options, ctx: _Context) -> Node:
+    return _space_to_depth(opts, ctx, _positive(opts, "stride", opts.int("stride", 1)), "darknet")
+
+
+@section("focus")
+def parse_focus(opts: Options, ctx: _Context) -> Node:
+    node = _space_to_depth(opts, ctx, 2, "focus")
+    filters = opts.int("filters", node.out_channels)
+    if filters != node.out_channels:
+        raise opts.error(f"filters={filters} but focus of {node.out_channels // 4} channels gives "
+                         f"{node.out_channels}", "filters")
+    return node
+
+
+@section("route")
+def parse_route(opts: Options, ctx: _Context) -> Node:
+    references = opts.ints("layers")
+    if not references:
+        raise opts.error("layers= is empty", "layers")
+    inputs = tuple(ctx.resolve(opts, "layers", ref) for ref in references)
+    groups = _positive(opts, "groups", opts.int("groups", 1))
+    group_id = opts.int("group_id", 0)
+    if not 0 <= group_id < groups:
+        raise opts.error(f"group_id={group_id} must be in 0..{groups - 1}", "group_id")
+    shapes = [ctx.shape_of(i) for i in inputs]
+    if len({shape[1:] for shape in shapes}) > 1:
+        sizes = ", ".join(f"layer {i}: {s[1]}x{s[2]}" for i, s in zip(inputs, shapes))
+        raise opts.error(f"route inputs differ in spatial size ({sizes})", "layers")
+    for i, shape in zip(inputs, shapes):
+        if shape[0] % groups:
+            raise opts.error(f"groups={groups} does not divide layer {i}'s {shape[0]} channels", "groups")
+    channels = sum(shape[0] // groups for shape in shapes)
+    return Route(ctx.index, ctx.section.line, inputs, (channels, *shapes[0][1:]), groups, group_id)
+
+
+@section("shortcut")
+def parse_shortcut(opts: Options, ctx: _Context) -> Node:
+    sources = tuple(ctx.resolve(opts, "from", ref) for ref in opts.ints("from"))
+    if not sources:
+        raise opts.error("from= is empty", "from")
+    if opts.str("weights_type", "none") != "none":
+        raise opts.error("weighted shortcuts (weights_type=) are not supported", "weights_type")
+    out_shape = ctx.shape_of(ctx.previous)
+    for source in sources:
+        if ctx.shape_of(source)[1:] != out_shape[1:]:
+            other = ctx.shape_of(source)
+            raise opts.error(f"shortcut from layer {source} ({other[1]}x{other[2]}) to a {out_shape[1]}x"
+                             f"{out_shape[2]} input: spatial sizes must match", "from")
+    return Shortcut(ctx.index, ctx.section.line, (ctx.previous, *sources), out_shape, _activation(opts, "linear"))
+
+
+@section("scale_channels")
+def parse_scale_channels(opts: Options, ctx: _Context) -> Node:
+    source = ctx.resolve(opts, "from", opts.int("from"))
+    if opts.int("scale_wh", 0):
+        raise opts.error("scale_wh=1 is not supported", "scale_wh")
+    scale_shape, out_shape = ctx.shape_of(ctx.previous), ctx.shape_of(source)
+    if scale_shape != (out_shape[0], 1, 1):
+        raise opts.error(f"scale_channels needs a {out_shape[0]}x1x1 previous layer, got "
+                         f"{'x'.join(map(str, scale_shape))}", "from")
+    return ScaleChannels(ctx.index, ctx.section.line, (ctx.previous, source), out_shape)
+
+
+@section("sam")
+def parse_sam(opts: Options, ctx: _Context) -> Node:
+    source = ctx.resolve(opts, "from", opts.int("from"))
+    if ctx.shape_of(source) != ctx.shape_of(ctx.previous):
+        raise opts.error("sam needs its from= layer and the previous layer to have the same shape", "from")
+    return Sam(ctx.index, ctx.section.line, (ctx.previous, source), ctx.shape_of(source))
+
+
+@section("dropout")
+def parse_dropout(opts: Options, ctx: _Context) -> Node:
+    return Identity(ctx.index, ctx.section.line, (ctx.previous,), ctx.shape_of(ctx.previous))
+
+
+def _pairs(opts: Options, values: list[float]) -> tuple[tuple[float, float], ...]:
+    if len(values) % 2:
+        raise opts.error(f"anchors= has {len(values)} numbers; it needs width,height pairs", "anchors")
+    return tuple((values[i], values[i + 1]) for i in range(0, len(values), 2))
+
+
+def _head(opts: Options, ctx: _Context, *, region: bool) -> Node:
+    channels, height, width = ctx.shape_of(ctx.previous)
+    classes = opts.int("classes", 20)
+    if classes < 1:
+        raise opts.error(f"classes={classes} must be >= 1", "classes")
+    anchors = _pairs(opts, opts.floats("anchors", []))
+    num = opts.int("num", len(anchors) or 1)
+    if anchors and num != len(anchors):
+        raise opts.error(f"num={num} but anchors= lists {len(anchors)} pairs", "num")
+    if not anchors:
+        raise opts.error("anchors= is missing", "anchors")
+    mask = tuple(opts.ints("mask", list(range(num))))
+    for m in mask:
+        if not 0 <= m < num:
+            raise opts.error(f"mask index {m} is beyond the {num} anchors", "mask")
+    if opts.has("from"):
+        raise opts.error("[yolo] from= (ASFF fusion) is an extension with no darknet semantics", "from")
+    scale_x_y = opts.float("scale_x_y", 1.0)
+    new_coords = bool(opts.int("new_coords", 0))
+    if region:
+        if opts.int("coords", 4) != 4:
+            raise opts.error("only coords=4 is supported", "coords")
+        if not opts.int("softmax", 1):
+            raise opts.error("softmax=0 (logistic class scores in [region]) is not supported", "softmax")
+        decode = "region"
+    elif ctx.dialect == "yolov5":
+        decode = "yolov5"
+    else:
+        decode = "new_coords" if new_coords else "darknet"
+    expected = len(mask) * (classes + 5)
+    if channels != expected:
+        raise opts.error(
+            f"the layer before this head has {channels} filters; {len(mask)} anchors x (classes={classes} + 5) "
+            f"needs {expected}", "classes")
+    stride = round(ctx.input_shape[1] / height) if height else 0
+    return Yolo(ctx.index, ctx.section.line, (ctx.previous,), (channels, height, width), mask, anchors, classes,
+                scale_x_y, new_coords, stride, decode)
+
+
+@section("yolo")
+def parse_yolo(opts: Options, ctx: _Context) -> Node:
+    return _head(opts, ctx, region=False)
+
+
+@section("region")
+def parse_region(opts: Options, ctx: _Context) -> Node:
+    return _head(opts, ctx, region=True)
+
+
+def detect_dialect(sections: list[Section]) -> str:
+    """'yolov5' for yolov5-as-cfg files (their sections or PyTorch-style activations), else 'darknet'."""
+    for sec in sections:
+        if sec.name in YOLOV5_SECTIONS:
+            return "yolov5"
+        activation = sec.entries.get("activation")
+        if activation and activation.value.strip().lower() in YOLOV5_ACTIVATIONS:
+            return "yolov5"
+    return "darknet"
+
+
+def _parse_net(sections: list[Section], size: tuple[int, int] | None) -> Shape:
+    net = sections[0]
+    if net.name not in ("net", "network"):
+        raise CfgError(net.path, net.line, f"the first section is [{net.name}]; a Darknet cfg starts with [net]")
+    opts = net.options()
+    width, height = size if size else (opts.int("width", 416), opts.int("height", 416))
+    channels = opts.int("channels", 3)
+    for key, value in (("width", width), ("height", height), ("channels", channels)):
+        if value < 1:
+            raise opts.error(f"{key}={value} must be >= 1", key)
+    return (channels, height, width)
+
+
+def build_graph(sections: list[Section], path: str = "<cfg>", size: tuple[int, int] | None = None,
+                dialect: str | None = None) -> Graph:
+    """Type and shape-check every section. `size` is (width, height) overriding [net]."""
+    if not sections:
+        raise CfgError(path, 1, "empty cfg: no [net] section and no layers")
+    input_shape = _parse_net(sections, size)
+    dialect = dialect or detect_dialect(sections)
+    if dialect not in DIALECTS:
+        raise CfgError(path, 1, f"unknown dialect {dialect!r}: use one of {', '.join(DIALECTS)}")
+    nodes: list[Node] = []
+    shapes: list[Shape] = []
+    warnings: list[str] = []
+    for sec in sections[1:]:
+        parser = PARSERS.get(sec.name)
+        if parser is None:
+            if sec.name in ("net", "network"):
+                raise CfgError(sec.path, sec.line, "a second [net] section: a cfg has exactly one, at the top")
+            raise CfgError(sec.path, sec.line, f"unknown section [{sec.name}]: pruneyolo supports "
+                           f"{', '.join(sorted(f'[{name}]' for name in PARSERS))}")
+        opts = sec.options()
+        ctx = _Context(len(nodes), shapes, input_shape, dialect, sec)
+        if ctx.index == 0 and sec.name in ("route", "shortcut", "sam", "scale_channels", "yolo", "region"):
+            raise opts.error("cannot be the first layer: it needs earlier layers")
+        node = parser(opts, ctx)
+        for key in opts.unused():
+            if key not in TRAINING_KEYS:
+                warnings.append(f"{sec.path}:{sec.entries[key].line}: [{sec.name}] ignores unknown key '{key}'")
+        nodes.append(node)
+        shapes.append(node.out_shape)
+    if not nodes:
+        raise CfgError(path, sections[0].line, "the cfg has a [net] section but no layers")
+    return Graph(path, input_shape, tuple(nodes), dialect, tuple(sections), tuple(warnings))
+
+
+def load_graph(path, size: tuple[int, int] | None = None, dialect: str | None = None) -> Graph:
+    """Read and type a cfg file."""
+    return build_graph(read_cfg(path), str(path), size, dialect)

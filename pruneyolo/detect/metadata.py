@@ -1,0 +1,98 @@
+"""Model metadata stored in an IR's rt_info under `model_info`, so the runner needs nothing but the .xml."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+from pruneyolo import __version__
+from pruneyolo.darknet.graph import Graph
+from pruneyolo.errors import PruneyoloError
+
+SECTION = "model_info"
+
+
+@dataclass
+class HeadInfo:
+    """One detection head: grid stride, anchors in input pixels, decode formula and its scale."""
+
+    stride: int
+    anchors: list[list[float]]
+    decode: str  # 'darknet' | 'new_coords' | 'yolov5' | 'region'
+    scale_x_y: float = 1.0
+    grid: list[int] = field(default_factory=list)  # [h, w]
+
+
+@dataclass
+class ModelInfo:
+    """Everything the runner, eval and bench need to interpret an IR's outputs."""
+
+    labels: list[str]
+    input_width: int
+    input_height: int
+    heads: list[HeadInfo]
+    heads_mode: str = "decoded"  # 'decoded': one [1, N, 5+C] output; 'raw': one [1, A*(5+C), h, w] per head
+    dialect: str = "darknet"
+    cfg_name: str = ""
+    cfg_sha256: str = ""
+    precision: str = "fp32"
+    pruneyolo_version: str = __version__
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.labels)
+
+    @classmethod
+    def from_graph(cls, graph: Graph, labels: list[str] | None = None, heads_mode: str = "decoded",
+                   precision: str = "fp32") -> ModelInfo:
+        classes = graph.heads[0].classes if graph.heads else 0
+        labels = labels or [f"class_{i}" for i in range(classes)]
+        if len(labels) != classes:
+            raise PruneyoloError(f"{len(labels)} labels given but the cfg has classes={classes}")
+        _, height, width = graph.input_shape
+        heads = []
+        for head in graph.heads:
+            # region (yolov2) anchors are in grid cells; store everything in input pixels
+            unit = head.stride if head.decode == "region" else 1
+            anchors = [[w * unit, h * unit] for w, h in head.head_anchors]
+            heads.append(HeadInfo(head.stride, anchors, head.decode, head.scale_x_y, list(head.out_shape[1:])))
+        return cls(labels, width, height, heads, heads_mode, graph.dialect, graph.path.rsplit("/", 1)[-1],
+                   graph.cfg_sha256, precision)
+
+    def to_rt_info(self) -> dict[str, str]:
+        """Flat string values: model_api's keys plus ours (`pruneyolo_*`, JSON where structured)."""
+        anchors = [v for head in self.heads for pair in head.anchors for v in pair]
+        masks, start = [], 0
+        for head in self.heads:
+            masks += list(range(start, start + len(head.anchors)))
+            start += len(head.anchors)
+        return {
+            "model_type": "YOLOv5" if self.dialect == "yolov5" else "YoloV4",
+            "labels": " ".join(label.replace(" ", "_") for label in self.labels),
+            "anchors": " ".join(f"{v:g}" for v in anchors),
+            "masks": " ".join(str(m) for m in masks),
+            "num_classes": str(self.num_classes),
+            "strides": " ".join(str(head.stride) for head in self.heads),
+            "scale_x_y": " ".join(f"{head.scale_x_y:g}" for head in self.heads),
+            "new_coords": " ".join(str(int(head.decode == "new_coords")) for head in self.heads),
+            "input_size": f"{self.input_width} {self.input_height}",
+            "heads_mode": self.heads_mode,
+            "pruneyolo": json.dumps(asdict(self), separators=(",", ":")),
+        }
+
+    def write(self, model) -> None:
+        """Store into an openvino.Model's rt_info."""
+        for key, value in self.to_rt_info().items():
+            model.set_rt_info(value, [SECTION, key])
+
+    @classmethod
+    def read(cls, model) -> ModelInfo:
+        """Load from an openvino.Model (read_model or compiled model's runtime model)."""
+        try:
+            text = model.get_rt_info([SECTION, "pruneyolo"]).astype(str)
+        except RuntimeError:
+            raise PruneyoloError("the IR has no pruneyolo metadata (rt_info model_info/pruneyolo): convert it "
+                                 "with `pruneyolo convert`") from None
+        data = json.loads(text)
+        data["heads"] = [HeadInfo(**head) for head in data["heads"]]
+        return cls(**data)

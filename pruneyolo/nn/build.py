@@ -1,0 +1,131 @@
+"""Typed graph -> PyTorch module in-process (the same layer classes codegen writes out), and weights in/out."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from pruneyolo.nn import layers as L
+from pruneyolo.darknet.graph import (
+    AvgPool,
+    Conv,
+    Graph,
+    Identity,
+    MaxPool,
+    Node,
+    Reorg,
+    Route,
+    Sam,
+    ScaleChannels,
+    Shortcut,
+    Upsample,
+    Yolo,
+)
+from pruneyolo.darknet.weights import ConvWeights, DarknetWeights, part_sizes
+
+LayerSpec = tuple[type, Callable[[Node], list]]
+# node type -> (layer class in pruneyolo.layers, its constructor arguments); codegen writes the same call out
+LAYERS: dict[type, LayerSpec] = {
+    Conv: (L.ConvBlock, lambda n: [n.in_channels, n.filters, n.size, (n.stride_y, n.stride_x), n.padding,
+                                   n.groups, n.dilation, n.batch_normalize, n.activation, n.has_conv,
+                                   n.has_bias]),
+    MaxPool: (L.MaxPool, lambda n: [n.size, (n.stride_y, n.stride_x), n.pads]),
+    Upsample: (L.Upsample, lambda n: [n.stride, n.scale]),
+    Reorg: (L.Reorg, lambda n: [n.stride, n.mode]),
+    Route: (L.Route, lambda n: [n.groups, n.group_id]),
+    Shortcut: (L.Shortcut, lambda n: [n.activation]),
+    ScaleChannels: (L.ScaleChannels, lambda n: []),
+    Sam: (L.Sam, lambda n: []),
+    AvgPool: (L.GlobalAvgPool, lambda n: []),
+}
+PASS_THROUGH = (Identity, Yolo)
+
+
+def module_name(node: Node) -> str:
+    """The attribute name of a node's module, shared by in-process modules and generated files."""
+    return f"{node.kind}{node.index}"
+
+
+def make_layer(node: Node) -> nn.Module:
+    """The module for one node."""
+    if type(node) not in LAYERS:
+        raise TypeError(f"no PyTorch layer for {node.kind}")
+    layer_class, args = LAYERS[type(node)]
+    return layer_class(*args(node))
+
+
+class DarknetModel(nn.Module):
+    """A cfg's network; `forward` maps a float NCHW RGB image in [0, 1] to the raw head tensors, in cfg order."""
+
+    def __init__(self, graph: Graph):
+        super().__init__()
+        self.plan: list[tuple[str | None, tuple[int, ...]]] = []
+        for node in graph.nodes:
+            if isinstance(node, PASS_THROUGH):
+                self.plan.append((None, node.inputs))
+                continue
+            self.add_module(module_name(node), make_layer(node))
+            self.plan.append((module_name(node), node.inputs))
+        self.head_inputs = [head.inputs[0] for head in graph.heads]
+
+    def forward(self, x):
+        outputs: list[torch.Tensor] = []
+        for name, inputs in self.plan:
+            args = [x if i < 0 else outputs[i] for i in inputs]
+            outputs.append(args[0] if name is None else getattr(self, name)(*args))
+        return [outputs[i] for i in self.head_inputs]
+
+
+class DecodedModel(nn.Module):
+    """A DarknetModel followed by in-graph decoding of every head into one [N, boxes, 5+C] tensor."""
+
+    def __init__(self, model: DarknetModel, graph: Graph):
+        super().__init__()
+        self.model = model
+        _, height, width = graph.input_shape
+        decoders = []
+        for head in graph.heads:
+            unit = head.stride if head.decode == "region" else 1
+            anchors = [[w * unit, h * unit] for w, h in head.head_anchors]
+            stride_xy = (width / head.out_shape[2], height / head.out_shape[1])
+            decoders.append(L.YoloDecode(anchors, stride_xy, head.decode, head.scale_x_y))
+        self.decoders = nn.ModuleList(decoders)
+
+    def forward(self, x):
+        return torch.cat([decode(raw) for decode, raw in zip(self.decoders, self.model(x))], 1)
+
+
+def build_model(graph: Graph, weights: DarknetWeights | None = None) -> DarknetModel:
+    """The in-process module for a graph, in eval mode, with weights loaded if given."""
+    model = DarknetModel(graph)
+    if weights is not None:
+        load_weights(model, graph, weights)
+    return model.eval()
+
+
+def _conv_parts(model: DarknetModel, conv: Conv) -> list[tuple[str, tuple[int, ...], torch.Tensor]]:
+    """(name, darknet shape, tensor) of each array a conv's block holds, in .weights order."""
+    block = getattr(model, module_name(conv))
+    return [(name, shape, tensor) for (name, shape), tensor in zip(part_sizes(conv), block.darknet_tensors())]
+
+
+def load_weights(model: DarknetModel, graph: Graph, weights: DarknetWeights) -> None:
+    """Copy darknet arrays into the module's parameters and BN buffers."""
+    with torch.no_grad():
+        for conv in graph.convs:
+            layer = weights.layers[conv.index]
+            for name, _, tensor in _conv_parts(model, conv):
+                tensor.copy_(torch.from_numpy(np.asarray(getattr(layer, name))).view_as(tensor))
+
+
+def export_weights(model: DarknetModel, graph: Graph, seen: int = 0) -> DarknetWeights:
+    """The module's current values as darknet weights (header 0.2.5), e.g. after training."""
+    result = DarknetWeights(seen=seen)
+    for conv in graph.convs:
+        parts = {name: tensor.detach().cpu().numpy().astype(np.float32).reshape(shape)
+                 for name, shape, tensor in _conv_parts(model, conv)}
+        result.layers[conv.index] = ConvWeights(**{"bias": None, **parts})
+    return result

@@ -1,0 +1,91 @@
+"""Typed graph -> one standalone, readable PyTorch model file (Jinja2 template + the project's own layers)."""
+
+from __future__ import annotations
+
+import inspect
+import re
+from importlib import resources
+from pathlib import Path
+
+import jinja2
+
+from pruneyolo import __version__
+from pruneyolo.nn import layers
+from pruneyolo.darknet.graph import Graph, Identity, Node, Yolo
+from pruneyolo.nn.build import LAYERS, PASS_THROUGH, module_name
+
+TEMPLATE = "model.py.j2"
+
+
+def _shape(shape) -> str:
+    channels, height, width = shape
+    return f"{height}x{width}x{channels}"
+
+
+def class_name_for(path: str) -> str:
+    """A CamelCase class name from a cfg file name, e.g. prune_0.88.cfg -> Prune088."""
+    words = re.split(r"[^0-9a-zA-Z]+", Path(path).stem)
+    name = "".join(word[:1].upper() + word[1:] for word in words if word)
+    return name if name[:1].isalpha() else f"Model{name}"
+
+
+def layer_call(node: Node) -> str:
+    """`ClassName(arg, key=value)` constructing a node's layer, leaving out arguments at their defaults."""
+    layer_class, args = LAYERS[type(node)]
+    parameters = list(inspect.signature(layer_class).parameters.values())
+    parts = []
+    for parameter, value in zip(parameters, args(node)):
+        if parameter.default is inspect.Parameter.empty:
+            parts.append(repr(value))
+        elif value != parameter.default:
+            parts.append(f"{parameter.name}={value!r}")
+    return f"{layer_class.__name__}({', '.join(parts)})"
+
+
+def _input_shape(graph: Graph, node: Node):
+    return graph.input_shape if node.inputs[0] < 0 else graph.nodes[node.inputs[0]].out_shape
+
+
+def _variable(graph: Graph, index: int) -> str:
+    """The variable holding a layer's output; pass-through layers ([yolo], [dropout]) reuse their input's."""
+    while index >= 0 and isinstance(graph.nodes[index], PASS_THROUGH):
+        index = graph.nodes[index].inputs[0]
+    return "x" if index < 0 else f"x{index}"
+
+
+def _forward_line(graph: Graph, node: Node) -> str:
+    args = ", ".join(_variable(graph, i) for i in node.inputs)
+    if isinstance(node, Yolo):
+        return f"# layer {node.index}: [yolo] head on {args}, stride {node.stride}"
+    if isinstance(node, Identity):
+        return f"# layer {node.index}: [dropout], identity at inference"
+    return f"x{node.index} = self.{module_name(node)}({args})  # {_shape(node.out_shape)}"
+
+
+def _layers_source() -> str:
+    """pruneyolo/layers.py without its module docstring, pasted into the generated file."""
+    source = inspect.getsource(layers)
+    docstring_end = source.index('"""', 3) + 3
+    return source[docstring_end:].strip("\n")
+
+
+def render_model(graph: Graph, default_weights: str | None = None) -> str:
+    """The generated model file's text."""
+    environment = jinja2.Environment(
+        loader=jinja2.FunctionLoader(lambda name: resources.files("pruneyolo.templates").joinpath(name).read_text()),
+        trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
+    environment.filters["format_attr"] = lambda name: f"self.{name}"
+    modules = [node for node in graph.nodes if not isinstance(node, PASS_THROUGH)]
+    init_lines = [f"self.{module_name(node)} = {layer_call(node)}  "
+                  f"# {_shape(_input_shape(graph, node))} -> {_shape(node.out_shape)}" for node in modules]
+    heads = [{"index": head.index, "out_shape": head.out_shape, "stride": head.stride,
+              "anchors_text": ", ".join(f"{w:g}x{h:g}" for w, h in head.head_anchors)} for head in graph.heads]
+    cfg_name = Path(graph.path).name
+    channels, height, width = graph.input_shape
+    return environment.get_template(TEMPLATE).render(
+        class_name=class_name_for(graph.path), cfg_name=cfg_name, version=__version__, dialect=graph.dialect,
+        width=width, height=height, channels=channels, heads=heads, params=graph.params, bflops=graph.bflops,
+        file_name=f"{Path(graph.path).stem}.py", layers_source=_layers_source(), layer_count=len(graph.nodes),
+        init_lines=init_lines, forward_lines=[_forward_line(graph, node) for node in graph.nodes],
+        outputs=[_variable(graph, head.inputs[0]) for head in graph.heads],
+        conv_names=[module_name(conv) for conv in graph.convs], default_weights=repr(default_weights))

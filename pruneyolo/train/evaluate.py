@@ -1,0 +1,205 @@
+"""Detection accuracy on a dataset split: P and R at one confidence, mAP@0.5 and mAP@0.5:0.95 by pycocotools.
+
+A predictor maps BGR uint8 images to decoded rows [N, 5+C] (cx, cy, w, h in the image's pixels, objectness,
+class scores); the PyTorch module and an OpenVINO IR each have one, so both are scored the same way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from pruneyolo.darknet.graph import Graph
+from pruneyolo.darknet.weights import DarknetWeights
+from pruneyolo.data.dataset import load_split, pixel_boxes, read_image
+from pruneyolo.detect.boxes import Detections, candidates
+from pruneyolo.errors import PruneyoloError
+from pruneyolo.nn.build import DecodedModel, build_model
+from pruneyolo.train.trainer import to_tensor
+
+Predictor = Callable[[list[np.ndarray]], list[np.ndarray]]
+MAX_DETECTIONS = 300  # per image, as COCO scores them
+BATCH = 8
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """Scores of one model on one split."""
+
+    precision: float
+    recall: float
+    map50: float
+    map50_95: float
+    images: int
+    seconds: float
+
+    def as_dict(self) -> dict:
+        return {"P": self.precision, "R": self.recall, "mAP50": self.map50, "mAP50-95": self.map50_95,
+                "images": self.images, "seconds": round(self.seconds, 1)}
+
+
+def scale_rows(rows: np.ndarray, model_size: tuple[int, int], image_size: tuple[int, int]) -> np.ndarray:
+    """Rows from a model input of (w, h) `model_size` back to an image of (w, h) `image_size` pixels."""
+    rows = np.array(rows, np.float32, copy=True)
+    gain = np.array(image_size, np.float32) / np.array(model_size, np.float32)
+    rows[:, 0:4] *= np.tile(gain, 2)
+    return rows
+
+
+def torch_predictor(graph: Graph, weights: DarknetWeights) -> Predictor:
+    """Predict with the in-process module: resize to the cfg's size, decode in the graph."""
+    model = DecodedModel(build_model(graph, weights), graph).eval()
+    size = (graph.input_shape[2], graph.input_shape[1])
+
+    def predict(images: list[np.ndarray]) -> list[np.ndarray]:
+        resized = [cv2.resize(image, size, interpolation=cv2.INTER_LINEAR) for image in images]
+        with torch.inference_mode():
+            rows = model(to_tensor(resized)).numpy()
+        return [scale_rows(r, size, (image.shape[1], image.shape[0])) for r, image in zip(rows, images)]
+
+    return predict
+
+
+def ir_predictor(xml, device: str = "CPU") -> Predictor:
+    """Predict with an IR from `pruneyolo convert` (u8 BGR NHWC input, decoded [1, N, 5+C] output)."""
+    import openvino as ov
+
+    from pruneyolo.detect.metadata import ModelInfo
+
+    core = ov.Core()
+    model = core.read_model(str(xml))
+    info = ModelInfo.read(model)
+    if info.heads_mode != "decoded":
+        raise PruneyoloError(f"{xml}: eval needs an IR with decoded heads; convert with --heads decoded")
+    compiled = core.compile_model(model, device)
+    request = compiled.create_infer_request()
+    size = (info.input_width, info.input_height)
+
+    def predict(images: list[np.ndarray]) -> list[np.ndarray]:
+        results = []
+        for image in images:
+            resized = image if image.shape[1::-1] == size else cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
+            rows = request.infer({0: resized[None]})[compiled.output(0)]
+            results.append(scale_rows(np.asarray(rows)[0], size, (image.shape[1], image.shape[0])))
+        return results
+
+    return predict
+
+
+def detect(rows: np.ndarray, conf: float, iou: float) -> Detections:
+    """Per-class NMS (OpenCV, batched by class) over rows scoring >= conf, best MAX_DETECTIONS kept."""
+    found = candidates(rows, conf)
+    if not len(found):
+        return found
+    xywh = np.concatenate([found.boxes[:, :2], found.boxes[:, 2:] - found.boxes[:, :2]], 1)
+    keep = cv2.dnn.NMSBoxesBatched(xywh.tolist(), found.scores.tolist(), found.classes.tolist(), conf, iou)
+    keep = np.asarray(keep, np.int64).reshape(-1)
+    keep = keep[np.argsort(-found.scores[keep], kind="stable")[:MAX_DETECTIONS]]
+    return found.take(keep)
+
+
+def coco_records(detections: Detections, image_id: int) -> list[dict]:
+    """Detections as COCO result records (xywh, category = class + 1)."""
+    boxes = detections.boxes.astype(np.float64)
+    return [{"image_id": image_id, "category_id": int(c) + 1, "score": float(s),
+             "bbox": [float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])]}
+            for b, s, c in zip(boxes, detections.scores, detections.classes)]
+
+
+def box_iou(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """IoU matrix of xyxy boxes [N, 4] x [M, 4]."""
+    top_left = np.maximum(first[:, None, :2], second[None, :, :2])
+    bottom_right = np.minimum(first[:, None, 2:], second[None, :, 2:])
+    inter = np.prod(np.clip(bottom_right - top_left, 0, None), 2)
+    areas_first = np.prod(first[:, 2:] - first[:, :2], 1)
+    areas_second = np.prod(second[:, 2:] - second[:, :2], 1)
+    return inter / np.maximum(areas_first[:, None] + areas_second[None] - inter, 1e-9)
+
+
+def true_positives(detections: Detections, truth: np.ndarray, iou: float = 0.5) -> int:
+    """Detections matched one-to-one (greedily, best score first) to same-class truth [K, 5] at >= iou."""
+    if not len(detections) or not len(truth):
+        return 0
+    overlap = box_iou(detections.boxes, truth[:, 1:5])
+    overlap[detections.classes[:, None] != truth[None, :, 0].astype(np.int64)] = 0
+    taken = np.zeros(len(truth), bool)
+    matched = 0
+    for row in overlap[np.argsort(-detections.scores, kind="stable")]:
+        row = np.where(taken, 0, row)
+        best = int(row.argmax())
+        if row[best] >= iou:
+            taken[best], matched = True, matched + 1
+    return matched
+
+
+def coco_scores(coco_path: Path, records: list[dict], image_ids: list[int]) -> tuple[float, float]:
+    """(mAP@0.5, mAP@0.5:0.95) of result records on the given images of a COCO json, printout silenced."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    if not records:
+        return 0.0, 0.0
+    with contextlib.redirect_stdout(io.StringIO()):
+        truth = COCO(str(coco_path))
+        scored = COCOeval(truth, truth.loadRes(records), "bbox")
+        scored.params.imgIds = image_ids
+        scored.evaluate()
+        scored.accumulate()
+        scored.summarize()
+    return float(scored.stats[1]), float(scored.stats[0])
+
+
+def image_id(sample) -> int:
+    """A synth image's COCO id: its file number + 1."""
+    return int(sample.image.stem) + 1
+
+
+def coco_path(data_dir, split: str) -> Path:
+    """The COCO json of a split."""
+    splits = json.loads((Path(data_dir) / "data.json").read_text())["splits"]
+    return Path(data_dir) / splits[split]["coco"]
+
+
+def evaluate(predict: Predictor, data_dir, split: str = "test", conf: float = 0.001, iou: float = 0.6,
+             pr_conf: float = 0.25, limit: int | None = None) -> Metrics:
+    """Score a predictor on a split: mAP from detections >= conf, P and R from those >= pr_conf at IoU 0.5."""
+    samples = load_split(data_dir, split)[:limit]
+    if not samples:
+        raise PruneyoloError(f"{data_dir}: split {split!r} has no images")
+    started = time.perf_counter()
+    records, matched, detected, objects = [], 0, 0, 0
+    for start in range(0, len(samples), BATCH):
+        chunk = samples[start:start + BATCH]
+        images = [read_image(sample.image) for sample in chunk]
+        for sample, image, rows in zip(chunk, images, predict(images)):
+            found = detect(rows, conf, iou)
+            records += coco_records(found, image_id(sample))
+            confident = found.take(np.flatnonzero(found.scores >= pr_conf))
+            truth = np.concatenate([sample.labels[:, :1], pixel_boxes(sample.labels, *image.shape[1::-1])], 1)
+            matched += true_positives(confident, truth)
+            detected, objects = detected + len(confident), objects + len(truth)
+    map50, map50_95 = coco_scores(coco_path(data_dir, split), records, [image_id(s) for s in samples])
+    return Metrics(matched / max(detected, 1), matched / max(objects, 1), map50, map50_95, len(samples),
+                   time.perf_counter() - started)
+
+
+def map_vs_fp32(xml, float_model, data_dir, precision: str) -> tuple[Metrics, Metrics]:
+    """Test-split metrics of the IR at `xml` and of the FP32 ov.Model it came from (both at the device default)."""
+    from pruneyolo.export.convert import save_ir
+
+    metrics = evaluate(ir_predictor(xml), data_dir)
+    if precision == "fp32":
+        return metrics, metrics
+    with tempfile.TemporaryDirectory() as tmp:
+        reference = save_ir(float_model, Path(tmp) / "fp32.xml")
+        return metrics, evaluate(ir_predictor(reference), data_dir)
