@@ -98,6 +98,19 @@ class DecodedModel(nn.Module):
         return torch.cat([decode(raw) for decode, raw in zip(self.decoders, self.model(x))], 1)
 
 
+class ScoresModel(nn.Module):
+    """A DecodedModel's rows as one [N, 4+C, boxes] tensor: cx, cy, w, h, then objectness x class probability
+    for each class (Ultralytics' export layout, read by model_api's YOLOv5/YOLOv8 wrappers)."""
+
+    def __init__(self, decoded: DecodedModel):
+        super().__init__()
+        self.decoded = decoded
+
+    def forward(self, x):
+        rows = self.decoded(x)
+        return torch.cat([rows[..., :4], rows[..., 5:] * rows[..., 4:5]], -1).transpose(1, 2)
+
+
 def build_model(graph: Graph, weights: DarknetWeights | None = None) -> DarknetModel:
     """The in-process module for a graph, in eval mode, with weights loaded if given."""
     model = DarknetModel(graph)
