@@ -19,10 +19,12 @@ from openvino.preprocess import PrePostProcessor
 
 from pruneyolo.cli import main
 from pruneyolo.convert import read_names
+from pruneyolo.evaluate import ir_predictor
 from pruneyolo.graph import load_graph
 from pruneyolo.metadata import ModelInfo
 from pruneyolo.runner.mosaic import PAD_VALUE, make_layout, paste, place
 from pruneyolo.runner.pipeline import RunOptions
+from pruneyolo.runner.postprocess import candidates
 from pruneyolo.synth import CLASSES, SceneStream
 
 CFGS = Path(__file__).parents[1] / "cfgs"
@@ -162,3 +164,11 @@ def test_pruneyolo_run_gives_the_same_detections_for_every_heads_mode(irs, tmp_p
     for mode in ("raw", "scores"):
         found = run_detections(irs[mode], frame, tmp_path)
         assert_same(decoded, found, 2e-4, box_iou=0.999)
+
+
+def test_eval_predicts_from_a_scores_ir_as_from_a_decoded_one(irs):
+    frame, _ = scene(EXACT_SIZE)
+    decoded, scores = (candidates(ir_predictor(irs[mode])([frame])[0], RunOptions().conf)
+                       for mode in ("decoded", "scores"))
+    assert len(decoded) >= 3 and np.array_equal(decoded.classes, scores.classes)
+    assert np.allclose(decoded.scores, scores.scores, atol=1e-3) and np.allclose(decoded.boxes, scores.boxes, atol=0.1)
