@@ -78,8 +78,8 @@ def test_the_check_sees_a_backward_import(tmp_path, monkeypatch):
     (fake / "darknet" / "graph.py").write_text("def f():\n    from pruneyolo.export.convert import save_ir\n")
     (fake / "export" / "convert.py").write_text("from ..darknet import graph\n")
     monkeypatch.setattr(sys.modules[__name__], "PACKAGE", fake)
-    assert backward_imports() == ["pruneyolo/darknet/graph.py:2: pruneyolo.darknet.graph imports "
-                                  "pruneyolo.export.convert"]
+    expected = "pruneyolo/darknet/graph.py:2: pruneyolo.darknet.graph imports pruneyolo.export.convert"
+    assert backward_imports() == [expected]
 
 
 @pytest.mark.parametrize("module", ["pruneyolo.cli.main", "pruneyolo.cli.model", "pruneyolo.darknet.graph"])

@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 import openvino as ov
 
-from pruneyolo.bench.timing.variants import HINTS, IR_FILES, LABELS, OPENVINO_VARIANTS, VARIANTS
+from pruneyolo.bench.variants import HINTS, IR_FILES, LABELS, OPENVINO_VARIANTS, VARIANTS
 from pruneyolo.darknet.cfg import format_cfg
 from pruneyolo.darknet.graph import Graph
 from pruneyolo.errors import PruneyoloError

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import click
 
-from pruneyolo.bench.timing.variants import VARIANTS
-from pruneyolo.cli.main.options import size_option
+from pruneyolo.bench.variants import VARIANTS
+from pruneyolo.cli.options import size_option
 
 
 def parse_variants(ctx, param, value) -> tuple[str, ...]:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from pruneyolo.cli.main.options import dialect_option, size_option
+from pruneyolo.cli.options import dialect_option, size_option
 from pruneyolo.darknet.graph import load_graph
 from pruneyolo.darknet.summary import format_summary, summary_data
 from pruneyolo.errors import PruneyoloError
@@ -58,8 +58,9 @@ def codegen(cfg, output, weights, size, dialect):
               help="Dataset from `pruneyolo synth`: print the IR's mAP on its test split next to the FP32 IR's.")
 @click.option("--ovms", "ovms_dir", type=click.Path(file_okay=False),
               help="Also write an OpenVINO Model Server repository: DIR/<cfg stem>/1/model.xml|bin + config.json.")
-@click.option("--heads", type=click.Choice(["decoded", "raw"]), default="decoded", show_default=True,
-              help="decoded: one [1,N,5+C] output of boxes; raw: one output per head.")
+@click.option("--heads", type=click.Choice(["decoded", "raw", "scores"]), default="decoded", show_default=True,
+              help="decoded: one [1,N,5+C] output of boxes; raw: one output per head; scores: one [1,4+C,N] "
+                   "output of boxes and class scores (Ultralytics' layout, for OpenVINO model_api).")
 @click.option("--onnx", "with_onnx", is_flag=True, help="Also write <cfg stem>.onnx (float NCHW RGB input).")
 @click.option("--names", type=click.Path(dir_okay=False), help="Darknet .names file with the class labels.")
 @size_option
@@ -82,7 +83,7 @@ def convert(cfg, weights, output_dir, precision, calib_dir, calib_size, eval_dat
         raise PruneyoloError("--calib is only used with --precision int8")
     if with_onnx and not output_dir:
         raise PruneyoloError("--onnx writes next to the IR: give -o DIR")
-    if eval_data and heads != "decoded":
+    if eval_data and heads == "raw":
         raise PruneyoloError("--eval scores decoded boxes: drop --heads raw")
     calib_paths = calib_images(calib_dir, calib_size) if calib_dir else []
     stem = Path(cfg).stem

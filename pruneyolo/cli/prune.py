@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from pruneyolo.cli.main.options import size_option
+from pruneyolo.cli.options import size_option
 
 
 def parse_percents(ctx, param, value):

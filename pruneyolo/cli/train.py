@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from pruneyolo.cli.main.options import size_option
+from pruneyolo.cli.options import size_option
 from pruneyolo.errors import PruneyoloError
 
 

@@ -53,3 +53,9 @@ def decode_raw(raws: list[np.ndarray], info: ModelInfo) -> np.ndarray:
     """All heads of a raw-heads model -> [N, 5+C]."""
     return np.concatenate([decode_head(raw, head, info.input_width, info.input_height)
                            for raw, head in zip(raws, info.heads)])
+
+
+def rows_from_scores(scores: np.ndarray) -> np.ndarray:
+    """A scores-mode output [1, 4+C, N] -> rows [N, 5+C] with objectness 1 (the class scores hold it already)."""
+    boxes_scores = scores.reshape(scores.shape[-2], -1).T
+    return np.concatenate([boxes_scores[:, :4], np.ones((len(boxes_scores), 1), np.float32), boxes_scores[:, 4:]], 1)

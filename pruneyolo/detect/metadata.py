@@ -7,9 +7,13 @@ from dataclasses import asdict, dataclass, field
 
 from pruneyolo import __version__
 from pruneyolo.darknet.graph import Graph
+from pruneyolo.detect.mosaic import PAD_VALUE
 from pruneyolo.errors import PruneyoloError
 
 SECTION = "model_info"
+CONFIDENCE_THRESHOLD = 0.25  # `pruneyolo run`'s defaults, also written for model_api
+IOU_THRESHOLD = 0.45
+MODEL_API_WRAPPERS = {"scores": "YOLOv5"}  # heads mode -> the model_api wrapper that parses its output
 
 
 @dataclass
@@ -31,7 +35,8 @@ class ModelInfo:
     input_width: int
     input_height: int
     heads: list[HeadInfo]
-    heads_mode: str = "decoded"  # 'decoded': one [1, N, 5+C] output; 'raw': one [1, A*(5+C), h, w] per head
+    # 'decoded': one [1, N, 5+C] output; 'raw': one [1, A*(5+C), h, w] per head; 'scores': one [1, 4+C, N]
+    heads_mode: str = "decoded"
     dialect: str = "darknet"
     cfg_name: str = ""
     cfg_sha256: str = ""
@@ -67,8 +72,7 @@ class ModelInfo:
             masks += list(range(start, start + len(head.anchors)))
             start += len(head.anchors)
         return {
-            "model_type": "YOLOv5" if self.dialect == "yolov5" else "YoloV4",
-            "labels": " ".join(label.replace(" ", "_") for label in self.labels),
+            **self.model_api_keys(),
             "anchors": " ".join(f"{v:g}" for v in anchors),
             "masks": " ".join(str(m) for m in masks),
             "num_classes": str(self.num_classes),
@@ -78,6 +82,24 @@ class ModelInfo:
             "input_size": f"{self.input_width} {self.input_height}",
             "heads_mode": self.heads_mode,
             "pruneyolo": json.dumps(asdict(self), separators=(",", ":")),
+        }
+
+    def model_api_keys(self) -> dict[str, str]:
+        """What model_api reads: its wrapper for our output (only where one parses it), the labels, and the
+        pre-processing that letterboxes any BGR frame into the input as `pruneyolo run` does. The IR already
+        swaps BGR to RGB and divides by 255, so model_api must do neither (its YOLOv5 defaults do both)."""
+        wrapper = MODEL_API_WRAPPERS.get(self.heads_mode)
+        return {
+            **({"model_type": wrapper} if wrapper else {}),
+            "labels": " ".join(label.replace(" ", "_") for label in self.labels),
+            "resize_type": "fit_to_window_letterbox",
+            "interpolation_mode": "LINEAR",
+            "pad_value": str(PAD_VALUE),
+            "reverse_input_channels": "False",
+            "mean_values": "",
+            "scale_values": "",
+            "confidence_threshold": f"{CONFIDENCE_THRESHOLD:g}",
+            "iou_threshold": f"{IOU_THRESHOLD:g}",
         }
 
     def write(self, model) -> None:

@@ -19,9 +19,9 @@ from pruneyolo.darknet.weights import DarknetWeights
 from pruneyolo.detect.metadata import ModelInfo
 from pruneyolo.errors import PruneyoloError
 from pruneyolo.export.opset_compat import downgrade_for_2022
-from pruneyolo.nn.build import DecodedModel, build_model
+from pruneyolo.nn.build import DecodedModel, ScoresModel, build_model
 
-HEADS_MODES = ("decoded", "raw")
+HEADS_MODES = ("decoded", "raw", "scores")
 PRECISIONS = ("fp32", "fp16")
 
 
@@ -37,17 +37,21 @@ class RawHeads(nn.Module):
 
 
 def export_module(graph: Graph, weights: DarknetWeights | None, heads: str = "decoded") -> nn.Module:
-    """The torch module convert exports: raw heads, or heads decoded in-graph into one tensor."""
+    """The torch module convert exports: raw heads, or heads decoded in-graph into one tensor of rows (decoded)
+    or of per-class scores (scores)."""
     if heads not in HEADS_MODES:
         raise PruneyoloError(f"--heads {heads!r}: use one of {', '.join(HEADS_MODES)}")
     if not graph.heads:
         raise PruneyoloError(f"{graph.path}: no [yolo] or [region] layer, so nothing to detect with")
     model = build_model(graph, weights)
-    return (DecodedModel(model, graph) if heads == "decoded" else RawHeads(model)).eval()
+    if heads == "raw":
+        return RawHeads(model).eval()
+    decoded = DecodedModel(model, graph)
+    return (ScoresModel(decoded) if heads == "scores" else decoded).eval()
 
 
 def output_names(graph: Graph, heads: str) -> list[str]:
-    return ["detections"] if heads == "decoded" else [f"head{i}" for i in range(len(graph.heads))]
+    return [f"head{i}" for i in range(len(graph.heads))] if heads == "raw" else ["detections"]
 
 
 def embed_preprocessing(model: ov.Model, channels: int) -> ov.Model:

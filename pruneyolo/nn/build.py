@@ -8,7 +8,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from pruneyolo.nn import layers as L
 from pruneyolo.darknet.graph import (
     AvgPool,
     Conv,
@@ -25,6 +24,7 @@ from pruneyolo.darknet.graph import (
     Yolo,
 )
 from pruneyolo.darknet.weights import ConvWeights, DarknetWeights, part_sizes
+from pruneyolo.nn import layers as L
 
 LayerSpec = tuple[type, Callable[[Node], list]]
 # node type -> (layer class in pruneyolo.layers, its constructor arguments); codegen writes the same call out
@@ -96,6 +96,19 @@ class DecodedModel(nn.Module):
 
     def forward(self, x):
         return torch.cat([decode(raw) for decode, raw in zip(self.decoders, self.model(x))], 1)
+
+
+class ScoresModel(nn.Module):
+    """A DecodedModel's rows as one [N, 4+C, boxes] tensor: cx, cy, w, h, then objectness x class probability
+    for each class (Ultralytics' export layout, read by model_api's YOLOv5/YOLOv8 wrappers)."""
+
+    def __init__(self, decoded: DecodedModel):
+        super().__init__()
+        self.decoded = decoded
+
+    def forward(self, x):
+        rows = self.decoded(x)
+        return torch.cat([rows[..., :4], rows[..., 5:] * rows[..., 4:5]], -1).transpose(1, 2)
 
 
 def build_model(graph: Graph, weights: DarknetWeights | None = None) -> DarknetModel:

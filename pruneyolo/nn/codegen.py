@@ -10,8 +10,8 @@ from pathlib import Path
 import jinja2
 
 from pruneyolo import __version__
-from pruneyolo.nn import layers
 from pruneyolo.darknet.graph import Graph, Identity, Node, Yolo
+from pruneyolo.nn import layers
 from pruneyolo.nn.build import LAYERS, PASS_THROUGH, module_name
 
 TEMPLATE = "model.py.j2"

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pruneyolo.detect.boxes import Detections, select
-from pruneyolo.detect.decode import decode_raw
+from pruneyolo.detect.decode import decode_raw, rows_from_scores
 from pruneyolo.detect.mosaic import Layout, Placement, blank_mosaic, paste, tile_of, to_mosaic, to_source
 from pruneyolo.runner.adapter import Adapter
 from pruneyolo.runner.metrics import Metrics, StreamStats
@@ -78,6 +78,8 @@ def rows_of(outputs: list[np.ndarray], info) -> np.ndarray:
     """The IR's outputs -> decoded rows [N, 5+C], per the heads_mode in its metadata."""
     if info.heads_mode == "raw":
         return decode_raw(outputs, info)
+    if info.heads_mode == "scores":
+        return rows_from_scores(outputs[0])
     return outputs[0].reshape(-1, outputs[0].shape[-1])
 
 

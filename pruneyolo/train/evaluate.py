@@ -71,16 +71,17 @@ def torch_predictor(graph: Graph, weights: DarknetWeights) -> Predictor:
 
 
 def ir_predictor(xml, device: str = "CPU") -> Predictor:
-    """Predict with an IR from `pruneyolo convert` (u8 BGR NHWC input, decoded [1, N, 5+C] output)."""
+    """Predict with an IR from `pruneyolo convert` (u8 BGR NHWC input, decoded or scores output)."""
     import openvino as ov
 
+    from pruneyolo.detect.decode import rows_from_scores
     from pruneyolo.detect.metadata import ModelInfo
 
     core = ov.Core()
     model = core.read_model(str(xml))
     info = ModelInfo.read(model)
-    if info.heads_mode != "decoded":
-        raise PruneyoloError(f"{xml}: eval needs an IR with decoded heads; convert with --heads decoded")
+    if info.heads_mode == "raw":
+        raise PruneyoloError(f"{xml}: eval needs decoded boxes; convert with --heads decoded or --heads scores")
     compiled = core.compile_model(model, device)
     request = compiled.create_infer_request()
     size = (info.input_width, info.input_height)
@@ -89,8 +90,9 @@ def ir_predictor(xml, device: str = "CPU") -> Predictor:
         results = []
         for image in images:
             resized = image if image.shape[1::-1] == size else cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
-            rows = request.infer({0: resized[None]})[compiled.output(0)]
-            results.append(scale_rows(np.asarray(rows)[0], size, (image.shape[1], image.shape[0])))
+            output = np.asarray(request.infer({0: resized[None]})[compiled.output(0)])
+            rows = rows_from_scores(output) if info.heads_mode == "scores" else output[0]
+            results.append(scale_rows(rows, size, (image.shape[1], image.shape[0])))
         return results
 
     return predict
