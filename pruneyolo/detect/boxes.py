@@ -39,14 +39,14 @@ def candidates(rows: np.ndarray, conf: float) -> Detections:
     return Detections(boxes, scores[keep].astype(np.float32), classes[keep].astype(np.int64))
 
 
-def iou_one_to_many(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """IoU of one xyxy box against [N, 4] boxes."""
-    top_left = np.maximum(box[:2], boxes[:, :2])
-    bottom_right = np.minimum(box[2:], boxes[:, 2:])
-    inter = np.prod(np.clip(bottom_right - top_left, 0, None), 1)
-    area = np.prod(box[2:] - box[:2])
-    areas = np.prod(boxes[:, 2:] - boxes[:, :2], 1)
-    return inter / np.maximum(area + areas - inter, 1e-9)
+def box_iou(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """IoU matrix of xyxy boxes [N, 4] x [M, 4]."""
+    top_left = np.maximum(first[:, None, :2], second[None, :, :2])
+    bottom_right = np.minimum(first[:, None, 2:], second[None, :, 2:])
+    inter = np.prod(np.clip(bottom_right - top_left, 0, None), 2)
+    areas_first = np.prod(first[:, 2:] - first[:, :2], 1)
+    areas_second = np.prod(second[:, 2:] - second[:, :2], 1)
+    return inter / np.maximum(areas_first[:, None] + areas_second[None] - inter, 1e-9)
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, groups: np.ndarray, iou: float) -> np.ndarray:
@@ -63,7 +63,7 @@ def nms(boxes: np.ndarray, scores: np.ndarray, groups: np.ndarray, iou: float) -
     while len(order):
         best, order = order[0], order[1:]
         keep.append(best)
-        order = order[iou_one_to_many(shifted[best], shifted[order]) <= iou]
+        order = order[box_iou(shifted[best][None], shifted[order])[0] <= iou]
     return np.asarray(keep, np.int64)
 
 

@@ -22,7 +22,7 @@ import torch
 from pruneyolo.darknet.graph import Graph
 from pruneyolo.darknet.weights import DarknetWeights
 from pruneyolo.data.dataset import load_split, pixel_boxes, read_image
-from pruneyolo.detect.boxes import Detections, candidates
+from pruneyolo.detect.boxes import Detections, box_iou, candidates, nms
 from pruneyolo.errors import PruneyoloError
 from pruneyolo.nn.build import DecodedModel, build_model
 from pruneyolo.train.trainer import to_tensor
@@ -99,15 +99,9 @@ def ir_predictor(xml, device: str = "CPU") -> Predictor:
 
 
 def detect(rows: np.ndarray, conf: float, iou: float) -> Detections:
-    """Per-class NMS (OpenCV, batched by class) over rows scoring >= conf, best MAX_DETECTIONS kept."""
+    """Per-class NMS over rows scoring >= conf, best MAX_DETECTIONS kept (best score first)."""
     found = candidates(rows, conf)
-    if not len(found):
-        return found
-    xywh = np.concatenate([found.boxes[:, :2], found.boxes[:, 2:] - found.boxes[:, :2]], 1)
-    keep = cv2.dnn.NMSBoxesBatched(xywh.tolist(), found.scores.tolist(), found.classes.tolist(), conf, iou)
-    keep = np.asarray(keep, np.int64).reshape(-1)
-    keep = keep[np.argsort(-found.scores[keep], kind="stable")[:MAX_DETECTIONS]]
-    return found.take(keep)
+    return found.take(nms(found.boxes, found.scores, found.classes, iou)[:MAX_DETECTIONS])
 
 
 def coco_records(detections: Detections, image_id: int) -> list[dict]:
@@ -116,16 +110,6 @@ def coco_records(detections: Detections, image_id: int) -> list[dict]:
     return [{"image_id": image_id, "category_id": int(c) + 1, "score": float(s),
              "bbox": [float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])]}
             for b, s, c in zip(boxes, detections.scores, detections.classes)]
-
-
-def box_iou(first: np.ndarray, second: np.ndarray) -> np.ndarray:
-    """IoU matrix of xyxy boxes [N, 4] x [M, 4]."""
-    top_left = np.maximum(first[:, None, :2], second[None, :, :2])
-    bottom_right = np.minimum(first[:, None, 2:], second[None, :, 2:])
-    inter = np.prod(np.clip(bottom_right - top_left, 0, None), 2)
-    areas_first = np.prod(first[:, 2:] - first[:, :2], 1)
-    areas_second = np.prod(second[:, 2:] - second[:, :2], 1)
-    return inter / np.maximum(areas_first[:, None] + areas_second[None] - inter, 1e-9)
 
 
 def true_positives(detections: Detections, truth: np.ndarray, iou: float = 0.5) -> int:
