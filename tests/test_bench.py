@@ -17,7 +17,6 @@ from pruneyolo.bench.timing import (
     parse_benchmark_app,
     peak_for,
     plot,
-    precision_name,
     time_by_kind,
     vs_opencv,
 )
@@ -26,6 +25,7 @@ from pruneyolo.darknet.graph import load_graph
 from pruneyolo.darknet.weights import random_weights, write_weights
 from pruneyolo.errors import PruneyoloError
 from pruneyolo.export.convert import save_ir, to_openvino
+from pruneyolo.export.precision import compile_config, precision_name
 
 DEMO = Path(__file__).parents[1] / "cfgs" / "demo-tiny.cfg"
 SIZE = "64"
@@ -90,6 +90,15 @@ def test_precisions_and_peaks():
     peaks = {"f32": 100.0, "bf16": 300.0, "i8": 900.0}
     assert (peak_for("f32", peaks), peak_for("bf16", peaks), peak_for("i8+bf16", peaks)) == (100.0, 300.0, 900.0)
     assert peak_for("bf16", {"f32": 100.0}) == 100.0
+
+
+def test_one_precision_vocabulary_for_compile_options():
+    assert compile_config("latency", "FP16", 4) == {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f16",
+                                                    "PERFORMANCE_HINT_NUM_REQUESTS": "4"}
+    assert compile_config("throughput") == {"PERFORMANCE_HINT": "THROUGHPUT"}
+    assert precision_name("bfloat16") == "bf16" and precision_name(ov.Type.f16) == "f16"
+    with pytest.raises(PruneyoloError, match="choose one of f32, bf16, f16"):
+        compile_config("latency", "int4")
 
 
 @pytest.mark.parametrize("kind", ["gemm", "conv"])

@@ -23,10 +23,9 @@ from pruneyolo.bench.variants import HINTS, IR_FILES, LABELS, OPENVINO_VARIANTS,
 from pruneyolo.darknet.cfg import format_cfg
 from pruneyolo.darknet.graph import Graph
 from pruneyolo.errors import PruneyoloError
+from pruneyolo.export.precision import compile_config, precision_name
 from pruneyolo.files import atomic_write
 
-PRECISION_NAMES = {"float32": "f32", "f32": "f32", "bfloat16": "bf16", "bf16": "bf16", "float16": "f16",
-                   "f16": "f16"}
 MIN_RUNS = 3
 CALIB_IMAGES = 32
 
@@ -107,17 +106,6 @@ def async_rate(compiled: ov.CompiledModel, inputs: dict, seconds: float) -> floa
     finally:
         queue.wait_all()
         del queue
-
-
-def precision_name(value) -> str:
-    """An OpenVINO element type or hint as f32 / bf16 / f16."""
-    text = str(value).lower()
-    return next((short for name, short in PRECISION_NAMES.items() if f"'{name}'" in text or text == name), text)
-
-
-def compile_config(hint: str, precision: str | None) -> dict[str, str]:
-    """PERFORMANCE_HINT plus INFERENCE_PRECISION_HINT when one is asked for."""
-    return {"PERFORMANCE_HINT": hint, **({"INFERENCE_PRECISION_HINT": precision} if precision else {})}
 
 
 def exec_type(node: ov.Node) -> str:

@@ -19,10 +19,10 @@ from pruneyolo.darknet.weights import DarknetWeights
 from pruneyolo.detect.metadata import ModelInfo
 from pruneyolo.errors import PruneyoloError
 from pruneyolo.export.opset_compat import downgrade_for_2022
+from pruneyolo.export.precision import STORAGE
 from pruneyolo.nn.build import DecodedModel, ScoresModel, build_model
 
 HEADS_MODES = ("decoded", "raw", "scores")
-PRECISIONS = ("fp32", "fp16")
 
 
 class RawHeads(nn.Module):
@@ -100,8 +100,8 @@ def _staging(directory: Path):
 
 def save_ir(model: ov.Model, xml_path: Path, precision: str = "fp32") -> Path:
     """Write .xml/.bin atomically (staged, then renamed; .bin first so a visible .xml always has its .bin)."""
-    if precision not in PRECISIONS:
-        raise PruneyoloError(f"--precision {precision!r}: use one of {', '.join(PRECISIONS)}")
+    if precision not in STORAGE:
+        raise PruneyoloError(f"--precision {precision!r}: use one of {', '.join(STORAGE)}")
     xml_path = Path(xml_path)
     with _staging(xml_path.parent) as staging:
         staged = staging / xml_path.name

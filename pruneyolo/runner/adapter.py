@@ -16,8 +16,8 @@ import openvino as ov
 
 from pruneyolo.detect.metadata import ModelInfo
 from pruneyolo.errors import PruneyoloError
+from pruneyolo.export.precision import compile_config
 
-PRECISIONS = {"f32": "f32", "fp32": "f32", "bf16": "bf16", "f16": "f16", "fp16": "f16"}
 VIRTUAL_DEVICES = ("AUTO", "MULTI", "HETERO", "BATCH")
 DEVICE_PROPERTIES = ("FULL_DEVICE_NAME", "DEVICE_ARCHITECTURE", "OPTIMIZATION_CAPABILITIES",
                      "RANGE_FOR_ASYNC_INFER_REQUESTS", "RANGE_FOR_STREAMS", "INFERENCE_PRECISION_HINT")
@@ -57,18 +57,6 @@ def device_properties(core: ov.Core, device: str) -> dict[str, str]:
     """The properties `pruneyolo devices` shows, those the device supports, as strings."""
     supported = core.get_property(device, "SUPPORTED_PROPERTIES")
     return {name: property_text(core.get_property(device, name)) for name in DEVICE_PROPERTIES if name in supported}
-
-
-def compile_config(hint: str, precision: str | None, nireq: int | None) -> dict[str, str]:
-    """Compile-time properties from the CLI options."""
-    config = {"PERFORMANCE_HINT": hint.upper()}
-    if precision:
-        if precision.lower() not in PRECISIONS:
-            raise PruneyoloError(f"--precision {precision!r}: choose one of f32, bf16, f16")
-        config["INFERENCE_PRECISION_HINT"] = PRECISIONS[precision.lower()]
-    if nireq:
-        config["PERFORMANCE_HINT_NUM_REQUESTS"] = str(nireq)
-    return config
 
 
 class Adapter:
