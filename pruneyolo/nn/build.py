@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 
 import numpy as np
 import torch
 from torch import nn
 
+from pruneyolo.activations import ACTIVATIONS
 from pruneyolo.darknet.graph import (
     AvgPool,
     Conv,
@@ -49,12 +51,23 @@ def module_name(node: Node) -> str:
     return f"{node.kind}{node.index}"
 
 
+def torch_activation(name: str) -> nn.Module | None:
+    """The module for a canonical activation, built from the expression generated files write (None: linear)."""
+    return None if name == "linear" else eval(ACTIVATIONS[name].module, {"nn": nn, "HardMish": L.HardMish})
+
+
+def layer_arguments(node: Node) -> list[tuple[str, object]]:
+    """(parameter name, value) of a node's layer constructor, in order; activations still by name."""
+    layer_class, args = LAYERS[type(node)]
+    return list(zip(inspect.signature(layer_class).parameters, args(node)))
+
+
 def make_layer(node: Node) -> nn.Module:
     """The module for one node."""
     if type(node) not in LAYERS:
         raise TypeError(f"no PyTorch layer for {node.kind}")
-    layer_class, args = LAYERS[type(node)]
-    return layer_class(*args(node))
+    arguments = [torch_activation(value) if name == "activation" else value for name, value in layer_arguments(node)]
+    return LAYERS[type(node)][0](*arguments)
 
 
 class DarknetModel(nn.Module):

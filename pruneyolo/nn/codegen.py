@@ -10,9 +10,10 @@ from pathlib import Path
 import jinja2
 
 from pruneyolo import __version__
+from pruneyolo.activations import ACTIVATIONS
 from pruneyolo.darknet.graph import Graph, Identity, Node, Yolo
 from pruneyolo.nn import layers
-from pruneyolo.nn.build import LAYERS, PASS_THROUGH, module_name
+from pruneyolo.nn.build import LAYERS, PASS_THROUGH, layer_arguments, module_name
 
 TEMPLATE = "model.py.j2"
 
@@ -31,14 +32,17 @@ def class_name_for(path: str) -> str:
 
 def layer_call(node: Node) -> str:
     """`ClassName(arg, key=value)` constructing a node's layer, leaving out arguments at their defaults."""
-    layer_class, args = LAYERS[type(node)]
-    parameters = list(inspect.signature(layer_class).parameters.values())
+    layer_class = LAYERS[type(node)][0]
+    parameters = inspect.signature(layer_class).parameters
     parts = []
-    for parameter, value in zip(parameters, args(node)):
-        if parameter.default is inspect.Parameter.empty:
+    for name, value in layer_arguments(node):
+        if name == "activation":
+            if value != "linear":
+                parts.append(f"activation={ACTIVATIONS[value].module}")
+        elif parameters[name].default is inspect.Parameter.empty:
             parts.append(repr(value))
-        elif value != parameter.default:
-            parts.append(f"{parameter.name}={value!r}")
+        elif value != parameters[name].default:
+            parts.append(f"{name}={value!r}")
     return f"{layer_class.__name__}({', '.join(parts)})"
 
 

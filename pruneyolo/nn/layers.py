@@ -19,37 +19,17 @@ class HardMish(nn.Module):
         return torch.where(x > 0, x, torch.where(x > -2, x * x / 2 + x, torch.zeros_like(x)))
 
 
-def make_activation(name: str) -> nn.Module:
-    """A module for one canonical activation name (see pruneyolo.activations)."""
-    factories = {
-        "linear": nn.Identity,
-        "leaky": lambda: nn.LeakyReLU(0.1),
-        "relu": nn.ReLU,
-        "relu6": nn.ReLU6,
-        "logistic": nn.Sigmoid,
-        "tanh": nn.Tanh,
-        "mish": nn.Mish,
-        "swish": nn.SiLU,
-        "hard_mish": HardMish,
-        "hardswish": nn.Hardswish,
-        "elu": nn.ELU,
-        "selu": nn.SELU,
-        "gelu": lambda: nn.GELU(approximate="tanh"),
-    }
-    return factories[name]()
-
-
 class ConvBlock(nn.Module):
-    """Convolution, optional BatchNorm, activation; `has_conv=False` is BatchNorm + activation only."""
+    """Convolution, optional BatchNorm, activation module (None: linear); `has_conv=False`: BatchNorm + activation."""
 
     def __init__(self, in_channels, out_channels, kernel_size=1, stride=(1, 1), padding=0, groups=1,
-                 dilation=1, batch_normalize=True, activation="leaky", has_conv=True, has_bias=True):
+                 dilation=1, batch_normalize=True, activation=None, has_conv=True, has_bias=True):
         super().__init__()
         use_bias = has_bias and not batch_normalize
         self.conv = (nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, dilation, groups,
                                bias=use_bias) if has_conv else None)
         self.bn = nn.BatchNorm2d(out_channels, eps=BN_EPS) if batch_normalize else None
-        self.act = make_activation(activation)
+        self.act = activation or nn.Identity()
 
     def forward(self, x):
         if self.conv is not None:
@@ -147,9 +127,9 @@ class Route(nn.Module):
 class Shortcut(nn.Module):
     """Residual add over the channels each input shares with the first, then an activation."""
 
-    def __init__(self, activation="linear"):
+    def __init__(self, activation=None):
         super().__init__()
-        self.act = make_activation(activation)
+        self.act = activation or nn.Identity()
 
     def forward(self, x, *others):
         for other in others:

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from pruneyolo.activations import activate
 from pruneyolo.darknet.cfg import Section, format_cfg
 from pruneyolo.darknet.graph import (
     AvgPool,
@@ -41,23 +41,6 @@ from pruneyolo.errors import PruneyoloError
 from pruneyolo.files import atomic_write
 
 REFERENCE_KEYS = {"route": "layers", "shortcut": "from", "sam": "from", "scale_channels": "from"}
-
-ACTIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
-    "linear": lambda x: x,
-    "leaky": lambda x: np.where(x > 0, x, 0.1 * x),
-    "relu": lambda x: np.maximum(x, 0),
-    "relu6": lambda x: np.clip(x, 0, 6),
-    "logistic": lambda x: 1 / (1 + np.exp(-x)),
-    "tanh": np.tanh,
-    "mish": lambda x: x * np.tanh(np.logaddexp(0, x)),
-    "swish": lambda x: x / (1 + np.exp(-x)),
-    "hard_mish": lambda x: np.where(x > 0, x, np.where(x > -2, x * x / 2 + x, 0)),
-    "hardswish": lambda x: x * np.clip(x + 3, 0, 6) / 6,
-    "elu": lambda x: np.where(x >= 0, x, np.expm1(x)),
-    "selu": lambda x: 1.0507 * np.where(x >= 0, x, 1.6732 * np.expm1(x)),
-    "gelu": lambda x: 0.5 * x * (1 + np.tanh(0.7978845608 * (x + 0.044715 * x ** 3))),
-}
-
 
 @dataclass(frozen=True)
 class ChannelConstraints:
@@ -90,11 +73,6 @@ def spike_and_slab(rng: np.random.Generator, count: int, spike_fraction: float =
     spike = np.abs(rng.normal(0, 0.01, count))
     slab = rng.uniform(0.5, 1.5, count)
     return np.where(rng.random(count) < spike_fraction, spike, slab).astype(np.float32)
-
-
-def activate(name: str, values: np.ndarray) -> np.ndarray:
-    """Darknet's activation `name` applied to an array (float64 in, float64 out)."""
-    return ACTIVATIONS[name](np.asarray(values, np.float64))
 
 
 def stride_of(graph: Graph, node: Node) -> int:
