@@ -11,9 +11,9 @@ from rich.console import Console
 
 from .bench import VARIANTS, bench, footer, plot, result_table
 from .cli import size_option
-from .graph import load_graph
 from .quantize import calib_images
-from .weights import read_weights
+from .weights import write_weights
+from .yolov5.source import load_model
 
 
 def parse_variants(ctx, param, value) -> tuple[str, ...]:
@@ -23,8 +23,8 @@ def parse_variants(ctx, param, value) -> tuple[str, ...]:
 
 @click.command("bench")
 @click.argument("cfg", type=click.Path(dir_okay=False))
-@click.option("--weights", "weights_path", required=True, type=click.Path(dir_okay=False),
-              help="Darknet .weights for CFG.")
+@click.option("--weights", "weights_path", type=click.Path(dir_okay=False),
+              help="Darknet .weights for CFG (none for a YOLOv5 .pt).")
 @size_option
 @click.option("--seconds", default=5.0, show_default=True, type=click.FloatRange(0.5),
               help="Per variant and mode (benchmark_app rounds to whole seconds).")
@@ -38,11 +38,13 @@ def parse_variants(ctx, param, value) -> tuple[str, ...]:
               help="Bar chart PNG (default: <cfg stem>_bench.png).")
 def bench_command(cfg, weights_path, size, seconds, variants, calib_dir, calib_size, no_app, plot_path):
     """Time CFG + WEIGHTS as OpenVINO IR (f32, bf16, fp16, int8), OpenCV DNN, ONNX Runtime and PyTorch."""
-    graph = load_graph(cfg, size)
-    weights = read_weights(weights_path, graph)
+    graph, weights, _ = load_model(cfg, weights_path, size)
     calib = calib_images(calib_dir, calib_size) if calib_dir else None
     console = Console() if sys.stdout.isatty() else Console(width=160)  # a piped table keeps its columns
     with tempfile.TemporaryDirectory(prefix="pruneyolo-bench-") as workdir, console.status("bench") as status:
+        if not weights_path:  # OpenCV DNN reads a .weights file
+            weights_path = Path(workdir) / "model.weights"
+            write_weights(weights_path, graph, weights)
         result = bench(graph, weights, Path(weights_path), Path(workdir), seconds, variants, calib, calib_size,
                        not no_app, log=status.update)
     console.print(result_table(result))

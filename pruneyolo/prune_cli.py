@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import click
@@ -11,7 +12,8 @@ from .cli import size_option
 from .graph import load_graph
 from .prune import prune, write_result
 from .prune_report import SweepRow, compare_table, plot_gammas, stage_table, sweep_table
-from .weights import read_weights
+from .weights import write_weights
+from .yolov5.source import load_model
 
 
 def parse_percents(ctx, param, value):
@@ -25,8 +27,8 @@ def parse_percents(ctx, param, value):
     return percents
 
 
-weights_option = click.option("--weights", "weights_path", required=True, type=click.Path(dir_okay=False),
-                              help="Darknet .weights for CFG.")
+weights_option = click.option("--weights", "weights_path", type=click.Path(dir_okay=False),
+                              help="Darknet .weights for CFG (none for a YOLOv5 .pt).")
 
 
 @click.command("prune")
@@ -42,9 +44,8 @@ weights_option = click.option("--weights", "weights_path", required=True, type=c
               help="Directory for prune_<P>[_shortcut_<N>]_<stem>.cfg/.weights.")
 @size_option
 def prune_command(cfg, weights_path, percents, layer_keep, shortcuts, directory, size):
-    """Prune CFG + --weights by BatchNorm |gamma| and write Darknet cfg+weights."""
-    graph = load_graph(cfg, size)
-    weights = read_weights(weights_path, graph)
+    """Prune CFG + --weights (or a YOLOv5 .pt) by BatchNorm |gamma| and write Darknet cfg+weights."""
+    graph, weights, _ = load_model(cfg, weights_path, size)
     results = [prune(graph, weights, percent, layer_keep, shortcuts) for percent in percents]
     console = Console()
     rows = []
@@ -55,7 +56,11 @@ def prune_command(cfg, weights_path, percents, layer_keep, shortcuts, directory,
             console.print(stage_table(graph, result))
         console.print(f"wrote {cfg_out} and {weights_out}")
     if len(results) > 1:
-        console.print(sweep_table(graph, Path(weights_path), rows))
+        with tempfile.TemporaryDirectory(prefix="pruneyolo-prune-") as workdir:
+            if not weights_path:  # the sweep table compares file sizes with the original's .weights
+                weights_path = Path(workdir) / "original.weights"
+                write_weights(weights_path, graph, weights)
+            console.print(sweep_table(graph, Path(weights_path), rows))
 
 
 @click.command("compare")
@@ -74,7 +79,7 @@ def compare_command(first, second, size):
               help="PNG to write.")
 @click.option("--percent", type=click.FloatRange(0, 1, max_open=True), help="Draw the threshold of this percent.")
 def gammas_command(cfg, weights_path, image, percent):
-    """Plot the |gamma| histogram (overall and per stage) of CFG's prunable BatchNorm layers."""
-    graph = load_graph(cfg)
-    plot_gammas(graph, read_weights(weights_path, graph), image, percent)
+    """Plot the |gamma| histogram (overall and per stage) of CFG's (or a YOLOv5 .pt's) prunable BatchNorm layers."""
+    graph, weights, _ = load_model(cfg, weights_path)
+    plot_gammas(graph, weights, image, percent)
     click.echo(f"wrote {image}")

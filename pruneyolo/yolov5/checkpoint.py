@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import pickle
 import types
+import zipfile
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -226,14 +227,26 @@ def find_model(loaded, path: str) -> tuple[StandIn, str]:
     raise CheckpointError(f"{path}: holds a {type(loaded).__name__}, not a YOLOv5 checkpoint")
 
 
+def _zip_problem(path: str) -> str:
+    """Why a file that starts like a zip is not a readable torch.save archive."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        return "a damaged zip (truncated download or copy?)"
+    if not any(name.endswith("data.pkl") for name in names):
+        return "a zip without data.pkl, so not a torch.save checkpoint"
+    return "a zip that torch cannot read"
+
+
 def _refuse_torchscript(handle, path: str) -> None:
-    """torch.load hands TorchScript archives to torch.jit.load; that is never wanted here."""
+    """Refuse unreadable zips, and TorchScript archives (torch.load would hand them to torch.jit.load)."""
     try:
         with torch.serialization._open_zipfile_reader(handle) as archive:
             scripted = torch.serialization._is_torchscript_zip(archive)
-    except Exception as exc:  # noqa: BLE001 - any reader failure is a broken file
-        raise CheckpointError(f"{path}: not a readable torch.save zip ({_first_line(exc)}); is it truncated?") \
-            from None
+    except Exception:  # noqa: BLE001 - any reader failure is a broken file
+        raise CheckpointError(f"{path}: {_zip_problem(path)}; give the .pt that train.py or the pruning tool "
+                              "saved") from None
     handle.seek(0)
     if scripted:
         raise CheckpointError(f"{path}: a TorchScript archive, not a checkpoint; give the .pt that train.py or "

@@ -77,9 +77,9 @@ def import_paths(path, directory) -> tuple[Path, Path, Path]:
         stem.with_name(stem.name + ".names")
 
 
-def write_import(path, directory, size: tuple[int, int] | None = None) -> Graph:
+def write_import(path, directory, size: tuple[int, int] | None = None) -> LoadedModel:
     """Write a checkpoint's <stem>.cfg/.weights/.names into `directory` (all checked first, each atomically);
-    returns the graph of the written cfg."""
+    returns the model with the graph of the written cfg."""
     graph, imported = import_checkpoint(path, size)
     data = weights_bytes(graph, imported.weights)
     cfg_path, weights_path, names_path = import_paths(path, directory)
@@ -88,4 +88,17 @@ def write_import(path, directory, size: tuple[int, int] | None = None) -> Graph:
     atomic_write(cfg_path, imported.cfg_text)
     atomic_write(weights_path, data)
     atomic_write(names_path, "".join(f"{name}\n" for name in imported.names))
-    return load_graph(cfg_path)
+    return LoadedModel(load_graph(cfg_path), imported.weights, imported.names)
+
+
+def load_for_training(path, weights, size: tuple[int, int] | None, out_dir) -> LoadedModel:
+    """load_model for `train`; a checkpoint is first imported into `out_dir`, so the <stem>.weights training
+    writes there sits beside its <stem>.cfg and .names."""
+    if not is_checkpoint(path):
+        return load_model(path, weights, size, need_weights=False)
+    if weights:
+        raise PruneyoloError(f"{path}: a checkpoint carries its own weights; drop --weights {weights}")
+    if (Path(out_dir) / f"{Path(path).stem}.pt").resolve() == Path(path).resolve():
+        raise PruneyoloError(f"{path}: training writes <stem>.pt into {out_dir}, which would overwrite the "
+                             "checkpoint; choose another -o")
+    return write_import(path, out_dir, size)
