@@ -20,7 +20,7 @@ from ..metadata import HeadInfo, ModelInfo
 from ..ovms import model_name, write_repository
 from .mapping import DEFAULT_SIZE
 
-STRIDE_SETS = ((8, 16, 32), (8, 16, 32, 64))
+LARGEST_STRIDES = (32, 64)
 ANCHORS_PER_CELL = 3
 YOLOV5_SCALE_X_Y = 2.0
 
@@ -42,19 +42,21 @@ def _refuse_options(path: str, **given) -> None:
             raise PruneyoloError(f"{path}: {option} does not apply to an ONNX ({reason})")
 
 
-def onnx_names(path: str) -> list[str] | None:
-    """The class names export.py writes into the ONNX metadata ('names': a dict or list literal), if any."""
+def onnx_metadata(path: str) -> dict[str, str]:
+    """The ONNX file's metadata_props (export.py stores 'stride' and 'names' there)."""
     try:
         proto = onnx.load(path, load_external_data=False)
     except Exception as exc:  # noqa: BLE001 - any parser failure is a bad file
         raise PruneyoloError(f"{path}: cannot read the ONNX: {str(exc).splitlines()[0] if str(exc) else exc}") \
             from None
-    text = next((prop.value for prop in proto.metadata_props if prop.key == "names"), None)
-    if text is None:
-        return None
+    return {prop.key: prop.value for prop in proto.metadata_props}
+
+
+def metadata_names(metadata: dict[str, str]) -> list[str] | None:
+    """export.py's 'names' (a dict or list literal, read without evaluating code), if present and well formed."""
     try:
-        names = ast.literal_eval(text)
-    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        names = ast.literal_eval(metadata["names"])
+    except (KeyError, ValueError, SyntaxError, MemoryError, RecursionError):
         return None
     if isinstance(names, dict):
         names = [names.get(i) for i in range(len(names))]
@@ -95,12 +97,13 @@ def _detections_only(model: ov.Model, path: str) -> ov.Model:
     return ov.Model([model.get_results()[0]], model.get_parameters(), model.get_friendly_name())
 
 
-def _heads(rows: int, width: int, height: int) -> list[HeadInfo]:
-    """YOLOv5's levels (3 anchors per cell at strides 8/16/32[/64]) if they account for every row, else none;
-    the anchors themselves are inside the exported graph."""
-    for strides in STRIDE_SETS:
+def _heads(rows: int, width: int, height: int, largest: str | None) -> list[HeadInfo]:
+    """YOLOv5's levels (3 anchors per cell at strides 8, 16, ... up to export.py's 'stride', else 32 or 64) if
+    they account for every row, else none; the anchors themselves are inside the exported graph."""
+    for top in ([int(largest)] if largest and largest.isdigit() else LARGEST_STRIDES):
+        strides = [8 * 2 ** level for level in range(max(0, top.bit_length() - 3))]
         grids = [[height // s, width // s] for s in strides]
-        if all(width % s == 0 and height % s == 0 for s in strides) and \
+        if strides and all(width % s == 0 and height % s == 0 for s in strides) and \
                 rows == ANCHORS_PER_CELL * sum(h * w for h, w in grids):
             return [HeadInfo(s, [], "yolov5", YOLOV5_SCALE_X_Y, grid) for s, grid in zip(strides, grids)]
     return []
@@ -110,7 +113,8 @@ def wrap_onnx(path, labels: list[str] | None = None, size: tuple[int, int] | Non
               precision: str = "fp32") -> ov.Model:
     """The ONNX as an IR with u8 NHWC BGR input named 'image', output 'detections' and pruneyolo metadata."""
     path = str(path)
-    labels = labels or onnx_names(path)
+    metadata = onnx_metadata(path)
+    labels = labels or metadata_names(metadata)
     try:
         model = ov.Core().read_model(path)
     except RuntimeError as exc:
@@ -125,7 +129,7 @@ def wrap_onnx(path, labels: list[str] | None = None, size: tuple[int, int] | Non
     model.inputs[0].get_tensor().set_names({"image"})
     model.outputs[0].get_tensor().set_names({"detections"})
     model = embed_preprocessing(model, 3)
-    info = ModelInfo(labels, width, height, _heads(rows, width, height), "decoded", "yolov5", Path(path).name,
+    info = ModelInfo(labels, width, height, _heads(rows, width, height, metadata.get("stride")), "decoded", "yolov5", Path(path).name,
                      hashlib.sha256(Path(path).read_bytes()).hexdigest(), precision)
     info.write(model)
     return model
