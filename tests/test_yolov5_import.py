@@ -250,6 +250,10 @@ def _bad_files(tmp_path: Path) -> dict[str, tuple[Path, str]]:
     unknown = y5.ModelPruned([(-1, y5.Conv(3, 4, 3, 2)), (-1, y5.C2f()), ([1], y5.Detect(1, y5.ANCHORS[:1], [4],
                                                                                            [2]))], ["a"])
     files["unknown-class"] = (_save(tmp_path / "v8.pt", {"model": unknown}), "layer 1 (C2f): C2f is not a YOLOv5 layer")
+    gelu = y5.ModelPruned([(-1, y5.Conv(3, 4, 3, 2, act=nn.GELU())), (-1, y5.Detect(1, y5.ANCHORS[:1], [4], [2]))],
+                          ["a"])
+    files["unknown-activation"] = (_save(tmp_path / "gelu.pt", {"model": gelu}),
+                                   "layer 0 (Conv).act: activation GELU is not supported")
     marker = tmp_path / "ran"
     files["payload-as-model"] = (_save(tmp_path / "evil_root.pt", {"model": Payload(os.system, f"touch {marker}")}),
                                  "no model object")
@@ -271,7 +275,8 @@ def _bad_files(tmp_path: Path) -> dict[str, tuple[Path, str]]:
     return files
 
 
-BAD = ["truncated", "zip-not-checkpoint", "state-dict", "bare-state-dict", "unknown-class", "payload-as-model",
+BAD = ["truncated", "zip-not-checkpoint", "state-dict", "bare-state-dict", "unknown-class", "unknown-activation",
+       "payload-as-model",
        "payload-legacy-format", "payload-plain-pickle", "torchscript", "text", "missing"]
 
 
@@ -294,6 +299,12 @@ def test_bad_files_give_one_line_exit_2_and_write_nothing(bad_files, name, tmp_p
         assert "Traceback" not in result.output
         assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
     assert not (directory / "ran").exists()
+
+
+def test_size_must_be_a_multiple_of_the_largest_stride(pruned_checkpoint, tmp_path):
+    result = CliRunner().invoke(main, ["import", str(pruned_checkpoint), "-o", str(tmp_path), "--size", "100x64"])
+    assert result.exit_code == 2 and "multiple of the largest stride 16" in result.output
+    assert not any(tmp_path.iterdir())
 
 
 def test_loader_keeps_hostile_objects_inert(tmp_path):

@@ -14,7 +14,6 @@ import types
 import zipfile
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -280,7 +279,3 @@ def load_checkpoint(path) -> Checkpoint:
         raise CheckpointError(f"{path}: the model under {where} is nested too deeply") from None
     return Checkpoint(path, record)
 
-
-def checkpoint_stem(path) -> str:
-    """The file name without its suffix: the default name of everything written from a checkpoint."""
-    return Path(path).stem

@@ -12,13 +12,13 @@ Every width comes from the tensors (a pruned model's stored yaml holds the unpru
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 from .. import __version__
 from ..weights import ConvWeights, DarknetWeights
-from .checkpoint import CheckpointError, ModuleRecord
+from .checkpoint import ModuleRecord
 
 DARKNET_BN_EPS = 1e-6
 ROOTS = ("Model", "DetectionModel", "ModelPruned")
@@ -60,7 +60,6 @@ class Imported:
     names: list[str]
     dialect: str
     strides: tuple[int, ...]
-    outputs: dict[int, int] = field(repr=False)  # YOLOv5 layer index -> darknet layer holding its output
 
 
 def _pair(value, what: str, where: str) -> int:
@@ -124,6 +123,10 @@ def focus_kernel(kernel: np.ndarray) -> np.ndarray:
     return result
 
 
+def _f32(array) -> np.ndarray:
+    return np.ascontiguousarray(array, np.float32)
+
+
 def _number(value: float) -> str:
     """A float32 value as the shortest decimal that reads back the same."""
     return np.format_float_positional(np.float32(value), trim="-")
@@ -174,24 +177,26 @@ class Emitter:
                              f"{self.channels_of(source)}")
         self.route([source], where)
         options = {"filters": filters, "size": size, "stride": stride}
-        options.update({"pad": 1} if padding == size // 2 and size % 2 else {"padding": padding} if padding else {})
+        if size % 2 and padding == size // 2:
+            options["pad"] = 1
+        elif padding:
+            options["padding"] = padding  # e.g. the 6x6 stem's 2, where pad=1 would mean 3
         if groups > 1:
             options["groups"] = groups
-        if norm is not None:
+        if norm is None:
+            layer = ConvWeights(bias=_f32(np.zeros(filters) if bias is None else bias), weights=_f32(kernel))
+        else:
             options = {"batch_normalize": 1, **options}
-            mean = norm.mean - bias if bias is not None else norm.mean
             variance = norm.var + norm.eps - DARKNET_BN_EPS
             if (variance <= 0).any():
-                raise LayerError(f"{where}: BatchNorm eps {norm.eps:g} and running_var cannot be expressed with "
-                                 "darknet's eps 1e-6")
-            layer = ConvWeights(bias=norm.beta, scales=norm.gamma, mean=mean, variance=variance, weights=kernel)
-        else:
-            layer = ConvWeights(bias=np.zeros(filters, np.float32) if bias is None else bias, weights=kernel)
+                raise LayerError(f"{where}: BatchNorm eps {norm.eps:g} with its running_var cannot be expressed "
+                                 "with darknet's eps 1e-6")
+            layer = ConvWeights(bias=_f32(norm.beta), scales=_f32(norm.gamma),
+                                mean=_f32(norm.mean if bias is None else norm.mean - bias),
+                                variance=_f32(variance), weights=_f32(kernel))
         options["activation"] = activation
         index = self.add("convolutional", options, filters)
-        self.weights[index] = ConvWeights(*(None if a is None else np.ascontiguousarray(a, np.float32)
-                                            for a in (layer.bias, layer.scales, layer.mean, layer.variance,
-                                                      layer.weights)))
+        self.weights[index] = layer
         return index
 
     def conv2d(self, record: ModuleRecord, norm_record: ModuleRecord | None, activation: str, source: int,
@@ -335,7 +340,7 @@ def upsample(out: Emitter, record: ModuleRecord, source: int, where: str) -> int
     return out.add("upsample", {"stride": int(factors[0])}, out.channels_of(source))
 
 
-def detect(out: Emitter, record: ModuleRecord, sources: list[int], strides: np.ndarray, where: str) -> list[int]:
+def detect(out: Emitter, record: ModuleRecord, sources: list[int], strides: np.ndarray, where: str) -> int:
     """Per level: the 1x1 conv (logistic, or linear in the yolov5 dialect) and a new_coords [yolo]."""
     convs = list(_child(record, "m", where).children.values())
     anchors = _tensor(record, "anchors", where)
@@ -345,20 +350,20 @@ def detect(out: Emitter, record: ModuleRecord, sources: list[int], strides: np.n
         raise LayerError(f"{where}: {len(convs)} convs, {len(sources)} inputs, {len(strides)} strides and anchors "
                          f"of shape {anchors.shape} do not describe the same levels")
     classes = int(record.attrs.get("nc", -1))
-    if convs and _tensor(convs[0], "weight", f"{where}.m.0").shape[0] != per_level * (classes + 5):
-        raise LayerError(f"{where}: {per_level} anchors x ({classes} classes + 5) does not match the head convs")
+    for level, conv in enumerate(convs):
+        if _tensor(conv, "weight", f"{where}.m.{level}").shape[0] != per_level * (classes + 5):
+            raise LayerError(f"{where}: {per_level} anchors x ({classes} classes + 5) does not match head conv "
+                             f"m.{level}")
     pixels = anchors * np.asarray(strides, np.float32)[:, None, None]
     anchor_text = ", ".join(f"{_number(w)},{_number(h)}" for w, h in pixels.reshape(-1, 2))
     activation = "linear" if out.dialect == "yolov5" else "logistic"
-    heads = []
     for level, (conv, source) in enumerate(zip(convs, sources)):
         out.comment = f"Detect level {level}: stride {int(strides[level])}"
         out.conv2d(conv, None, activation, source, f"{where}.m.{level}")
         mask = ",".join(str(level * per_level + a) for a in range(per_level))
-        heads.append(out.add("yolo", {"mask": mask, "anchors": anchor_text, "classes": classes,
-                                      "num": levels * per_level, "new_coords": 1, "scale_x_y": 2.0},
-                             out.channels[out.last]))
-    return heads
+        out.add("yolo", {"mask": mask, "anchors": anchor_text, "classes": classes, "num": levels * per_level,
+                         "new_coords": 1, "scale_x_y": 2.0}, out.channels[out.last])
+    return out.last
 
 
 # --- the whole model --------------------------------------------------------------------------------------
@@ -396,7 +401,7 @@ def class_names(root: ModuleRecord, classes: int) -> list[str]:
         names = [names.get(i, names.get(str(i))) for i in range(classes)]
     if not isinstance(names, (list, tuple)) or len(names) != classes or not all(isinstance(n, str) for n in names):
         return [f"class_{i}" for i in range(classes)]
-    return [name.strip() or f"class_{i}" for i, name in enumerate(names)]
+    return [" ".join(name.split()) or f"class_{i}" for i, name in enumerate(names)]
 
 
 def _uses_hardswish(record: ModuleRecord) -> bool:
@@ -445,8 +450,7 @@ def to_darknet(root: ModuleRecord, size: tuple[int, int] = DEFAULT_SIZE, source_
             outputs[index] = concat(out, record, sources, where)
         elif record.kind == "Detect":
             strides, classes = _strides(root, record), int(record.attrs.get("nc", 0))
-            detect(out, record, sources, strides, where)
-            outputs[index] = out.last
+            outputs[index] = detect(out, record, sources, strides, where)
         elif len(sources) != 1:
             raise LayerError(f"{where}: takes one input, but from={record.attrs.get('f')!r}")
         else:
@@ -462,9 +466,5 @@ def to_darknet(root: ModuleRecord, size: tuple[int, int] = DEFAULT_SIZE, source_
     net = f"[net]\nwidth={width}\nheight={height}\nchannels=3"
     text = _header(root, source_name, dialect) + "\n" + "\n\n".join([net, *out.blocks]) + "\n"
     return Imported(text, DarknetWeights(0, 2, 5, 0, out.weights), class_names(root, classes), dialect,
-                    tuple(int(s) for s in strides), outputs)
+                    tuple(int(s) for s in strides))
 
-
-def import_error(path: str, exc: LayerError) -> CheckpointError:
-    """A LayerError as the one-line error the CLI prints."""
-    return CheckpointError(f"{path}: {exc}")
