@@ -232,6 +232,17 @@ def test_payloads_inside_an_intact_checkpoint_run_nothing(tmp_path):
     assert not marker_shell.exists() and not marker_open.exists()
 
 
+def _text(value: str) -> bytes:
+    data = value.encode()
+    return b"X" + len(data).to_bytes(4, "little") + data
+
+
+def open_write_pickle(path: Path) -> bytes:
+    """Protocol-2 opcodes for getattr(open(path, 'w'), 'write')('pwned')."""
+    return (b"\x80\x02cbuiltins\ngetattr\ncio\nopen\n" + _text(str(path)) + _text("w") + b"\x86R"
+            + _text("write") + b"\x86R" + _text("pwned") + b"\x85R.")
+
+
 def _bad_files(tmp_path: Path) -> dict[str, tuple[Path, str]]:
     """name -> (file, words its one-line error must contain)."""
     model, _ = MODELS["v5-pruned"]
@@ -263,6 +274,9 @@ def _bad_files(tmp_path: Path) -> dict[str, tuple[Path, str]]:
     raw_pickle = tmp_path / "raw.pt"
     raw_pickle.write_bytes(pickle.dumps(Payload(os.system, f"touch {marker}"), protocol=2))
     files["payload-plain-pickle"] = (raw_pickle, "cannot read it as a PyTorch checkpoint")
+    writer = tmp_path / "writer.pt"
+    writer.write_bytes(open_write_pickle(marker))
+    files["payload-open-write"] = (writer, "cannot read it as a PyTorch checkpoint")
     scripted = tmp_path / "scripted.pt"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit.script is deprecated, not gone
@@ -277,7 +291,7 @@ def _bad_files(tmp_path: Path) -> dict[str, tuple[Path, str]]:
 
 BAD = ["truncated", "zip-not-checkpoint", "state-dict", "bare-state-dict", "unknown-class", "unknown-activation",
        "payload-as-model",
-       "payload-legacy-format", "payload-plain-pickle", "torchscript", "text", "missing"]
+       "payload-legacy-format", "payload-plain-pickle", "payload-open-write", "torchscript", "text", "missing"]
 
 
 @pytest.fixture(scope="module")
