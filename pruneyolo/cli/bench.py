@@ -19,8 +19,8 @@ def parse_variants(ctx, param, value) -> tuple[str, ...]:
 
 @click.command("bench")
 @click.argument("cfg", type=click.Path(dir_okay=False))
-@click.option("--weights", "weights_path", required=True, type=click.Path(dir_okay=False),
-              help="Darknet .weights for CFG.")
+@click.option("--weights", "weights_path", type=click.Path(dir_okay=False),
+              help="Darknet .weights for CFG (none for a YOLOv5 .pt).")
 @size_option
 @click.option("--seconds", default=5.0, show_default=True, type=click.FloatRange(0.5),
               help="Per variant and mode (benchmark_app rounds to whole seconds).")
@@ -37,15 +37,17 @@ def bench_command(cfg, weights_path, size, seconds, variants, calib_dir, calib_s
     from rich.console import Console
 
     from pruneyolo.bench.timing import bench, footer, plot, result_table
-    from pruneyolo.darknet.graph import load_graph
-    from pruneyolo.darknet.weights import read_weights
+    from pruneyolo.darknet.weights import write_weights
     from pruneyolo.export.quantize import calib_images
+    from pruneyolo.yolov5.source import load_model
 
-    graph = load_graph(cfg, size)
-    weights = read_weights(weights_path, graph)
+    graph, weights, _ = load_model(cfg, weights_path, size)
     calib = calib_images(calib_dir, calib_size) if calib_dir else None
     console = Console() if sys.stdout.isatty() else Console(width=160)  # a piped table keeps its columns
     with tempfile.TemporaryDirectory(prefix="pruneyolo-bench-") as workdir, console.status("bench") as status:
+        if not weights_path:  # OpenCV DNN reads a .weights file
+            weights_path = Path(workdir) / "model.weights"
+            write_weights(weights_path, graph, weights)
         result = bench(graph, weights, Path(weights_path), Path(workdir), seconds, variants, calib, calib_size,
                        not no_app, log=status.update)
     console.print(result_table(result))

@@ -12,6 +12,7 @@ from pruneyolo.errors import PruneyoloError
 
 # command name -> "module:attribute"; each module imports its heavy libraries inside the command
 COMMANDS = {
+    "import": "pruneyolo.cli.yolov5:import_command",
     "inspect": "pruneyolo.cli.model:inspect",
     "codegen": "pruneyolo.cli.model:codegen",
     "convert": "pruneyolo.cli.model:convert",

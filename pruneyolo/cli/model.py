@@ -8,8 +8,6 @@ from pathlib import Path
 import click
 
 from pruneyolo.cli.options import dialect_option, size_option
-from pruneyolo.darknet.graph import load_graph
-from pruneyolo.darknet.summary import format_summary, summary_data
 from pruneyolo.errors import PruneyoloError
 
 
@@ -19,8 +17,11 @@ from pruneyolo.errors import PruneyoloError
 @dialect_option
 @click.option("--json", "as_json", is_flag=True, help="Print the graph as JSON.")
 def inspect(cfg, size, dialect, as_json):
-    """Parse CFG and print its layers, shapes, parameters and BFLOPs."""
-    graph = load_graph(cfg, size, dialect)
+    """Parse CFG (or a YOLOv5 .pt) and print its layers, shapes, parameters and BFLOPs."""
+    from pruneyolo.darknet.summary import format_summary, summary_data
+    from pruneyolo.yolov5.source import load_model
+
+    graph = load_model(cfg, None, size, dialect, need_weights=False).graph
     click.echo(json.dumps(summary_data(graph), indent=1) if as_json else format_summary(graph))
 
 
@@ -31,22 +32,25 @@ def inspect(cfg, size, dialect, as_json):
 @size_option
 @dialect_option
 def codegen(cfg, output, weights, size, dialect):
-    """Write a standalone, readable PyTorch model file for CFG."""
-    from pruneyolo.darknet.weights import read_weights
+    """Write a standalone, readable PyTorch model file for CFG (a YOLOv5 .pt: its weights go beside it)."""
+    from pruneyolo.darknet.weights import write_weights
     from pruneyolo.files import atomic_write
     from pruneyolo.nn.codegen import render_model
+    from pruneyolo.yolov5.source import load_model
 
-    graph = load_graph(cfg, size, dialect)
-    if weights:
-        read_weights(weights, graph)
+    graph, checkpoint_weights, _ = load_model(cfg, weights, size, dialect, need_weights=False)
     output = output or f"{Path(cfg).stem}.py"
+    if checkpoint_weights is not None and not weights:
+        weights = str(Path(output).with_suffix(".weights"))
+        write_weights(weights, graph, checkpoint_weights)
     atomic_write(output, render_model(graph, str(Path(weights).resolve()) if weights else None))
     click.echo(f"wrote {output}: {len(graph.nodes)} layers, {graph.params:,} parameters, {graph.bflops:.3f} BFLOPs")
 
 
 @click.command()
 @click.argument("cfg", type=click.Path(dir_okay=False))
-@click.option("--weights", type=click.Path(dir_okay=False), required=True, help="Darknet .weights for CFG.")
+@click.option("--weights", type=click.Path(dir_okay=False),
+              help="Darknet .weights for CFG (not with a YOLOv5 .pt or an ONNX file).")
 @click.option("--output", "-o", "output_dir", type=click.Path(file_okay=False),
               help="Directory for <cfg stem>.xml/.bin (and .onnx).")
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="fp32", show_default=True,
@@ -67,13 +71,14 @@ def codegen(cfg, output, weights, size, dialect):
 @dialect_option
 def convert(cfg, weights, output_dir, precision, calib_dir, calib_size, eval_data, ovms_dir, heads, with_onnx, names,
             size, dialect):
-    """Convert CFG + WEIGHTS to OpenVINO IR (u8 NHWC BGR input, metadata embedded)."""
+    """Convert CFG + WEIGHTS (or a YOLOv5 .pt, or its export.py ONNX) to OpenVINO IR (u8 NHWC BGR input,
+    metadata embedded)."""
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    from pruneyolo.darknet.weights import read_weights
     from pruneyolo.export.convert import export_module, read_names, save_ir, save_onnx, to_openvino
     from pruneyolo.export.ovms import model_name, write_repository
     from pruneyolo.export.quantize import calib_images, quantize_images
+    from pruneyolo.yolov5.source import load_model
 
     if not output_dir and not ovms_dir:
         raise PruneyoloError("give -o DIR (IR files) or --ovms DIR (a model server repository), or both")
@@ -85,9 +90,17 @@ def convert(cfg, weights, output_dir, precision, calib_dir, calib_size, eval_dat
         raise PruneyoloError("--onnx writes next to the IR: give -o DIR")
     if eval_data and heads == "raw":
         raise PruneyoloError("--eval scores decoded boxes: drop --heads raw")
+    if Path(cfg).suffix.lower() == ".onnx":
+        from pruneyolo.export.onnx_wrap import convert_onnx
+
+        written = convert_onnx(cfg, output_dir, ovms_dir, precision=precision, heads=heads, with_onnx=with_onnx,
+                               weights=weights, calib=calib_dir, eval_data=eval_data, names=names, size=size)
+        click.echo(f"wrote {', '.join(map(str, written))} ({precision}, YOLOv5 ONNX with decoded output, input u8 "
+                   "NHWC BGR)")
+        return
     calib_paths = calib_images(calib_dir, calib_size) if calib_dir else []
     stem = Path(cfg).stem
-    steps = (["parse cfg", "read weights", "convert to OpenVINO"] + (["quantize (NNCF)"] if calib_paths else [])
+    steps = (["load model", "convert to OpenVINO"] + (["quantize (NNCF)"] if calib_paths else [])
              + ["save IR"] + (["export ONNX"] if with_onnx else []))
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), transient=True) as bar:
         task = bar.add_task(steps[0], total=len(steps))
@@ -96,9 +109,8 @@ def convert(cfg, weights, output_dir, precision, calib_dir, calib_size, eval_dat
             bar.update(task, advance=1, description=steps[min(steps.index(done_name) + 1, len(steps) - 1)])
             return result
 
-        graph = step("parse cfg", load_graph(cfg, size, dialect))
-        darknet_weights = step("read weights", read_weights(weights, graph))
-        labels = read_names(names) if names else None
+        graph, darknet_weights, labels = step("load model", load_model(cfg, weights, size, dialect))
+        labels = read_names(names) if names else labels
         model = step("convert to OpenVINO", to_openvino(graph, darknet_weights, heads, labels, precision))
         float_model = model
         if calib_paths:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import click
@@ -20,8 +21,8 @@ def parse_percents(ctx, param, value):
     return percents
 
 
-weights_option = click.option("--weights", "weights_path", required=True, type=click.Path(dir_okay=False),
-                              help="Darknet .weights for CFG.")
+weights_option = click.option("--weights", "weights_path", type=click.Path(dir_okay=False),
+                              help="Darknet .weights for CFG (none for a YOLOv5 .pt).")
 
 
 @click.command("prune")
@@ -37,16 +38,15 @@ weights_option = click.option("--weights", "weights_path", required=True, type=c
               help="Directory for prune_<P>[_shortcut_<N>]_<stem>.cfg/.weights.")
 @size_option
 def prune_command(cfg, weights_path, percents, layer_keep, shortcuts, directory, size):
-    """Prune CFG + --weights by BatchNorm |gamma| and write Darknet cfg+weights."""
+    """Prune CFG + --weights (or a YOLOv5 .pt) by BatchNorm |gamma| and write Darknet cfg+weights."""
     from rich.console import Console
 
-    from pruneyolo.darknet.graph import load_graph
-    from pruneyolo.darknet.weights import read_weights
+    from pruneyolo.darknet.weights import write_weights
     from pruneyolo.prune.pruning import prune, write_result
     from pruneyolo.prune.report import SweepRow, stage_table, sweep_table
+    from pruneyolo.yolov5.source import load_model
 
-    graph = load_graph(cfg, size)
-    weights = read_weights(weights_path, graph)
+    graph, weights, _ = load_model(cfg, weights_path, size)
     results = [prune(graph, weights, percent, layer_keep, shortcuts) for percent in percents]
     console = Console()
     rows = []
@@ -57,7 +57,11 @@ def prune_command(cfg, weights_path, percents, layer_keep, shortcuts, directory,
             console.print(stage_table(graph, result))
         console.print(f"wrote {cfg_out} and {weights_out}")
     if len(results) > 1:
-        console.print(sweep_table(graph, Path(weights_path), rows))
+        with tempfile.TemporaryDirectory(prefix="pruneyolo-prune-") as workdir:
+            if not weights_path:  # the sweep table compares file sizes with the original's .weights
+                weights_path = Path(workdir) / "original.weights"
+                write_weights(weights_path, graph, weights)
+            console.print(sweep_table(graph, Path(weights_path), rows))
 
 
 @click.command("compare")
@@ -81,11 +85,10 @@ def compare_command(first, second, size):
               help="PNG to write.")
 @click.option("--percent", type=click.FloatRange(0, 1, max_open=True), help="Draw the threshold of this percent.")
 def gammas_command(cfg, weights_path, image, percent):
-    """Plot the |gamma| histogram (overall and per stage) of CFG's prunable BatchNorm layers."""
-    from pruneyolo.darknet.graph import load_graph
-    from pruneyolo.darknet.weights import read_weights
+    """Plot the |gamma| histogram (overall and per stage) of CFG's (or a YOLOv5 .pt's) prunable BatchNorm layers."""
     from pruneyolo.prune.report import plot_gammas
+    from pruneyolo.yolov5.source import load_model
 
-    graph = load_graph(cfg)
-    plot_gammas(graph, read_weights(weights_path, graph), image, percent)
+    graph, weights, _ = load_model(cfg, weights_path)
+    plot_gammas(graph, weights, image, percent)
     click.echo(f"wrote {image}")

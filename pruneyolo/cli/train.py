@@ -8,7 +8,6 @@ from pathlib import Path
 import click
 
 from pruneyolo.cli.options import size_option
-from pruneyolo.errors import PruneyoloError
 
 
 def metrics_table(title: str, metrics):
@@ -58,14 +57,13 @@ threads_option = click.option("--threads", type=click.IntRange(1), help="PyTorch
 @size_option
 def train_command(cfg, data_dir, weights_path, out_dir, epochs, batch, lr, optimizer, warmup, sparsity, ema,
                   augment, limit, seed, threads, size):
-    """Train CFG on a dataset's train split and write Darknet .weights plus a checkpoint."""
-    from pruneyolo.darknet.graph import load_graph
-    from pruneyolo.darknet.weights import read_weights
+    """Train CFG (or a YOLOv5 .pt, imported into -o first) on a dataset's train split and write Darknet .weights
+    plus a checkpoint."""
     from pruneyolo.train.trainer import NO_AUGMENT, Augment, TrainOptions, train
+    from pruneyolo.yolov5.source import load_for_training
 
     set_threads(threads)
-    graph = load_graph(cfg, size)
-    weights = read_weights(weights_path, graph) if weights_path else None
+    graph, weights, _ = load_for_training(cfg, weights_path, size, out_dir)
     options = TrainOptions(epochs=epochs, batch=batch, lr=lr, optimizer=optimizer, warmup=warmup,
                            sparsity=sparsity, ema=ema, augment=Augment() if augment else NO_AUGMENT, seed=seed,
                            limit=limit)
@@ -91,22 +89,19 @@ def train_command(cfg, data_dir, weights_path, out_dir, epochs, batch, lr, optim
 @size_option
 def eval_command(model, weights_path, data_dir, split, conf, iou, pr_conf, limit, device, json_path, threads,
                  size):
-    """Score MODEL (a cfg with --weights, or an IR .xml) on a split: P, R, mAP@0.5, mAP@0.5:0.95."""
+    """Score MODEL (a cfg with --weights, a YOLOv5 .pt, or an IR .xml) on a split: P, R, mAP@0.5, mAP@0.5:0.95."""
     from rich.console import Console
 
-    from pruneyolo.darknet.graph import load_graph
-    from pruneyolo.darknet.weights import read_weights
     from pruneyolo.files import atomic_write
     from pruneyolo.train.evaluate import evaluate, ir_predictor, torch_predictor
+    from pruneyolo.yolov5.source import load_model
 
     set_threads(threads)
     if Path(model).suffix == ".xml":
         predict = ir_predictor(model, device)
-    elif weights_path:
-        graph = load_graph(model, size)
-        predict = torch_predictor(graph, read_weights(weights_path, graph))
     else:
-        raise PruneyoloError(f"{model}: a cfg needs --weights (or pass an IR .xml)")
+        graph, weights, _ = load_model(model, weights_path, size)
+        predict = torch_predictor(graph, weights)
     metrics = evaluate(predict, data_dir, split, conf, iou, pr_conf, limit)
     Console().print(metrics_table(f"{Path(model).name} on {split}", metrics))
     if json_path:

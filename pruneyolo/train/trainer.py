@@ -155,25 +155,26 @@ class LossWeights:
 
 @dataclass(frozen=True)
 class HeadGeometry:
-    """What the loss needs of one head: anchors (px), stride (x, y), scale_x_y and objectness weight."""
+    """What the loss needs of one head: anchors (px), stride (x, y), scale_x_y, objectness weight, decode."""
 
     anchors: torch.Tensor  # [A, 2]
     stride: tuple[float, float]
     scale_x_y: float
     balance: float
+    decode: str = "darknet"  # 'new_coords': the head conv is logistic, so its outputs are probabilities
 
 
 def head_geometry(graph: Graph) -> list[HeadGeometry]:
-    """Loss geometry of every head; only darknet-style (logistic xy, exp wh) heads are trainable here."""
+    """Loss geometry of every head; darknet-style (logistic xy, exp wh) and new_coords (YOLOv5's) heads."""
     _, height, width = graph.input_shape
     result = []
     for head in graph.heads:
-        if head.decode != "darknet":
+        if head.decode not in ("darknet", "new_coords"):
             raise PruneyoloError(f"{graph.path}: training supports [yolo] heads with darknet decoding, not "
                                  f"{head.decode!r} (layer {head.index})")
         stride = (width / head.out_shape[2], height / head.out_shape[1])
         result.append(HeadGeometry(torch.tensor(head.head_anchors, dtype=torch.float32), stride,
-                                   head.scale_x_y, BALANCE.get(head.stride, 0.4)))
+                                   head.scale_x_y, BALANCE.get(head.stride, 0.4), head.decode))
     return result
 
 
@@ -214,6 +215,8 @@ def yolo_loss(outputs: list[torch.Tensor], targets: torch.Tensor, geometry: list
     for index, (raw, head) in enumerate(zip(outputs, geometry)):
         count, (n, _, height, width) = len(head.anchors), raw.shape
         p = raw.view(n, count, -1, height, width).permute(0, 1, 3, 4, 2)
+        probabilities = head.decode == "new_coords"
+        bce = F.binary_cross_entropy if probabilities else F.binary_cross_entropy_with_logits
         obj_target = torch.zeros_like(p[..., 4])
         here = head_of[anchor_index] == index
         if here.any():
@@ -224,14 +227,18 @@ def yolo_loss(outputs: list[torch.Tensor], targets: torch.Tensor, geometry: list
             picked = p[image, slot, row, column]
             s = head.scale_x_y
             cell = torch.stack([column, row], 1).to(picked.dtype)
-            xy = (torch.sigmoid(picked[:, :2]) * s - 0.5 * (s - 1) + cell) * torch.tensor(head.stride)
-            wh = torch.exp(picked[:, 2:4].clamp(max=MAX_LOG_WH)) * head.anchors[slot]
+            if probabilities:
+                xy = (picked[:, :2] * s - 0.5 * (s - 1) + cell) * torch.tensor(head.stride)
+                wh = (2 * picked[:, 2:4]) ** 2 * head.anchors[slot]
+            else:
+                xy = (torch.sigmoid(picked[:, :2]) * s - 0.5 * (s - 1) + cell) * torch.tensor(head.stride)
+                wh = torch.exp(picked[:, 2:4].clamp(max=MAX_LOG_WH)) * head.anchors[slot]
             overlap = ciou(torch.cat([xy, wh], 1), rows[:, 2:6])
             box_loss = box_loss + (1 - overlap).mean()
             obj_target[image, slot, row, column] = 1.0
             classes = F.one_hot(rows[:, 1].long(), picked.shape[1] - 5).to(picked.dtype)
-            cls_loss = cls_loss + F.binary_cross_entropy_with_logits(picked[:, 5:], classes)
-        obj_loss = obj_loss + head.balance * F.binary_cross_entropy_with_logits(p[..., 4], obj_target)
+            cls_loss = cls_loss + bce(picked[:, 5:], classes)
+        obj_loss = obj_loss + head.balance * bce(p[..., 4], obj_target)
     total = weights.box * box_loss + weights.obj * obj_loss + weights.cls * cls_loss
     return total, {name: float(part.detach()) for name, part in (("box", box_loss), ("obj", obj_loss), ("cls", cls_loss))}
 
