@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 
 from pruneyolo.errors import PruneyoloError
+from pruneyolo.letterbox import place
 from pruneyolo.runner.mosaic import (
     Layout,
     blank_mosaic,
     make_layout,
     paste,
-    place,
     tile_of,
     to_mosaic,
     to_source,
