@@ -90,6 +90,8 @@ def render_model(graph: Graph, default_weights: str | None = None) -> str:
     modules = [node for node in graph.nodes if not isinstance(node, PASS_THROUGH)]
     init_lines = [f"self.{module_name(node)} = {layer_call(node)}  "
                   f"# {_shape(_input_shape(graph, node))} -> {_shape(node.out_shape)}" for node in modules]
+    init_lines += [f"self.{module_name(conv)}.share_arrays(self.{module_name(graph.nodes[conv.share])})  "
+                   "# share_index" for conv in graph.convs if conv.share is not None]
     heads = [{"index": head.index, "out_shape": head.out_shape, "stride": head.stride,
               "anchors_text": ", ".join(f"{w:g}x{h:g}" for w, h in head.head_anchors)} for head in graph.heads]
     cfg_name = Path(graph.path).name
@@ -100,4 +102,4 @@ def render_model(graph: Graph, default_weights: str | None = None) -> str:
         file_name=f"{Path(graph.path).stem}.py", layers_source=_layers_source(), layer_count=len(graph.nodes),
         init_lines=init_lines, forward_lines=[_forward_line(graph, node) for node in graph.nodes],
         outputs=[_variable(graph, head.inputs[0]) for head in graph.heads],
-        conv_names=[module_name(conv) for conv in graph.convs], default_weights=repr(default_weights))
+        conv_names=[module_name(conv) for conv in graph.weighted_convs], default_weights=repr(default_weights))
