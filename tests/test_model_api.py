@@ -21,8 +21,9 @@ from pruneyolo.cli.main import main
 from pruneyolo.darknet.graph import load_graph
 from pruneyolo.data.synth import CLASSES, SceneStream
 from pruneyolo.detect.boxes import candidates
+from pruneyolo.detect.letterbox import PAD_VALUE, place
 from pruneyolo.detect.metadata import ModelInfo
-from pruneyolo.detect.mosaic import PAD_VALUE, make_layout, paste, place
+from pruneyolo.detect.mosaic import make_layout, paste
 from pruneyolo.export.convert import read_names
 from pruneyolo.runner.pipeline import RunOptions
 from pruneyolo.train.evaluate import ir_predictor

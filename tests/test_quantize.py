@@ -21,8 +21,8 @@ from pruneyolo.export.quantize import (
     calib_images,
     decode_ops,
     input_size,
-    letterbox,
     quantize_model,
+    read_calib_image,
     synthetic_calib,
 )
 
@@ -109,9 +109,9 @@ def test_int8_outputs_close_to_fp32_on_calibration_like_scenes(models):
         assert np.abs(got[:, 4:] - expected[:, 4:]).max() < 0.1 * spread  # objectness, classes (measured ~1%)
 
 
-def test_letterbox_keeps_aspect_and_pads():
-    image = np.full((50, 100, 3), 200, np.uint8)
-    boxed = letterbox(image, 64, 64)
+def test_calib_images_are_letterboxed(tmp_path):
+    cv2.imwrite(str(tmp_path / "wide.png"), np.full((50, 100, 3), 200, np.uint8))
+    boxed = read_calib_image(tmp_path / "wide.png", 64, 64)
     assert boxed.shape == (1, 64, 64, 3) and boxed.dtype == np.uint8
     assert (boxed[0, 32, :, 0] == 200).all() and boxed[0, 0, 0, 0] != 200
 

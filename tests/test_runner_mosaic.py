@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 
 from pruneyolo.detect.boxes import candidates, nms, select
+from pruneyolo.detect.letterbox import place
 from pruneyolo.detect.mosaic import (
     Layout,
     blank_mosaic,
     make_layout,
     paste,
-    place,
     tile_of,
     to_mosaic,
     to_source,

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from pruneyolo.bench.variants import VARIANTS
-from pruneyolo.cli.options import size_option
+from pruneyolo.cli.options import load_model, size_option
 
 
 def parse_variants(ctx, param, value) -> tuple[str, ...]:
@@ -39,7 +39,6 @@ def bench_command(cfg, weights_path, size, seconds, variants, calib_dir, calib_s
     from pruneyolo.bench.timing import bench, footer, plot, result_table
     from pruneyolo.darknet.weights import write_weights
     from pruneyolo.export.quantize import calib_images
-    from pruneyolo.yolov5.source import load_model
 
     graph, weights, _ = load_model(cfg, weights_path, size)
     calib = calib_images(calib_dir, calib_size) if calib_dir else None

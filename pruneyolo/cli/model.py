@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from pruneyolo.cli.options import dialect_option, size_option
+from pruneyolo.cli.options import dialect_option, load_model, size_option
 from pruneyolo.errors import PruneyoloError
 
 
@@ -36,7 +36,6 @@ def codegen(cfg, output, weights, size, dialect):
     from pruneyolo.darknet.weights import write_weights
     from pruneyolo.files import atomic_write
     from pruneyolo.nn.codegen import render_model
-    from pruneyolo.yolov5.source import load_model
 
     graph, checkpoint_weights, _ = load_model(cfg, weights, size, dialect, need_weights=False)
     output = output or f"{Path(cfg).stem}.py"
@@ -78,7 +77,6 @@ def convert(cfg, weights, output_dir, precision, calib_dir, calib_size, eval_dat
     from pruneyolo.export.convert import export_module, read_names, save_ir, save_onnx, to_openvino
     from pruneyolo.export.ovms import model_name, write_repository
     from pruneyolo.export.quantize import calib_images, quantize_images
-    from pruneyolo.yolov5.source import load_model
 
     if not output_dir and not ovms_dir:
         raise PruneyoloError("give -o DIR (IR files) or --ovms DIR (a model server repository), or both")

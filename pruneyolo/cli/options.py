@@ -25,3 +25,13 @@ def parse_size(ctx, param, value):
 size_option = click.option("--size", callback=parse_size, help="Input size WxH (overrides [net]).")
 dialect_option = click.option("--dialect", type=click.Choice(DIALECTS),
                               help="Force the cfg dialect (default: detected).")
+
+
+def load_model(path, weights=None, size=None, dialect=None, *, need_weights: bool = True):
+    """pruneyolo.yolov5.source.load_model, with each of the graph's warnings (e.g. darknet leniencies) on stderr."""
+    from pruneyolo.yolov5.source import load_model as load
+
+    loaded = load(path, weights, size, dialect, need_weights=need_weights)
+    for warning in loaded.graph.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    return loaded

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from pruneyolo.cli.options import size_option
+from pruneyolo.cli.options import load_model, size_option
 
 
 def parse_percents(ctx, param, value):
@@ -44,7 +44,6 @@ def prune_command(cfg, weights_path, percents, layer_keep, shortcuts, directory,
     from pruneyolo.darknet.weights import write_weights
     from pruneyolo.prune.pruning import prune, write_result
     from pruneyolo.prune.report import SweepRow, stage_table, sweep_table
-    from pruneyolo.yolov5.source import load_model
 
     graph, weights, _ = load_model(cfg, weights_path, size)
     results = [prune(graph, weights, percent, layer_keep, shortcuts) for percent in percents]
@@ -87,7 +86,6 @@ def compare_command(first, second, size):
 def gammas_command(cfg, weights_path, image, percent):
     """Plot the |gamma| histogram (overall and per stage) of CFG's (or a YOLOv5 .pt's) prunable BatchNorm layers."""
     from pruneyolo.prune.report import plot_gammas
-    from pruneyolo.yolov5.source import load_model
 
     graph, weights, _ = load_model(cfg, weights_path)
     plot_gammas(graph, weights, image, percent)

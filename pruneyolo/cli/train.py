@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from pruneyolo.cli.options import size_option
+from pruneyolo.cli.options import load_model, size_option
 
 
 def metrics_table(title: str, metrics):
@@ -94,7 +94,6 @@ def eval_command(model, weights_path, data_dir, split, conf, iou, pr_conf, limit
 
     from pruneyolo.files import atomic_write
     from pruneyolo.train.evaluate import evaluate, ir_predictor, torch_predictor
-    from pruneyolo.yolov5.source import load_model
 
     set_threads(threads)
     if Path(model).suffix == ".xml":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 from collections.abc import Callable
@@ -71,6 +72,7 @@ class Conv(Node):
     activation: str
     has_conv: bool = True
     has_bias: bool = True
+    share: int | None = None  # share_index=: the conv whose arrays this one uses (none of its own in .weights)
 
     kind = "conv"
 
@@ -88,6 +90,8 @@ class Conv(Node):
 
     @property
     def params(self) -> int:
+        if self.share is not None:
+            return 0
         return self.n_weights + self.filters * (int(self.has_bias) + int(self.batch_normalize))
 
     @property
@@ -225,6 +229,11 @@ class Graph:
         return [node for node in self.nodes if isinstance(node, Conv)]
 
     @property
+    def weighted_convs(self) -> list[Conv]:
+        """The convs with arrays of their own in a .weights file (not share_index ones), in file order."""
+        return [conv for conv in self.convs if conv.share is None]
+
+    @property
     def params(self) -> int:
         return sum(node.params for node in self.nodes)
 
@@ -255,10 +264,18 @@ class _Context:
     input_shape: Shape
     dialect: str
     section: Section
+    nodes: list[Node] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def previous(self) -> int:
         return self.index - 1
+
+    def warn(self, opts: Options, key: str, message: str) -> None:
+        """Record one line about a leniency (something darknet accepts that a stricter reading would not)."""
+        entry = opts.section.entries.get(key)
+        line = entry.line if entry else opts.section.line
+        self.warnings.append(f"{opts.section.path}:{line}: [{opts.section.name}] {message}")
 
     def shape_of(self, index: int) -> Shape:
         return self.input_shape if index < 0 else self.shapes[index]
@@ -306,6 +323,27 @@ def _conv_out(size: int, extent: int, padding: int, stride: int) -> int:
     return (extent + 2 * padding - size) // stride + 1
 
 
+def _conv_stride(opts: Options, ctx: _Context, key: str, stride: int) -> int:
+    """stride_x or stride_y; like darknet, a missing or non-positive one falls back to `stride`."""
+    value = opts.int(key, stride)
+    if value < 1:
+        ctx.warn(opts, key, f"{key}={value} is not a stride: stride={stride} is used, as darknet does")
+        return stride
+    return value
+
+
+def _dilated_padding(opts: Options, ctx: _Context, size: int, padding: int, dilation: int) -> int:
+    """Darknet pads `padding * dilation` but sizes the output as if undilated: both agree only for
+    padding = (size - 1) / 2, which keeps the input size at stride 1."""
+    if 2 * padding != size - 1:
+        raise opts.error(f"dilation={dilation} with size={size} and padding {padding}: darknet's output size and "
+                         "its dilated convolution agree only for an odd size with pad=1 (or padding=size/2)",
+                         "dilation")
+    ctx.warn(opts, "dilation", f"dilation={dilation}: padded {padding}x{dilation} per side as darknet pads, keeping "
+             "darknet's output size; OpenCV's Darknet importer ignores dilation")
+    return padding * dilation
+
+
 def _make_conv(opts: Options, ctx: _Context, *, has_conv=True, has_bias=True, batch_normalize=None) -> Conv:
     in_shape = ctx.shape_of(ctx.previous)
     filters = _positive(opts, "filters", opts.int("filters"))
@@ -316,8 +354,8 @@ def _make_conv(opts: Options, ctx: _Context, *, has_conv=True, has_bias=True, ba
                     True, "leaky", has_conv=False, has_bias=True)
     size = _positive(opts, "size", opts.int("size", 1))
     stride = _positive(opts, "stride", opts.int("stride", 1))
-    stride_y = _positive(opts, "stride_y", opts.int("stride_y", stride))
-    stride_x = _positive(opts, "stride_x", opts.int("stride_x", stride))
+    stride_y = _conv_stride(opts, ctx, "stride_y", stride)
+    stride_x = _conv_stride(opts, ctx, "stride_x", stride)
     dilation = _positive(opts, "dilation", opts.int("dilation", 1))
     groups = _positive(opts, "groups", opts.int("groups", 1))
     padding = opts.int("padding", 0)
@@ -325,6 +363,11 @@ def _make_conv(opts: Options, ctx: _Context, *, has_conv=True, has_bias=True, ba
         padding = (size - 1) // 2 if ctx.dialect == "yolov5" else size // 2
     if padding < 0:
         raise opts.error(f"padding={padding} must be >= 0", "padding")
+    if dilation > 1 and size == 1:
+        ctx.warn(opts, "dilation", f"dilation={dilation} on a 1x1 conv does nothing; darknet sets it to 1")
+        dilation = 1
+    if dilation > 1:
+        padding = _dilated_padding(opts, ctx, size, padding, dilation)
     if in_shape[0] % groups or filters % groups:
         raise opts.error(f"groups={groups} must divide input channels ({in_shape[0]}) and filters ({filters})",
                          "groups")
@@ -341,9 +384,29 @@ def _make_conv(opts: Options, ctx: _Context, *, has_conv=True, has_bias=True, ba
                 has_conv=True, has_bias=has_bias)
 
 
+def _share(opts: Options, ctx: _Context, conv: Conv) -> Conv:
+    """share_index=L: the conv runs with layer L's kernel, biases and BatchNorm (darknet's share_layer)."""
+    target = ctx.nodes[ctx.resolve(opts, "share_index", opts.int("share_index"))]
+    if not isinstance(target, Conv) or not (target.has_conv and target.has_bias):
+        raise opts.error(f"share_index: layer {target.index} is a [{target.kind}], not a [convolutional]",
+                         "share_index")
+    differences = [f"{name} {mine} vs {theirs}" for name, mine, theirs in (
+        ("size", conv.size, target.size), ("input channels", conv.in_channels, target.in_channels),
+        ("filters", conv.filters, target.filters), ("groups", conv.groups, target.groups),
+        ("batch_normalize", int(conv.batch_normalize), int(target.batch_normalize))) if mine != theirs]
+    if differences:
+        raise opts.error(f"share_index: layer {target.index} has other arrays ({', '.join(differences)}); "
+                         "a shared conv needs the same ones", "share_index")
+    owner = target.index if target.share is None else target.share
+    ctx.warn(opts, "share_index", f"share_index: layer {conv.index} uses layer {owner}'s weights and has none in "
+             "the .weights file; OpenCV's Darknet importer does not share them")
+    return dataclasses.replace(conv, share=owner)
+
+
 @section("convolutional", "conv")
 def parse_convolutional(opts: Options, ctx: _Context) -> Node:
-    return _make_conv(opts, ctx)
+    conv = _make_conv(opts, ctx)
+    return _share(opts, ctx, conv) if opts.has("share_index") else conv
 
 
 @section("convolutional_nobias")
@@ -361,8 +424,8 @@ def parse_convolutional_noconv(opts: Options, ctx: _Context) -> Node:
 @section("maxpool", "max")
 def parse_maxpool(opts: Options, ctx: _Context) -> Node:
     channels, in_h, in_w = ctx.shape_of(ctx.previous)
-    size = _positive(opts, "size", opts.int("size", 1))
-    stride = _positive(opts, "stride", opts.int("stride", size))
+    stride = _positive(opts, "stride", opts.int("stride", 1))  # darknet's defaults: stride 1, size = stride
+    size = _positive(opts, "size", opts.int("size", stride))
     stride_y = _positive(opts, "stride_y", opts.int("stride_y", stride))
     stride_x = _positive(opts, "stride_x", opts.int("stride_x", stride))
     padding = opts.int("padding", size - 1)
@@ -492,10 +555,32 @@ def parse_dropout(opts: Options, ctx: _Context) -> Node:
     return Identity(ctx.index, ctx.section.line, (ctx.previous,), ctx.shape_of(ctx.previous))
 
 
-def _pairs(opts: Options, values: list[float]) -> tuple[tuple[float, float], ...]:
-    if len(values) % 2:
-        raise opts.error(f"anchors= has {len(values)} numbers; it needs width,height pairs", "anchors")
-    return tuple((values[i], values[i + 1]) for i in range(0, len(values), 2))
+def _anchors(opts: Options, ctx: _Context) -> tuple[tuple[tuple[float, float], ...], int]:
+    """(anchor pairs, num) as darknet reads them: the first `num` pairs; extra values are ignored."""
+    values = opts.floats("anchors", [])
+    if not values:
+        raise opts.error("anchors= is missing", "anchors")
+    num = _positive(opts, "num", opts.int("num", len(values) // 2 or 1))
+    if len(values) > 2 * num:
+        ctx.warn(opts, "anchors", f"anchors= lists {len(values)} numbers for num={num}: the first {2 * num} are "
+                 "used and the rest ignored, as darknet does")
+        values = values[:2 * num]
+    return tuple((values[i], values[i + 1]) for i in range(0, len(values) - 1, 2)), num
+
+
+def _check_mask(opts: Options, ctx: _Context, mask: tuple[int, ...], anchors: tuple, num: int) -> None:
+    """Every mask index must be below num and have a whole anchor pair; fewer pairs than num is fine then."""
+    for m in mask:
+        if not 0 <= m < num:
+            raise opts.error(f"mask index {m} is beyond the {num} anchors", "mask")
+    for m in mask:
+        if m >= len(anchors):
+            raise opts.error(f"mask index {m} has no anchor: anchors= gives {len(anchors)} whole width,height "
+                             f"pairs (indices 0..{len(anchors) - 1}) for num={num}; add the missing pairs",
+                             "anchors")
+    if len(anchors) < num:
+        ctx.warn(opts, "anchors", f"anchors= gives {len(anchors)} pairs for num={num}: accepted as darknet does, "
+                 f"since every mask index ({', '.join(map(str, mask))}) has one")
 
 
 def _head(opts: Options, ctx: _Context, *, region: bool) -> Node:
@@ -503,16 +588,9 @@ def _head(opts: Options, ctx: _Context, *, region: bool) -> Node:
     classes = opts.int("classes", 20)
     if classes < 1:
         raise opts.error(f"classes={classes} must be >= 1", "classes")
-    anchors = _pairs(opts, opts.floats("anchors", []))
-    num = opts.int("num", len(anchors) or 1)
-    if anchors and num != len(anchors):
-        raise opts.error(f"num={num} but anchors= lists {len(anchors)} pairs", "num")
-    if not anchors:
-        raise opts.error("anchors= is missing", "anchors")
+    anchors, num = _anchors(opts, ctx)
     mask = tuple(opts.ints("mask", list(range(num))))
-    for m in mask:
-        if not 0 <= m < num:
-            raise opts.error(f"mask index {m} is beyond the {num} anchors", "mask")
+    _check_mask(opts, ctx, mask, anchors, num)
     if opts.has("from"):
         raise opts.error("[yolo] from= (ASFF fusion) is an extension with no darknet semantics", "from")
     scale_x_y = opts.float("scale_x_y", 1.0)
@@ -591,7 +669,7 @@ def build_graph(sections: list[Section], path: str = "<cfg>", size: tuple[int, i
             raise CfgError(sec.path, sec.line, f"unknown section [{sec.name}]: pruneyolo supports "
                            f"{', '.join(sorted(f'[{name}]' for name in PARSERS))}")
         opts = sec.options()
-        ctx = _Context(len(nodes), shapes, input_shape, dialect, sec)
+        ctx = _Context(len(nodes), shapes, input_shape, dialect, sec, nodes, warnings)
         if ctx.index == 0 and sec.name in ("route", "shortcut", "sam", "scale_channels", "yolo", "region"):
             raise opts.error("cannot be the first layer: it needs earlier layers")
         node = parser(opts, ctx)

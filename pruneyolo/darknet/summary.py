@@ -13,16 +13,21 @@ def _shape(shape) -> str:
     return f"{width:4d} x{height:4d} x{channels:5d}"
 
 
+def _stride(node: Conv | MaxPool) -> str:
+    return str(node.stride_y) if node.stride_y == node.stride_x else f"{node.stride_x}x{node.stride_y}"
+
+
 def _describe(node: Node) -> tuple[str, str, str]:
     """(type, filters, size/stride or inputs) columns for one node."""
     if isinstance(node, Conv):
         if not node.has_conv:
             return "bn_act", f"{node.filters}", ""
         group = f"/{node.groups}" if node.groups > 1 else ""
-        stride = node.stride_y if node.stride_y == node.stride_x else f"{node.stride_x}x{node.stride_y}"
-        return "conv", f"{node.filters}{group}", f"{node.size}x{node.size}/{stride}"
+        dilation = f"({node.dilation})" if node.dilation > 1 else ""
+        kind = "convS" if node.share is not None else "conv"
+        return kind, f"{node.filters}{group}", f"{node.size}x{node.size}/{_stride(node)}{dilation}"
     if isinstance(node, MaxPool):
-        return "max", "", f"{node.size}x{node.size}/{node.stride_y}"
+        return "max", "", f"{node.size}x{node.size}/{_stride(node)}"
     if isinstance(node, Upsample):
         return "upsample", "", f"{node.stride}x"
     if isinstance(node, Reorg):

@@ -59,7 +59,7 @@ def part_sizes(conv: Conv) -> list[tuple[str, tuple[int, ...]]]:
 
 def expected_floats(graph: Graph) -> int:
     """How many float32 values a .weights file for this graph holds after its header."""
-    return sum(int(np.prod(shape)) for conv in graph.convs for _, shape in part_sizes(conv))
+    return sum(int(np.prod(shape)) for conv in graph.weighted_convs for _, shape in part_sizes(conv))
 
 
 def read_weights(path, graph: Graph) -> DarknetWeights:
@@ -79,7 +79,7 @@ def read_weights(path, graph: Graph) -> DarknetWeights:
     offset = 20 if wide else 12 + 4
     needed_bytes = offset + 4 * expected_floats(graph)
     result = DarknetWeights(major, minor, revision, seen)
-    for conv in graph.convs:
+    for conv in graph.weighted_convs:
         arrays = {}
         for name, shape in part_sizes(conv):
             count = int(np.prod(shape))
@@ -99,7 +99,7 @@ def read_weights(path, graph: Graph) -> DarknetWeights:
 def weights_bytes(graph: Graph, weights: DarknetWeights) -> bytes:
     """Serialise weights in darknet order, checking every array's shape against the graph."""
     chunks = [weights.header_bytes]
-    for conv in graph.convs:
+    for conv in graph.weighted_convs:
         layer = weights.layers.get(conv.index)
         if layer is None:
             raise WeightsError(f"no weights for layer {conv.index} (conv, line {conv.line})")
@@ -125,7 +125,7 @@ def random_weights(graph: Graph, seed: int = 0, *, gamma=None) -> DarknetWeights
     """
     rng = np.random.default_rng(seed)
     result = DarknetWeights()
-    for conv in graph.convs:
+    for conv in graph.weighted_convs:
         n = conv.filters
         fan_in = max(1, (conv.in_channels // conv.groups) * conv.size * conv.size)
         layer = ConvWeights(bias=None)

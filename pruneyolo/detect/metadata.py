@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 
 from pruneyolo import __version__
 from pruneyolo.darknet.graph import Graph
-from pruneyolo.detect.mosaic import PAD_VALUE
+from pruneyolo.detect.letterbox import PAD_VALUE
 from pruneyolo.errors import PruneyoloError
 
 SECTION = "model_info"

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import openvino as ov
 
-from pruneyolo.detect.mosaic import blank_mosaic, make_layout, paste
+from pruneyolo.detect.letterbox import letterbox
 from pruneyolo.errors import PruneyoloError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -35,20 +35,12 @@ def calib_images(directory, count: int) -> list[Path]:
     return found[:count]
 
 
-def letterbox(image: np.ndarray, width: int, height: int) -> np.ndarray:
-    """A BGR image letterboxed into a u8 [1, height, width, 3] input, as `pruneyolo run` feeds the IR."""
-    layout = make_layout("1x1", 1, width, height)
-    canvas = blank_mosaic(layout)
-    paste(canvas, layout, 0, image)
-    return canvas[None]
-
-
 def read_calib_image(path: Path, width: int, height: int) -> np.ndarray:
-    """One calibration file as the IR's input tensor."""
+    """One calibration file as the IR's input tensor, letterboxed as `pruneyolo run` feeds the IR."""
     image = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if image is None:
         raise PruneyoloError(f"{path}: not a readable image")
-    return letterbox(image, width, height)
+    return letterbox(image, width, height)[0][None]
 
 
 def input_size(model: ov.Model) -> tuple[int, int]:

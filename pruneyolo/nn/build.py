@@ -82,6 +82,9 @@ class DarknetModel(nn.Module):
                 continue
             self.add_module(module_name(node), make_layer(node))
             self.plan.append((module_name(node), node.inputs))
+        for conv in graph.convs:
+            if conv.share is not None:
+                getattr(self, module_name(conv)).share_arrays(getattr(self, module_name(graph.nodes[conv.share])))
         self.head_inputs = [head.inputs[0] for head in graph.heads]
 
     def forward(self, x):
@@ -141,7 +144,7 @@ def _conv_parts(model: DarknetModel, conv: Conv) -> list[tuple[str, tuple[int, .
 def load_weights(model: DarknetModel, graph: Graph, weights: DarknetWeights) -> None:
     """Copy darknet arrays into the module's parameters and BN buffers."""
     with torch.no_grad():
-        for conv in graph.convs:
+        for conv in graph.weighted_convs:
             layer = weights.layers[conv.index]
             for name, _, tensor in _conv_parts(model, conv):
                 tensor.copy_(torch.from_numpy(np.asarray(getattr(layer, name))).view_as(tensor))
@@ -150,7 +153,7 @@ def load_weights(model: DarknetModel, graph: Graph, weights: DarknetWeights) -> 
 def export_weights(model: DarknetModel, graph: Graph, seen: int = 0) -> DarknetWeights:
     """The module's current values as darknet weights (header 0.2.5), e.g. after training."""
     result = DarknetWeights(seen=seen)
-    for conv in graph.convs:
+    for conv in graph.weighted_convs:
         parts = {name: tensor.detach().cpu().numpy().astype(np.float32).reshape(shape)
                  for name, shape, tensor in _conv_parts(model, conv)}
         result.layers[conv.index] = ConvWeights(**{"bias": None, **parts})

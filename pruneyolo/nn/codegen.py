@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import builtins
 import inspect
+import keyword
 import re
 from importlib import resources
 from pathlib import Path
@@ -24,10 +26,20 @@ def _shape(shape) -> str:
 
 
 def class_name_for(path: str) -> str:
-    """A CamelCase class name from a cfg file name, e.g. prune_0.88.cfg -> Prune088."""
+    """A CamelCase class name from a cfg file name, e.g. prune_0.88.cfg -> Prune088.
+
+    Names that are keywords or would shadow a name the generated file uses (True, Route, ...) get a prefix.
+    """
     words = re.split(r"[^0-9a-zA-Z]+", Path(path).stem)
     name = "".join(word[:1].upper() + word[1:] for word in words if word)
-    return name if name[:1].isalpha() else f"Model{name}"
+    taken = keyword.iskeyword(name) or name in vars(layers) or hasattr(builtins, name)
+    return name if name[:1].isalpha() and not taken else f"Model{name}"
+
+
+def docstring_text(text: str) -> str:
+    """`text` escaped for a triple-quoted docstring: backslashes, quotes and unprintable characters."""
+    return "".join(f"\\{char}" if char in "\\\"" else char if char.isprintable()
+                   else char.encode("unicode_escape").decode("ascii") for char in text)
 
 
 def layer_call(node: Node) -> str:
@@ -79,9 +91,12 @@ def render_model(graph: Graph, default_weights: str | None = None) -> str:
         loader=jinja2.FunctionLoader(lambda name: resources.files("pruneyolo.templates").joinpath(name).read_text()),
         trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
     environment.filters["format_attr"] = lambda name: f"self.{name}"
+    environment.filters["docstring"] = docstring_text
     modules = [node for node in graph.nodes if not isinstance(node, PASS_THROUGH)]
     init_lines = [f"self.{module_name(node)} = {layer_call(node)}  "
                   f"# {_shape(_input_shape(graph, node))} -> {_shape(node.out_shape)}" for node in modules]
+    init_lines += [f"self.{module_name(conv)}.share_arrays(self.{module_name(graph.nodes[conv.share])})  "
+                   "# share_index" for conv in graph.convs if conv.share is not None]
     heads = [{"index": head.index, "out_shape": head.out_shape, "stride": head.stride,
               "anchors_text": ", ".join(f"{w:g}x{h:g}" for w, h in head.head_anchors)} for head in graph.heads]
     cfg_name = Path(graph.path).name
@@ -92,4 +107,4 @@ def render_model(graph: Graph, default_weights: str | None = None) -> str:
         file_name=f"{Path(graph.path).stem}.py", layers_source=_layers_source(), layer_count=len(graph.nodes),
         init_lines=init_lines, forward_lines=[_forward_line(graph, node) for node in graph.nodes],
         outputs=[_variable(graph, head.inputs[0]) for head in graph.heads],
-        conv_names=[module_name(conv) for conv in graph.convs], default_weights=repr(default_weights))
+        conv_names=[module_name(conv) for conv in graph.weighted_convs], default_weights=repr(default_weights))

@@ -31,6 +31,11 @@ class ConvBlock(nn.Module):
         self.bn = nn.BatchNorm2d(out_channels, eps=BN_EPS) if batch_normalize else None
         self.act = activation or nn.Identity()
 
+    def share_arrays(self, other):
+        """Run with `other`'s convolution and BatchNorm tensors (darknet's share_index); keeps own activation."""
+        self.conv, self.bn = other.conv, other.bn
+        return self
+
     def forward(self, x):
         if self.conv is not None:
             x = self.conv(x)

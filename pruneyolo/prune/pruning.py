@@ -133,6 +133,10 @@ def _needs_every_input_channel(node: Node) -> bool:
 
 def channel_constraints(graph: Graph) -> ChannelConstraints:
     """Tie shortcut inputs, record grouped-route slices, and freeze convs whose channels cannot change."""
+    for conv in graph.convs:
+        if conv.share is not None:
+            raise PruneyoloError(f"{graph.path}:{conv.line}: layer {conv.index} shares layer {conv.share}'s weights "
+                                 "(share_index=); pruning weight-shared convs is not supported")
     origins = channel_origins(graph)
     consumers = graph.consumers()
     parent = {conv.index: conv.index for conv in graph.convs}

@@ -1,7 +1,8 @@
 """Detection accuracy on a dataset split: P and R at one confidence, mAP@0.5 and mAP@0.5:0.95 by pycocotools.
 
 A predictor maps BGR uint8 images to decoded rows [N, 5+C] (cx, cy, w, h in the image's pixels, objectness,
-class scores); the PyTorch module and an OpenVINO IR each have one, so both are scored the same way.
+class scores); the PyTorch module and an OpenVINO IR each have one, so both are scored the same way. Both
+letterbox the images as `pruneyolo run` does, so the score is the deployed model's.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 
@@ -23,6 +23,7 @@ from pruneyolo.darknet.graph import Graph
 from pruneyolo.darknet.weights import DarknetWeights
 from pruneyolo.data.dataset import load_split, pixel_boxes, read_image
 from pruneyolo.detect.boxes import Detections, box_iou, candidates, nms
+from pruneyolo.detect.letterbox import letterbox, rows_to_source
 from pruneyolo.errors import PruneyoloError
 from pruneyolo.nn.build import DecodedModel, build_model
 from pruneyolo.train.trainer import to_tensor
@@ -48,24 +49,16 @@ class Metrics:
                 "images": self.images, "seconds": round(self.seconds, 1)}
 
 
-def scale_rows(rows: np.ndarray, model_size: tuple[int, int], image_size: tuple[int, int]) -> np.ndarray:
-    """Rows from a model input of (w, h) `model_size` back to an image of (w, h) `image_size` pixels."""
-    rows = np.array(rows, np.float32, copy=True)
-    gain = np.array(image_size, np.float32) / np.array(model_size, np.float32)
-    rows[:, 0:4] *= np.tile(gain, 2)
-    return rows
-
-
 def torch_predictor(graph: Graph, weights: DarknetWeights) -> Predictor:
-    """Predict with the in-process module: resize to the cfg's size, decode in the graph."""
+    """Predict with the in-process module: letterbox to the cfg's size, decode in the graph."""
     model = DecodedModel(build_model(graph, weights), graph).eval()
     size = (graph.input_shape[2], graph.input_shape[1])
 
     def predict(images: list[np.ndarray]) -> list[np.ndarray]:
-        resized = [cv2.resize(image, size, interpolation=cv2.INTER_LINEAR) for image in images]
+        boxed = [letterbox(image, *size) for image in images]
         with torch.inference_mode():
-            rows = model(to_tensor(resized)).numpy()
-        return [scale_rows(r, size, (image.shape[1], image.shape[0])) for r, image in zip(rows, images)]
+            rows = model(to_tensor([canvas for canvas, _ in boxed])).numpy()
+        return [rows_to_source(r, placement) for r, (_, placement) in zip(rows, boxed)]
 
     return predict
 
@@ -89,10 +82,10 @@ def ir_predictor(xml, device: str = "CPU") -> Predictor:
     def predict(images: list[np.ndarray]) -> list[np.ndarray]:
         results = []
         for image in images:
-            resized = image if image.shape[1::-1] == size else cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
-            output = np.asarray(request.infer({0: resized[None]})[compiled.output(0)])
+            canvas, placement = letterbox(image, *size)
+            output = np.asarray(request.infer({0: canvas[None]})[compiled.output(0)])
             rows = rows_from_scores(output) if info.heads_mode == "scores" else output[0]
-            results.append(scale_rows(rows, size, (image.shape[1], image.shape[0])))
+            results.append(rows_to_source(rows, placement))
         return results
 
     return predict
