@@ -18,11 +18,12 @@ from support import compile_f32, load_generated, opencv_heads, opencv_net, rando
 
 from pruneyolo.cli.main import main
 from pruneyolo.darknet.graph import load_graph
-from pruneyolo.darknet.weights import random_weights, write_weights
+from pruneyolo.darknet.weights import part_sizes, random_weights, write_weights
 from pruneyolo.detect.decode import decode_raw
 from pruneyolo.detect.metadata import ModelInfo
 from pruneyolo.export.convert import export_module, save_ir, save_onnx, to_openvino
-from pruneyolo.nn.build import build_model
+from pruneyolo.nn.build import build_model, export_weights
+from pruneyolo.nn.layers import ConvBlock
 from pruneyolo.prune.pruning import prune, spike_and_slab
 
 SHIPPED = Path(__file__).parents[1] / "cfgs"
@@ -180,3 +181,46 @@ def test_pruned_model_round_trip_converts_with_parity(tmp_path):
     heads = [compiled(frame)[i] for i in range(len(pruned.heads))]
     reference = opencv_heads(opencv_net(pruned, result.weights, tmp_path / "pruned"), pruned, to_blob(frame))
     assert max(relative_error(a, b) for a, b in zip(heads, reference)) < 1e-3
+
+
+LAYOUT_CFG = """[net]
+width=32
+height=32
+channels=3
+[convolutional]
+batch_normalize=1
+filters=8
+size=3
+stride=1
+pad=1
+activation=leaky
+[convolutional]
+filters=6
+size=1
+stride=1
+pad=1
+activation=linear
+[convolutional_nobias]
+filters=5
+size=3
+stride=2
+pad=1
+activation=SiLU
+[convolutional_noconv]
+filters=5
+activation=SiLU
+"""
+
+
+def test_weights_layout_is_one_description_for_files_and_modules(tmp_path, monkeypatch):
+    path = tmp_path / "layout.cfg"
+    path.write_text(LAYOUT_CFG)
+    graph = load_graph(path)
+    weights = random_weights(graph, seed=3)
+    exported = export_weights(build_model(graph, weights), graph)
+    for conv in graph.weighted_convs:
+        for name, _ in part_sizes(conv):
+            assert np.array_equal(getattr(exported.layers[conv.index], name), getattr(weights.layers[conv.index], name))
+    monkeypatch.setattr(ConvBlock, "darknet_tensors", lambda block: [block.bn.bias] if block.bn is not None else [])
+    with pytest.raises(ValueError):
+        build_model(graph, weights)

@@ -136,9 +136,14 @@ def build_model(graph: Graph, weights: DarknetWeights | None = None) -> DarknetM
 
 
 def _conv_parts(model: DarknetModel, conv: Conv) -> list[tuple[str, tuple[int, ...], torch.Tensor]]:
-    """(name, darknet shape, tensor) of each array a conv's block holds, in .weights order."""
+    """(name, darknet shape, tensor) of each array a conv's block holds, in .weights order: the file layout of
+    darknet.weights.part_sizes paired with the block's darknet_tensors, which must agree array by array."""
     block = getattr(model, module_name(conv))
-    return [(name, shape, tensor) for (name, shape), tensor in zip(part_sizes(conv), block.darknet_tensors())]
+    parts = list(zip(part_sizes(conv), block.darknet_tensors(), strict=True))
+    for (name, shape), tensor in parts:
+        if tensor.numel() != int(np.prod(shape)):
+            raise ValueError(f"layer {conv.index}: .weights array {name} {shape} does not fit tensor {tuple(tensor.shape)}")
+    return [(name, shape, tensor) for (name, shape), tensor in parts]
 
 
 def load_weights(model: DarknetModel, graph: Graph, weights: DarknetWeights) -> None:
