@@ -80,12 +80,12 @@ def run(model, sources, layout, device, conf, iou, nireq, hint, precision, loop,
     """Run MODEL.xml on one or more sources tiled into mosaics; report per-stream detections and metrics."""
     specs = [parse_source(s) for s in sources]
     adapter = Adapter(model, device, hint, precision, nireq)
-    grid = make_layout(layout, len(specs), *adapter.input_size)
     stop = threading.Event()
     labels = adapter.info.labels
     sinks, listeners, server = [], [], None
     console = Console(stderr=True)
     try:
+        grid = make_layout(layout, len(specs), *adapter.input_size)
         if jsonl:
             sinks.append(JsonlSink(jsonl, labels))
         if save_video:
@@ -113,6 +113,7 @@ def run(model, sources, layout, device, conf, iou, nireq, hint, precision, loop,
     finally:
         if server:
             server.close()
+        adapter.close()
     snapshot.update(device=device, precision=adapter.precision_used, requests=adapter.requests,
                     layout=f"{grid.cols}x{grid.rows}", input=list(adapter.input_size))
     if summary_json:
