@@ -19,6 +19,7 @@ from .metrics import status_line
 from .mosaic import make_layout
 from .outputs import JsonlSink, VideoSink, WindowSink
 from .pipeline import Pipeline, RunOptions
+from .prometheus import PrometheusMetrics
 from .server import LiveState, ViewerServer
 from .sources import CapturePolicy, parse_source
 
@@ -71,7 +72,8 @@ def summary_table(snapshot: dict, adapter: Adapter, device: str) -> Table:
 @click.option("--save-video", help="Annotated mosaic video (.mp4/.avi); '{stream}' in the name: one per stream.")
 @click.option("--video-fps", default=25.0, show_default=True, help="Frame rate written to --save-video.")
 @click.option("--jsonl", type=click.Path(dir_okay=False), help="One JSON line per source frame.")
-@click.option("--serve", help="Serve the live view on HOST:PORT (or PORT on 127.0.0.1).")
+@click.option("--serve", help="Serve the live view and /metrics on HOST:PORT (or PORT on 127.0.0.1); no "
+                               "authentication, so keep it on loopback unless the network is trusted.")
 @click.option("--show", is_flag=True, help="Show the annotated mosaic in a window.")
 @click.option("--quiet", is_flag=True, help="No live status line.")
 @click.option("--summary-json", type=click.Path(dir_okay=False), help="Write the final metrics as JSON.")
@@ -93,10 +95,10 @@ def run(model, sources, layout, device, conf, iou, nireq, hint, precision, loop,
         if show:
             sinks.append(WindowSink(stop))
         if serve:
-            state = LiveState(labels, len(specs))
-            server = ViewerServer(serve, state)
-            sinks.append(state)
-            listeners.append(state.publish)
+            state, metrics = LiveState(labels, len(specs)), PrometheusMetrics([s.text for s in specs], labels)
+            server = ViewerServer(serve, state, metrics)
+            sinks.extend((state, metrics))
+            listeners.extend((state.publish, metrics.publish))
             console.print(f"serving {server.url}")
         pipeline = Pipeline(adapter, specs, CapturePolicy(loop=loop, reconnect=reconnect, max_frames=max_frames),
                             grid, sinks, RunOptions(conf=conf, iou=iou, duration=duration), listeners)
