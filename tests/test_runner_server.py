@@ -212,6 +212,7 @@ def test_prometheus_metrics_scraped_during_a_run_agree_with_the_jsonl(tmp_path):
         pipeline = Pipeline(adapter, [parse_source(s) for s in sources], CapturePolicy(max_frames=90),
                             Layout(2, 2, 128, 128), [JsonlSink(str(jsonl), LABELS), state, metrics],
                             listeners=[state.publish, metrics.publish])
+        metrics.follow(pipeline.captures)
         runner = threading.Thread(target=lambda: outcome.update(report=pipeline.run(threading.Event())))
         runner.start()
         while runner.is_alive() and len(scrapes) < 3:  # scrape while frames flow
@@ -232,7 +233,10 @@ def test_prometheus_metrics_scraped_during_a_run_agree_with_the_jsonl(tmp_path):
         mine = [r for r in records if r["stream"] == index]
         stats = report["streams"][index]
         assert value(final, "pruneyolo_frames", "pruneyolo_frames_total", **labels) == len(mine) == stats["frames"]
-        assert all(value(s, "pruneyolo_frames", "pruneyolo_frames_total", **labels) <= len(mine) for s in scrapes)
+        for scrape in scrapes:  # mid-run: written so far <= in the JSONL at the end, and <= read so far
+            written = value(scrape, "pruneyolo_frames", "pruneyolo_frames_total", **labels)
+            assert written <= len(mine) and written <= value(scrape, "pruneyolo_frames_read",
+                                                             "pruneyolo_frames_read_total", **labels)
         for label in LABELS:
             found = sum(d["label"] == label for r in mine for d in r["detections"])
             key = ("pruneyolo_detections_total", tuple(sorted({**labels, "class": label}.items())))

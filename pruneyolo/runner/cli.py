@@ -102,6 +102,8 @@ def run(model, sources, layout, device, conf, iou, nireq, hint, precision, loop,
             console.print(f"serving {server.url}")
         pipeline = Pipeline(adapter, specs, CapturePolicy(loop=loop, reconnect=reconnect, max_frames=max_frames),
                             grid, sinks, RunOptions(conf=conf, iou=iou, duration=duration), listeners)
+        if serve:
+            metrics.follow(pipeline.captures)
         live = Live(console=console, auto_refresh=False, transient=True) if console.is_terminal and not quiet \
             else contextlib.nullcontext()
         if console.is_terminal and not quiet:

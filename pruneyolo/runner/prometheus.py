@@ -3,7 +3,7 @@ detections per class, in a registry of the run's own (never prometheus_client's 
 
 What follows results (frames, detections, latency and inference histograms) is counted as a sink, after the
 JSONL sink has written the same frames; what the capture threads keep (frames read, dropped, reconnects,
-state, FPS) comes from the latest snapshot the pipeline publishes (every 0.5 s, and at the end).
+state) is read from them at scrape time, and FPS comes from the latest snapshot the pipeline publishes.
 """
 
 from __future__ import annotations
@@ -25,11 +25,12 @@ def source_label(text: str) -> str:
     return re.sub(r"(://[^/@:]*):[^/@]*@", r"\1:***@", text)
 
 
-class SnapshotCollector:
-    """The capture-side numbers of the latest published snapshot, as metric families at scrape time."""
+class CaptureCollector:
+    """The capture threads' counters and state, read when scraped, and each stream's latest published FPS."""
 
     def __init__(self):
-        self.snapshot: dict = {"streams": []}
+        self.captures: list = []
+        self.fps: dict[int, float] = {}
 
     def describe(self) -> list:
         return []
@@ -44,19 +45,21 @@ class SnapshotCollector:
                                   labels=(*STREAM_LABELS, "state"))
         fps = GaugeMetricFamily("pruneyolo_stream_fps", "Frames per second with detections, over the last 2 s",
                                 labels=STREAM_LABELS)
-        for stream in self.snapshot["streams"]:
-            labels = [str(stream["stream"]), source_label(stream["source"])]
-            read.add_metric(labels, stream.get("read", 0))
-            dropped.add_metric(labels, stream.get("dropped", 0))
-            reconnects.add_metric(labels, stream.get("reconnects", 0))
+        for capture in self.captures:
+            labels = [str(capture.stream), source_label(capture.spec.text)]
+            read.add_metric(labels, capture.frames_read)
+            dropped.add_metric(labels, capture.dropped)
+            reconnects.add_metric(labels, capture.reconnects)
+            current = capture.state
             for name in STATES:
-                state.add_metric([*labels, name], float(stream.get("state") == name))
-            fps.add_metric(labels, stream["fps"])
+                state.add_metric([*labels, name], float(current == name))
+            fps.add_metric(labels, self.fps.get(capture.stream, 0.0))
         yield from (read, dropped, reconnects, state, fps)
 
 
 class PrometheusMetrics:
-    """A sink and snapshot listener feeding one run's registry; `exposition()` is the body of `/metrics`."""
+    """A sink and snapshot listener feeding one run's registry (`follow` the pipeline's captures too);
+    `exposition()` is the body of `/metrics`."""
 
     needs_view = False
 
@@ -71,8 +74,8 @@ class PrometheusMetrics:
                                  STREAM_LABELS, buckets=LATENCY_BUCKETS, registry=self.registry)
         self.inference = Histogram("pruneyolo_inference_seconds", "One mosaic's inference: submitted -> outputs "
                                    "delivered", buckets=LATENCY_BUCKETS, registry=self.registry)
-        self.snapshots = SnapshotCollector()
-        self.registry.register(self.snapshots)
+        self.captures = CaptureCollector()
+        self.registry.register(self.captures)
         for stream, source in enumerate(sources):  # every stream's series exist from the first scrape
             self.frames.labels(str(stream), source_label(source))
             self.latency.labels(str(stream), source_label(source))
@@ -88,8 +91,12 @@ class PrometheusMetrics:
         if result.frames:
             self.inference.observe(result.frames[0].infer)
 
+    def follow(self, captures: list) -> None:
+        """Report these capture threads (a Pipeline's `captures`)."""
+        self.captures.captures = list(captures)
+
     def publish(self, snapshot: dict) -> None:
-        self.snapshots.snapshot = snapshot
+        self.captures.fps = {stream["stream"]: stream["fps"] for stream in snapshot["streams"]}
 
     def close(self) -> None:
         pass
