@@ -78,7 +78,8 @@ def test_failing_source_is_retried_and_never_stops_the_others(tiny_ir, tmp_path)
     late = tmp_path / "late.avi"
     specs = [parse_source(str(late))] + [parse_source(f"synthetic:seed={i},size=96x96,fps=100") for i in (1, 2)]
     recorder = ViewRecorder()
-    pipeline = Pipeline(Adapter(tiny_ir), specs, CapturePolicy(reconnect=True, backoff=(0.05, 0.2)),
+    adapter = Adapter(tiny_ir)
+    pipeline = Pipeline(adapter, specs, CapturePolicy(reconnect=True, backoff=(0.05, 0.2)),
                         Layout(2, 2, 128, 128), [recorder], RunOptions(duration=3.0, stall_seconds=0.3))
     stop = threading.Event()
 
@@ -92,7 +93,8 @@ def test_failing_source_is_retried_and_never_stops_the_others(tiny_ir, tmp_path)
         os.replace(part, late)
 
     threading.Thread(target=write_video_later, daemon=True).start()
-    report = pipeline.run(stop)
+    with adapter:
+        report = pipeline.run(stop)
     first, others = report["streams"][0], report["streams"][1:]
     assert first["reconnects"] >= 2 and first["frames"] >= 5  # failed to open, then read, ended, retried
     assert all(s["frames"] > 100 and s["state"] == "ended" for s in others)
@@ -137,9 +139,10 @@ def test_memory_is_bounded_over_2000_frames(tiny_ir, tmp_path):
 
     live = LiveState(["blue", "red"], 4)
     sinks = [JsonlSink(str(tmp_path / "d.jsonl"), ["blue", "red"]), live]
-    pipeline = Pipeline(Adapter(tiny_ir), specs, CapturePolicy(max_frames=500), Layout(2, 2, 128, 128), sinks,
-                        listeners=[sample, live.publish])
-    report = pipeline.run(threading.Event())
+    with Adapter(tiny_ir) as adapter:
+        pipeline = Pipeline(adapter, specs, CapturePolicy(max_frames=500), Layout(2, 2, 128, 128), sinks,
+                            listeners=[sample, live.publish])
+        report = pipeline.run(threading.Event())
     samples.append(rss_mb())
     assert report["frames"] == 2000
     assert len(samples) >= 2 and max(samples) - samples[0] < 50, samples
@@ -169,10 +172,11 @@ def test_exception_in_callback_is_reraised(tiny_ir):
         raise ValueError("boom in callback")
 
     adapter.on_result = broken
-    adapter.submit(np.zeros((128, 128, 3), np.uint8), None)
-    with pytest.raises(ValueError, match="boom in callback"):
-        adapter.wait()
-    adapter.wait()  # reported once
+    with adapter:
+        adapter.submit(np.zeros((128, 128, 3), np.uint8), None)
+        with pytest.raises(ValueError, match="boom in callback"):
+            adapter.wait()
+        adapter.wait()  # reported once
 
 
 def test_devices_lists_cpu():

@@ -60,7 +60,7 @@ def test_viewer_page_shows_the_mosaic_in_chromium(tmp_path):
                         "--window-size=1000,700", base],
                        capture_output=True, timeout=90, check=False)
         detections = json.loads(fetch(base + "detections"))
-        metrics = json.loads(fetch(base + "metrics"))
+        metrics = json.loads(fetch(base + "metrics.json"))
     finally:
         process.send_signal(signal.SIGTERM)
         process.communicate(timeout=20)

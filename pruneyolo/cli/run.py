@@ -60,7 +60,8 @@ def summary_table(snapshot: dict, adapter, device: str):
 @click.option("--save-video", help="Annotated mosaic video (.mp4/.avi); '{stream}' in the name: one per stream.")
 @click.option("--video-fps", default=25.0, show_default=True, help="Frame rate written to --save-video.")
 @click.option("--jsonl", type=click.Path(dir_okay=False), help="One JSON line per source frame.")
-@click.option("--serve", help="Serve the live view on HOST:PORT (or PORT on 127.0.0.1).")
+@click.option("--serve", help="Serve the live view and /metrics on HOST:PORT (or PORT on 127.0.0.1); no "
+                               "authentication, so keep it on loopback unless the network is trusted.")
 @click.option("--show", is_flag=True, help="Show the annotated mosaic in a window.")
 @click.option("--quiet", is_flag=True, help="No live status line.")
 @click.option("--summary-json", type=click.Path(dir_okay=False), help="Write the final metrics as JSON.")
@@ -76,17 +77,18 @@ def run(model, sources, layout, device, conf, iou, nireq, hint, precision, loop,
     from pruneyolo.runner.metrics import status_line
     from pruneyolo.runner.outputs import JsonlSink, VideoSink, WindowSink
     from pruneyolo.runner.pipeline import Pipeline, RunOptions
+    from pruneyolo.runner.prometheus import PrometheusMetrics
     from pruneyolo.runner.server import LiveState, ViewerServer
     from pruneyolo.runner.sources import CapturePolicy, parse_source
 
     specs = [parse_source(s) for s in sources]
     adapter = Adapter(model, device, hint, precision, nireq)
-    grid = make_layout(layout, len(specs), *adapter.input_size)
     stop = threading.Event()
     labels = adapter.info.labels
     sinks, listeners, server = [], [], None
     console = Console(stderr=True)
     try:
+        grid = make_layout(layout, len(specs), *adapter.input_size)
         if jsonl:
             sinks.append(JsonlSink(jsonl, labels))
         if save_video:
@@ -94,13 +96,15 @@ def run(model, sources, layout, device, conf, iou, nireq, hint, precision, loop,
         if show:
             sinks.append(WindowSink(stop))
         if serve:
-            state = LiveState(labels, len(specs))
-            server = ViewerServer(serve, state)
-            sinks.append(state)
-            listeners.append(state.publish)
+            state, metrics = LiveState(labels, len(specs)), PrometheusMetrics([s.text for s in specs], labels)
+            server = ViewerServer(serve, state, metrics)
+            sinks.extend((state, metrics))
+            listeners.extend((state.publish, metrics.publish))
             console.print(f"serving {server.url}")
         pipeline = Pipeline(adapter, specs, CapturePolicy(loop=loop, reconnect=reconnect, max_frames=max_frames),
                             grid, sinks, RunOptions(conf=conf, iou=iou, duration=duration), listeners)
+        if serve:
+            metrics.follow(pipeline.captures)
         live = Live(console=console, auto_refresh=False, transient=True) if console.is_terminal and not quiet \
             else contextlib.nullcontext()
         if console.is_terminal and not quiet:
@@ -114,6 +118,7 @@ def run(model, sources, layout, device, conf, iou, nireq, hint, precision, loop,
     finally:
         if server:
             server.close()
+        adapter.close()
     snapshot.update(device=device, precision=adapter.precision_used, requests=adapter.requests,
                     layout=f"{grid.cols}x{grid.rows}", input=list(adapter.input_size))
     if summary_json:

@@ -1,11 +1,19 @@
-"""The OpenVINO side of the runner: device checks, compile with hints, AsyncInferQueue with callbacks.
+"""The OpenVINO side of the runner: device checks, compile with hints, asynchronous infer requests.
 
-It knows nothing of mosaics: `submit(image, userdata)` in, `on_result(userdata, outputs, seconds)` out.
-An exception raised in a callback is kept and re-raised by the next `submit` or `wait`.
+It knows nothing of mosaics: `submit(image, userdata)` in, `on_result(userdata, outputs, seconds)` out, called
+in submission order from one Python thread of the adapter's own. An exception raised there is kept and
+re-raised by the next `submit` or `wait`.
+
+No Python callback is ever given to OpenVINO. With AsyncInferQueue.set_callback, an OpenVINO stream thread
+holds a reference to the Python callback after `wait_all()` returns and drops it (taking the GIL) only later;
+if the CompiledModel is destroyed meanwhile, its destructor joins that thread while holding the GIL, and the
+process hangs. So requests are started with `start_async()` and waited for by the result thread; `close()`
+(or a `with` block) then drops the requests before the compiled model.
 """
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
 from collections.abc import Callable
@@ -59,8 +67,16 @@ def device_properties(core: ov.Core, device: str) -> dict[str, str]:
     return {name: property_text(core.get_property(device, name)) for name in DEVICE_PROPERTIES if name in supported}
 
 
+def compiled_precision(compiled: ov.CompiledModel) -> str:
+    """The inference precision the device actually compiled with (its INFERENCE_PRECISION_HINT)."""
+    try:
+        return property_text(compiled.get_property("INFERENCE_PRECISION_HINT"))
+    except RuntimeError:
+        return "unknown"
+
+
 class Adapter:
-    """A compiled IR, its metadata and an AsyncInferQueue delivering results to `on_result`."""
+    """A compiled IR, its metadata and a pool of infer requests whose results go to `on_result`, in order."""
 
     def __init__(self, xml: str | Path, device: str = "CPU", hint: str = "throughput",
                  precision: str | None = None, nireq: int | None = None, core: ov.Core | None = None):
@@ -74,39 +90,45 @@ class Adapter:
         if shape.is_dynamic or len(shape) != 4 or shape[3].get_length() != 3:
             raise PruneyoloError(f"{xml}: expected a [1, H, W, 3] u8 BGR input, got {shape}")
         self.compiled = core.compile_model(model, device, compile_config(hint, precision, nireq))
-        requests = nireq or self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")
-        self.queue = ov.AsyncInferQueue(self.compiled, int(requests))
-        self.queue.set_callback(self._callback)
+        self.requests = int(nireq or self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+        self.idle: queue.Queue[ov.InferRequest] = queue.Queue()
+        for _ in range(self.requests):
+            self.idle.put(self.compiled.create_infer_request())
+        self.in_flight: queue.Queue = queue.Queue()  # (request, userdata, submitted) in order; None ends
+        self.input_size = int(shape[2].get_length()), int(shape[1].get_length())  # (width, height)
+        self.precision_used = compiled_precision(self.compiled)
+        self.outputs = len(self.compiled.outputs)
         self.on_result: Callable[[object, list[np.ndarray], float], None] = lambda *_: None
         self.error: BaseException | None = None
         self.lock = threading.Lock()
+        self.results = threading.Thread(target=self._deliver, name="adapter-results", daemon=True)
+        self.results.start()
 
-    @property
-    def requests(self) -> int:
-        return len(self.queue)
+    def __enter__(self):
+        return self
 
-    @property
-    def precision_used(self) -> str:
-        """The inference precision the device actually compiled with (its INFERENCE_PRECISION_HINT)."""
-        try:
-            return property_text(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
-        except RuntimeError:
-            return "unknown"
+    def __exit__(self, *_) -> None:
+        self.close()
 
-    @property
-    def input_size(self) -> tuple[int, int]:
-        """(width, height) of the input."""
-        shape = self.compiled.input(0).get_shape()
-        return int(shape[2]), int(shape[1])
+    def close(self) -> None:
+        """Deliver every result in flight, end the result thread, then drop the requests, then the compiled model."""
+        if self.results is not None:
+            self.in_flight.put(None)
+            self.results.join()
+        self.results = self.idle = None
+        self.compiled = None
 
     def submit(self, image: np.ndarray, userdata) -> None:
         """Start inference on a HxWx3 u8 image (blocks while every request is busy)."""
         self.raise_pending()
-        self.queue.start_async(image[None], (userdata, time.perf_counter()))
+        request = self.idle.get()
+        submitted = time.perf_counter()
+        request.start_async({0: image[None]})
+        self.in_flight.put((request, userdata, submitted))
 
     def wait(self) -> None:
-        """Wait for every request in flight, then re-raise any callback exception."""
-        self.queue.wait_all()
+        """Wait until every submitted result is delivered, then re-raise any exception kept meanwhile."""
+        self.in_flight.join()
         self.raise_pending()
 
     def raise_pending(self) -> None:
@@ -115,11 +137,18 @@ class Adapter:
         if error is not None:
             raise error
 
-    def _callback(self, request: ov.InferRequest, payload) -> None:
-        userdata, submitted = payload
-        try:
-            outputs = [request.get_output_tensor(i).data.copy() for i in range(len(self.compiled.outputs))]
-            self.on_result(userdata, outputs, time.perf_counter() - submitted)
-        except BaseException as exc:  # noqa: BLE001 - kept for the submitting thread, not lost
-            with self.lock:
-                self.error = self.error or exc
+    def _deliver(self) -> None:
+        """The result thread: wait for each request in submission order, hand its outputs to on_result."""
+        while (item := self.in_flight.get()) is not None:
+            request, userdata, submitted = item
+            try:
+                request.wait()
+                outputs = [request.get_output_tensor(i).data.copy() for i in range(self.outputs)]
+                self.on_result(userdata, outputs, time.perf_counter() - submitted)
+            except BaseException as exc:  # noqa: BLE001 - kept for the submitting thread, not lost
+                with self.lock:
+                    self.error = self.error or exc
+            finally:
+                self.idle.put(request)
+                self.in_flight.task_done()
+        self.in_flight.task_done()

@@ -112,6 +112,7 @@ class Pipeline:
         self.finished: dict[int, tuple] = {}
         self.submitted = 0
         self.next_seq = 0
+        self.published_at = 0.0
         adapter.on_result = self._on_result
 
     def _on_result(self, job: MosaicJob, outputs: list[np.ndarray], seconds: float) -> None:
@@ -126,7 +127,6 @@ class Pipeline:
         for capture in self.captures:
             capture.start()
         deadline = None if self.options.duration is None else time.monotonic() + self.options.duration
-        last_status = 0.0
         try:
             while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
                 frames = self._gather(stop, deadline)
@@ -137,9 +137,7 @@ class Pipeline:
                     if any(tiles):
                         self._submit(group, tiles)
                     self._finish_ready()
-                if time.monotonic() - last_status >= STATUS_EVERY:
-                    last_status = time.monotonic()
-                    self._publish()
+                self._publish_due()
         finally:
             for capture in self.captures:
                 capture.stop()
@@ -155,15 +153,21 @@ class Pipeline:
         self._publish(snapshot)
         return snapshot
 
+    def _publish_due(self) -> None:
+        """Publish a snapshot if the last one is STATUS_EVERY old (also while every stream is down)."""
+        if time.monotonic() - self.published_at >= STATUS_EVERY:
+            self.published_at = time.monotonic()
+            self._publish()
+
     def _publish(self, snapshot: dict | None = None) -> None:
         snapshot = snapshot or self.snapshot()
         for listener in self.listeners:
             listener(snapshot)
 
     def _expecting(self, capture: Capture, now: float) -> bool:
-        """A stream worth waiting for this round: starting or live, and not stalled."""
-        return capture.state in ("connecting", "live") and (not capture.last_frame_at
-                                            or now - capture.last_frame_at < self.options.stall_seconds)
+        """A stream worth waiting for this round: starting or live, and not silent for stall_seconds."""
+        since = capture.last_frame_at or capture.started_at
+        return capture.state in ("connecting", "live") and now - since < self.options.stall_seconds
 
     def _gather(self, stop: threading.Event, deadline: float | None) -> dict[int, Frame] | None:
         """One frame from each stream that has one (waiting briefly for the others); None when all are done."""
@@ -186,6 +190,7 @@ class Pipeline:
                 return None
             if stop.is_set() or (deadline is not None and now >= deadline):
                 break
+            self._publish_due()
             self.wake.wait(min(until - now, 0.05) if until else 0.05)
         self.metrics.add_stage("wait", time.perf_counter() - started)
         for frame in frames.values():

@@ -1,13 +1,20 @@
 """`--serve`: a small HTTP server (loopback by default) with the live annotated mosaic and the numbers.
 
-Routes: `/` the viewer page, `/stream.mjpg` MJPEG, `/frame.jpg` the latest mosaic, `/detections` the
-latest per-stream detections (JSON), `/metrics` the latest metrics snapshot (JSON).
+Routes: `/` the viewer page, `/stream.mjpg` MJPEG (at most MAX_STREAM_CLIENTS at once), `/frame.jpg` the
+latest mosaic, `/detections` the latest per-stream detections (JSON), `/metrics.json` the latest metrics
+snapshot (JSON), `/metrics` the same for Prometheus. There is no authentication: requests must name this
+server in their Host header (a web page that re-points its own domain at 127.0.0.1 cannot read the cameras),
+and binding a non-loopback address logs a warning. No response is written while holding the lock that the
+pipeline thread takes, so a slow client never slows inference.
 """
 
 from __future__ import annotations
 
 import importlib.resources
+import ipaddress
 import json
+import logging
+import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -16,9 +23,16 @@ import numpy as np
 
 from pruneyolo.errors import PruneyoloError
 from pruneyolo.runner.outputs import frame_record
+from pruneyolo.runner.prometheus import CONTENT_TYPE, PrometheusMetrics
 
 BOUNDARY = "pruneyoloframe"
 JPEG_QUALITY = 80
+MAX_STREAM_CLIENTS = 8
+KEEPALIVE_SECONDS = 5.0  # an idle MJPEG stream repeats its frame this often (and so notices gone clients)
+LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
+WILDCARDS = {"0.0.0.0", "::"}
+
+log = logging.getLogger(__name__)
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -80,18 +94,65 @@ class LiveState:
             self.jpeg = (current, data.tobytes())
             return self.jpeg
 
+    def latest_detections(self) -> list[dict]:
+        """The latest record of each stream that has one (taken under the lock, encoded by the caller)."""
+        with self.changed:
+            return [d for d in self.detections if d is not None]
+
+    def latest_metrics(self) -> dict:
+        """The latest published snapshot (never mutated after publishing)."""
+        with self.changed:
+            return self.metrics
+
     def wait_newer(self, version: int, timeout: float) -> bool:
         """Block until a view newer than `version` exists (True) or the run ends / times out (False)."""
         with self.changed:
             return self.changed.wait_for(lambda: self.version > version or self.closed, timeout) and not self.closed
 
 
+def is_ip_literal(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
+def is_loopback(host: str) -> bool:
+    """True for localhost and loopback IP addresses (names other than localhost count as exposed)."""
+    return host.lower() == "localhost" or (is_ip_literal(host) and ipaddress.ip_address(host).is_loopback)
+
+
+def host_name(header: str | None) -> str | None:
+    """The name in a Host header, lower case, without port, brackets or trailing dot."""
+    if not header:
+        return None
+    header = header.strip().lower()
+    if header.startswith("["):
+        return header[1:].partition("]")[0]
+    name, _, port = header.rpartition(":")
+    return (name if port.isdigit() else header).rstrip(".")
+
+
+def host_allowed(header: str | None, bound: str) -> bool:
+    """Whether a request's Host header names this server: localhost, the bound address, or for a wildcard
+    bind any IP address or this machine's own name. DNS rebinding only ever brings a foreign name."""
+    name = host_name(header)
+    if name is None:
+        return False
+    if name in LOOPBACK_NAMES or name == bound.lower():
+        return True
+    return bound in WILDCARDS and (is_ip_literal(name) or name in {socket.gethostname().lower(),
+                                                                    socket.getfqdn().lower()})
+
+
 def viewer_page() -> bytes:
     return importlib.resources.files("pruneyolo.templates").joinpath("viewer.html").read_bytes()
 
 
-def make_handler(state: LiveState):
-    """A request handler class bound to `state`."""
+def make_handler(state: LiveState, metrics: PrometheusMetrics, bound: str):
+    """A request handler class bound to `state` and `metrics`, accepting Host headers that name `bound`."""
+    stream_slots = threading.BoundedSemaphore(MAX_STREAM_CLIENTS)
 
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, *args) -> None:
@@ -109,8 +170,17 @@ def make_handler(state: LiveState):
             self._send(json.dumps(data).encode(), "application/json")
 
         def do_GET(self) -> None:
-            path = self.path.split("?", 1)[0]
-            if path in ("/", "/index.html"):
+            try:
+                self._route(self.path.split("?", 1)[0])
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client went away
+
+        def _route(self, path: str) -> None:
+            if not host_allowed(self.headers.get("Host"), bound):
+                self._send(f"Host {self.headers.get('Host')!r} is not this server; open it as "
+                           f"http://127.0.0.1:{self.server.server_address[1]}/ or by its IP address\n".encode(),
+                           "text/plain; charset=utf-8", 403)
+            elif path in ("/", "/index.html"):
                 self._send(viewer_page(), "text/html; charset=utf-8")
             elif path == "/frame.jpg":
                 state.wait_newer(-1, 5.0)
@@ -120,13 +190,20 @@ def make_handler(state: LiveState):
                 else:
                     self._send(b"no frame yet", "text/plain", 503)
             elif path == "/stream.mjpg":
-                self._stream()
+                if not stream_slots.acquire(blocking=False):
+                    self._send(f"{MAX_STREAM_CLIENTS} live views are open already; close one, or poll "
+                               f"/frame.jpg\n".encode(), "text/plain; charset=utf-8", 503)
+                    return
+                try:
+                    self._stream()
+                finally:
+                    stream_slots.release()
             elif path == "/detections":
-                with state.changed:
-                    self._json([d for d in state.detections if d is not None])
+                self._json(state.latest_detections())
+            elif path == "/metrics.json":
+                self._json(state.latest_metrics())
             elif path == "/metrics":
-                with state.changed:
-                    self._json(state.metrics)
+                self._send(metrics.exposition(), CONTENT_TYPE)
             else:
                 self._send(b"not found", "text/plain", 404)
 
@@ -136,13 +213,12 @@ def make_handler(state: LiveState):
             self.send_header("Cache-Control", "no-store")
             self.end_headers()
             version = -1
-            try:
-                while state.wait_newer(version, 5.0):
-                    version, jpeg = state.latest_jpeg()
+            while not state.closed:
+                state.wait_newer(version, KEEPALIVE_SECONDS)
+                version, jpeg = state.latest_jpeg()
+                if jpeg:
                     self.wfile.write(f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\n"
                                      f"Content-Length: {len(jpeg)}\r\n\r\n".encode() + jpeg + b"\r\n")
-            except (BrokenPipeError, ConnectionResetError):
-                pass
 
     return Handler
 
@@ -150,12 +226,16 @@ def make_handler(state: LiveState):
 class ViewerServer:
     """The HTTP server on its own daemon thread; `close()` shuts it down."""
 
-    def __init__(self, address: str, state: LiveState):
+    def __init__(self, address: str, state: LiveState, metrics: PrometheusMetrics):
         host, port = parse_address(address)
         try:
-            self.server = ThreadingHTTPServer((host, port), make_handler(state))
+            self.server = ThreadingHTTPServer((host, port), make_handler(state, metrics, host))
         except OSError as exc:
             raise PruneyoloError(f"--serve {address}: cannot listen ({exc.strerror})") from None
+        if not is_loopback(host):
+            log.warning("--serve %s: reachable from the network with no authentication (anyone who can connect "
+                        "sees the cameras); bind 127.0.0.1 and use an SSH tunnel or an authenticating proxy",
+                        address)
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, name="viewer", daemon=True)
         self.thread.start()

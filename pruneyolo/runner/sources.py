@@ -7,6 +7,8 @@ count it; files, folders and unpaced synthetic scenes wait for room instead, so 
 from __future__ import annotations
 
 import collections
+import logging
+import math
 import threading
 import time
 from dataclasses import dataclass, field
@@ -20,6 +22,10 @@ from pruneyolo.errors import PruneyoloError
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 URL_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
 NETWORK_TIMEOUT_MS = 5000
+SYNTHETIC_SIZES = (32, 4096)  # smallest and largest width or height of a synthetic scene
+MAX_SYNTHETIC_OBJECTS = 64
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -50,7 +56,7 @@ class Frame:
 
 
 def parse_synthetic(text: str) -> dict:
-    """`synthetic:seed=3,size=640x480,objects=4,fps=30` -> options (all optional)."""
+    """`synthetic:seed=3,size=640x480,objects=4,fps=30` -> options (all optional, checked)."""
     options = {}
     body = text.split(":", 1)[1]
     for item in filter(None, body.split(",")):
@@ -67,7 +73,21 @@ def parse_synthetic(text: str) -> dict:
                 raise PruneyoloError(f"--source {text}: unknown option {key!r} (seed, size, objects, fps)")
         except ValueError:
             raise PruneyoloError(f"--source {text}: bad value for {key}: {value!r}") from None
+    check_synthetic(text, options)
     return options
+
+
+def check_synthetic(text: str, options: dict) -> None:
+    """Reject option values the scene generator cannot honour, naming the option and its valid range."""
+    low, high = SYNTHETIC_SIZES
+    if not (low <= options.get("width", low) <= high and low <= options.get("height", low) <= high):
+        raise PruneyoloError(f"--source {text}: size must be between {low}x{low} and {high}x{high}")
+    if options.get("seed", 0) < 0:
+        raise PruneyoloError(f"--source {text}: seed must be 0 or more")
+    if not 0 <= options.get("objects", 0) <= MAX_SYNTHETIC_OBJECTS:
+        raise PruneyoloError(f"--source {text}: objects must be between 0 and {MAX_SYNTHETIC_OBJECTS}")
+    if not (math.isfinite(options.get("fps", 1.0)) and options.get("fps", 1.0) > 0):
+        raise PruneyoloError(f"--source {text}: fps must be a positive number")
 
 
 def parse_source(text: str) -> SourceSpec:
@@ -88,6 +108,12 @@ def parse_source(text: str) -> SourceSpec:
 
 class SourceError(Exception):
     """A source that cannot be opened or read (reported on its stream, retried with --reconnect)."""
+
+
+def failure_text(exc: BaseException) -> str:
+    """An exception as one line: our own errors by their message, anything else with its type."""
+    text = " ".join(str(exc).split())
+    return text if isinstance(exc, (SourceError, PruneyoloError)) else f"{type(exc).__name__}: {text}"
 
 
 class CaptureReader:
@@ -205,6 +231,7 @@ class Capture(threading.Thread):
         self.frames_read = 0
         self.dropped = 0
         self.reconnects = 0
+        self.started_at = 0.0
         self.last_frame_at = 0.0
 
     @property
@@ -229,21 +256,29 @@ class Capture(threading.Thread):
             self.room.notify_all()
         return discarded
 
+    def start(self) -> None:
+        self.started_at = time.monotonic()
+        super().start()
+
     def run(self) -> None:
+        try:
+            self._read_until_done()
+        finally:
+            if self.state not in ("ended", "failed"):  # halted while connecting or retrying
+                self.state = "failed" if self.error else "ended"
+            self.wake.set()
+
+    def _read_until_done(self) -> None:
         failures = 0
         while not self.halt.is_set():
-            try:
-                reader = open_reader(self.spec, self.stream)
-            except (SourceError, PruneyoloError) as exc:
-                failures += 1
-                if self._may_retry(str(exc), failures):
-                    continue
-                return
             before = self.frames_read
             try:
-                done = self._pump(reader)
-            finally:
-                reader.close()
+                done = self._read_source()
+            except Exception as exc:  # noqa: BLE001 - whatever a reader raises ends this stream, not the run
+                failures = 1 if self.frames_read > before else failures + 1
+                if self._may_retry(failure_text(exc), failures):
+                    continue
+                return
             fresh = self.frames_read > before
             if done:
                 self.state = "ended"
@@ -256,6 +291,14 @@ class Capture(threading.Thread):
                 return
             if not self._may_retry(f"{self.spec.text} ended", failures):
                 return
+
+    def _read_source(self) -> bool:
+        """Open the source and pump it; True when we are done with it (see _pump)."""
+        reader = open_reader(self.spec, self.stream)
+        try:
+            return self._pump(reader)
+        finally:
+            reader.close()
 
     def _pump(self, reader) -> bool:
         """Read until the input ends (False) or we are done: halted or at --max-frames (True)."""
@@ -287,12 +330,15 @@ class Capture(threading.Thread):
         self.wake.set()
 
     def _may_retry(self, error: str, failures: int) -> bool:
-        """Record a failure; with --reconnect wait out the back-off and return True to try again."""
+        """Record and log a failure; with --reconnect wait out the back-off and return True to try again."""
         self.error = error
         if not self.policy.reconnect:
             self.state = "failed"
+            log.warning("stream %d (%s) failed: %s", self.stream, self.spec.text, error)
             return False
         self.state = "retrying"
         self.reconnects += 1
         first, longest = self.policy.backoff
-        return not self.halt.wait(min(longest, first * 2 ** (failures - 1)))
+        delay = min(longest, first * 2 ** (failures - 1))
+        log.warning("stream %d (%s): %s; retrying in %.1f s", self.stream, self.spec.text, error, delay)
+        return not self.halt.wait(delay)
