@@ -39,7 +39,7 @@ class StreamStats:
 
 
 @dataclass
-class Metrics:
+class RunStats:
     """Everything the status line, /metrics and the summary report."""
 
     streams: list[StreamStats]

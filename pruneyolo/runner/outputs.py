@@ -1,8 +1,4 @@
-"""Where results go: JSONL lines, annotated video, an OpenCV window, and the drawing they share.
-
-Each sink has `write(result)` taking a pipeline MosaicResult, `close()`, and `needs_view` (it wants the
-annotated mosaic drawn).
-"""
+"""Where results go: JSONL lines, annotated video, an OpenCV window, and the drawing they share."""
 
 from __future__ import annotations
 
@@ -10,11 +6,24 @@ import colorsys
 import json
 import os
 from pathlib import Path
+from typing import Protocol
 
 import cv2
 import numpy as np
 
 from pruneyolo.errors import PruneyoloError
+
+
+class Sink(Protocol):
+    """What the pipeline writes each mosaic's results to (files, windows, the live view, Prometheus)."""
+
+    needs_view: bool  # the sink wants the annotated mosaic drawn
+
+    def write(self, result) -> None:
+        """Take one pipeline MosaicResult."""
+
+    def close(self) -> None:
+        """Flush and release; called once, also after an error."""
 
 
 def class_colour(cls: int) -> tuple[int, int, int]:

@@ -18,8 +18,8 @@ from pruneyolo.detect.boxes import Detections, select
 from pruneyolo.detect.decode import decode_raw, rows_from_scores
 from pruneyolo.detect.mosaic import Layout, Placement, blank_mosaic, paste, tile_of, to_mosaic, to_source
 from pruneyolo.runner.adapter import Adapter
-from pruneyolo.runner.metrics import Metrics, StreamStats
-from pruneyolo.runner.outputs import draw_boxes, draw_caption, draw_no_signal
+from pruneyolo.runner.metrics import RunStats, StreamStats
+from pruneyolo.runner.outputs import Sink, draw_boxes, draw_caption, draw_no_signal
 from pruneyolo.runner.sources import Capture, CapturePolicy, Frame, SourceSpec
 
 STATUS_EVERY = 0.5  # seconds between status snapshots
@@ -98,7 +98,7 @@ class Pipeline:
     """Runs sources through one adapter into sinks; `run(stop)` returns the final metrics snapshot."""
 
     def __init__(self, adapter: Adapter, specs: list[SourceSpec], policy: CapturePolicy, layout: Layout,
-                 sinks: list, options: RunOptions = RunOptions(),
+                 sinks: list[Sink], options: RunOptions = RunOptions(),
                  listeners: list[Callable[[dict], None]] = ()):
         self.adapter, self.layout, self.sinks, self.options = adapter, layout, sinks, options
         self.listeners = list(listeners)
@@ -106,7 +106,7 @@ class Pipeline:
         self.captures = [Capture(i, spec, policy, self.wake) for i, spec in enumerate(specs)]
         tiles = layout.tiles
         self.groups = [list(range(start, min(start + tiles, len(specs)))) for start in range(0, len(specs), tiles)]
-        self.metrics = Metrics([StreamStats(spec.text) for spec in specs])
+        self.metrics = RunStats([StreamStats(spec.text) for spec in specs])
         self.views = [blank_mosaic(layout) for _ in self.groups] if any(s.needs_view for s in sinks) else None
         self.results: queue.Queue = queue.Queue()
         self.finished: dict[int, tuple] = {}
