@@ -99,10 +99,11 @@ class Adapter:
         shape = self.compiled.input(0).get_shape()
         return int(shape[2]), int(shape[1])
 
-    def submit(self, image: np.ndarray, userdata) -> None:
-        """Start inference on a HxWx3 u8 image (blocks while every request is busy)."""
+    def submit(self, image: np.ndarray, userdata, share: bool = False) -> None:
+        """Start inference on a HxWx3 u8 image (blocks while every request is busy); with `share` the request
+        reads `image` in place, which must then stay unchanged until its result arrives."""
         self.raise_pending()
-        self.queue.start_async(image[None], (userdata, time.perf_counter()))
+        self.queue.start_async(image[None], (userdata, time.perf_counter()), share_inputs=share)
 
     def wait(self) -> None:
         """Wait for every request in flight, then re-raise any callback exception."""
