@@ -118,7 +118,7 @@ class Pipeline:
         self.finished: dict[int, tuple] = {}
         self.submitted = 0
         self.next_seq = 0
-        self.steady: list[tuple[float, float, int]] = []  # (monotonic, process CPU, mosaics) at first/last finish
+        self.steady: list[tuple[float, float, int]] = []  # (monotonic, process CPU, mosaics): first, last mark
         adapter.on_result = self._on_result
 
     def _on_result(self, job: MosaicJob, outputs: list[np.ndarray], seconds: float) -> None:
@@ -126,9 +126,9 @@ class Pipeline:
         self.wake.set()
 
     def snapshot(self) -> dict:
-        """The metrics, plus the steady state between the first and the last finished mosaic (start-up and
-        compilation left out, as benchmark_app leaves them out): inferences/s and this process's CPU time
-        (capture, runner and inference threads) per inference."""
+        """The metrics, plus the steady state from the first finished mosaic on (start-up and compilation left
+        out, as benchmark_app leaves them out): inferences/s and this process's CPU time (capture, runner and
+        inference threads) per inference, marked at most every STATUS_EVERY seconds."""
         snapshot = self.metrics.snapshot(self.captures)
         if self.steady and self.steady[1][2] > self.steady[0][2]:
             (first, first_cpu, first_count), (last, last_cpu, last_count) = self.steady
@@ -162,6 +162,8 @@ class Pipeline:
             try:
                 self.adapter.wait()
                 self._finish_ready()
+                if self.steady and self.steady[-1][2] < self.metrics.mosaics:
+                    self._mark(time.monotonic())
             finally:
                 for sink in self.sinks:
                     sink.close()
@@ -217,6 +219,11 @@ class Pipeline:
         self.submitted += 1
         self.adapter.submit(mosaic.image, job, share=True)
 
+    def _mark(self, now: float) -> None:
+        """Note the time, process CPU time and mosaics finished, for the steady-state figures."""
+        mark = (now, time.process_time(), self.metrics.mosaics)
+        self.steady = [self.steady[0] if self.steady else mark, mark]
+
     def _finish_ready(self) -> None:
         """Finish every completed mosaic whose predecessors are all finished."""
         while True:
@@ -254,8 +261,8 @@ class Pipeline:
         self.pool.release(job.mosaic)
         self.metrics.mosaics += 1
         now = time.monotonic()
-        mark = (now, time.process_time(), self.metrics.mosaics)
-        self.steady = [self.steady[0] if self.steady else mark, mark]
+        if not self.steady or now - self.steady[-1][0] >= STATUS_EVERY:  # the CPU clock is not cheap to read
+            self._mark(now)
         for result in results:
             self.metrics.streams[result.frame.stream].record(now, now - result.frame.captured, infer,
                                                             len(result.detections))
