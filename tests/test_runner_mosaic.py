@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from pruneyolo.detect.boxes import candidates, nms, select
+from pruneyolo.detect.boxes import box_iou, candidates, nms, select
 from pruneyolo.detect.letterbox import place
 from pruneyolo.detect.mosaic import (
     Layout,
@@ -108,3 +108,18 @@ def test_select_never_suppresses_across_tiles_or_classes():
     ), lambda b: tile_of((b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2, layout), conf=0.25, iou=0.45)
     np.testing.assert_allclose(found.scores, [0.9, 0.8, 0.6], rtol=1e-6)
     assert tiles.tolist() == [0, 1, 0] and found.classes.tolist() == [0, 0, 1]
+
+
+@pytest.mark.parametrize("count", [40, 700])  # the IoU-matrix path and the one-box-at-a-time path
+def test_nms_keeps_what_greedy_nms_keeps(count):
+    rng = np.random.default_rng(count)
+    corners = rng.uniform(0, 200, (count, 2))
+    boxes = np.concatenate([corners, corners + rng.uniform(5, 40, (count, 2))], 1).astype(np.float32)
+    scores = rng.choice(np.linspace(0.3, 1, 20), count).astype(np.float32)  # ties keep input order
+    groups = rng.integers(0, 3, count)
+    keep, alive = [], list(np.argsort(-scores, kind="stable"))
+    while alive:
+        best = alive.pop(0)
+        keep.append(best)
+        alive = [i for i in alive if groups[i] != groups[best] or box_iou(boxes[[best]], boxes[[i]])[0, 0] <= 0.45]
+    assert nms(boxes, scores, groups, 0.45).tolist() == keep

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 MAX_CANDIDATES = 4096
+NMS_MATRIX_MAX = 512  # up to this many boxes NMS computes all IoUs at once (2 MB of booleans and floats)
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,15 @@ def nms(boxes: np.ndarray, scores: np.ndarray, groups: np.ndarray, iou: float) -
     span = float(np.abs(boxes).max()) * 2 + 1
     shifted = boxes + (groups.astype(np.float64) * span)[:, None]
     order = np.argsort(-scores, kind="stable")
+    if len(order) <= NMS_MATRIX_MAX:  # one IoU matrix, then a scan of booleans: the common, small case
+        overlaps = box_iou(shifted[order], shifted[order]) > iou
+        suppressed = np.zeros(len(order), bool)
+        keep = []
+        for rank in range(len(order)):
+            if not suppressed[rank]:
+                keep.append(order[rank])
+                suppressed |= overlaps[rank]
+        return np.asarray(keep, np.int64)
     keep = []
     while len(order):
         best, order = order[0], order[1:]

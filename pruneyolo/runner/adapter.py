@@ -118,12 +118,13 @@ class Adapter:
         self.results = self.idle = None
         self.compiled = None
 
-    def submit(self, image: np.ndarray, userdata) -> None:
-        """Start inference on a HxWx3 u8 image (blocks while every request is busy)."""
+    def submit(self, image: np.ndarray, userdata, share: bool = False) -> None:
+        """Start inference on a HxWx3 u8 image (blocks while every request is busy); with `share` the request
+        reads `image` in place, which must then stay unchanged until its result arrives."""
         self.raise_pending()
         request = self.idle.get()
         submitted = time.perf_counter()
-        request.start_async({0: image[None]})
+        request.start_async({0: image[None]}, share_inputs=share)
         self.in_flight.put((request, userdata, submitted))
 
     def wait(self) -> None:

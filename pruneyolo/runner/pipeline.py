@@ -16,8 +16,9 @@ import numpy as np
 
 from pruneyolo.detect.boxes import Detections, select
 from pruneyolo.detect.decode import decode_raw, rows_from_scores
-from pruneyolo.detect.mosaic import Layout, Placement, blank_mosaic, paste, tile_of, to_mosaic, to_source
+from pruneyolo.detect.mosaic import Layout, Placement, blank_mosaic, tile_of, to_mosaic, to_source
 from pruneyolo.runner.adapter import Adapter
+from pruneyolo.runner.compose import Mosaic, MosaicPool
 from pruneyolo.runner.metrics import RunStats, StreamStats
 from pruneyolo.runner.outputs import Sink, draw_boxes, draw_caption, draw_no_signal
 from pruneyolo.runner.sources import Capture, CapturePolicy, Frame, SourceSpec
@@ -51,7 +52,11 @@ class MosaicJob:
     seq: int
     group: int
     tiles: list[Tile | None]
-    image: np.ndarray
+    mosaic: Mosaic
+
+    @property
+    def image(self) -> np.ndarray:
+        return self.mosaic.image
 
 
 @dataclass
@@ -109,10 +114,12 @@ class Pipeline:
         self.metrics = RunStats([StreamStats(spec.text) for spec in specs])
         self.views = [blank_mosaic(layout) for _ in self.groups] if any(s.needs_view for s in sinks) else None
         self.results: queue.Queue = queue.Queue()
+        self.pool = MosaicPool(layout)
         self.finished: dict[int, tuple] = {}
         self.submitted = 0
         self.next_seq = 0
         self.published_at = 0.0
+        self.steady: list[tuple[float, float, int]] = []  # (monotonic, process CPU, mosaics): first, last mark
         adapter.on_result = self._on_result
 
     def _on_result(self, job: MosaicJob, outputs: list[np.ndarray], seconds: float) -> None:
@@ -120,7 +127,16 @@ class Pipeline:
         self.wake.set()
 
     def snapshot(self) -> dict:
-        return self.metrics.snapshot(self.captures)
+        """The metrics, plus the steady state from the first finished mosaic on (start-up and compilation left
+        out, as benchmark_app leaves them out): inferences/s and this process's CPU time (capture, runner and
+        inference threads) per inference, marked at most every STATUS_EVERY seconds."""
+        snapshot = self.metrics.snapshot(self.captures)
+        if self.steady and self.steady[1][2] > self.steady[0][2]:
+            (first, first_cpu, first_count), (last, last_cpu, last_count) = self.steady
+            count = last_count - first_count
+            snapshot.update(steady_inferences_per_s=round(count / max(last - first, 1e-9), 2),
+                            cpu_ms_per_inference=round(1000 * (last_cpu - first_cpu) / count, 3))
+        return snapshot
 
     def run(self, stop: threading.Event) -> dict:
         """Until every source is done, `stop` is set or the duration passes; always flushes and closes sinks."""
@@ -144,6 +160,8 @@ class Pipeline:
             try:
                 self.adapter.wait()
                 self._finish_ready()
+                if self.steady and self.steady[-1][2] < self.metrics.mosaics:
+                    self._mark(time.monotonic())
             finally:
                 for sink in self.sinks:
                     sink.close()
@@ -199,13 +217,17 @@ class Pipeline:
 
     def _submit(self, group: int, frames: list[Frame | None]) -> None:
         started = time.perf_counter()
-        image = blank_mosaic(self.layout)
-        tiles = [Tile(f, paste(image, self.layout, i, f.image)) if f is not None else None
-                 for i, f in enumerate(frames)]
+        mosaic, placements = self.pool.compose([None if f is None else f.image for f in frames])
+        tiles = [None if f is None else Tile(f, p) for f, p in zip(frames, placements)]
         self.metrics.add_stage("tile", time.perf_counter() - started)
-        job = MosaicJob(self.submitted, group, tiles, image)
+        job = MosaicJob(self.submitted, group, tiles, mosaic)
         self.submitted += 1
-        self.adapter.submit(image, job)
+        self.adapter.submit(mosaic.image, job, share=True)
+
+    def _mark(self, now: float) -> None:
+        """Note the time, process CPU time and mosaics finished, for the steady-state figures."""
+        mark = (now, time.process_time(), self.metrics.mosaics)
+        self.steady = [self.steady[0] if self.steady else mark, mark]
 
     def _finish_ready(self) -> None:
         """Finish every completed mosaic whose predecessors are all finished."""
@@ -241,8 +263,11 @@ class Pipeline:
         mosaic = MosaicResult(job.group, results, view)
         for sink in self.sinks:
             sink.write(mosaic)
+        self.pool.release(job.mosaic)
         self.metrics.mosaics += 1
         now = time.monotonic()
+        if not self.steady or now - self.steady[-1][0] >= STATUS_EVERY:  # the CPU clock is not cheap to read
+            self._mark(now)
         for result in results:
             self.metrics.streams[result.frame.stream].record(now, now - result.frame.captured, infer,
                                                             len(result.detections))

@@ -33,7 +33,7 @@ class SourceSpec:
     """A parsed `--source`: its kind, what to open, and `key=value` options (synthetic only)."""
 
     text: str
-    kind: str  # camera | url | video | image | folder | synthetic
+    kind: str  # camera | url | video | image | folder | synthetic | replay
     target: str
     options: dict = field(default_factory=dict)
 
@@ -92,6 +92,10 @@ def check_synthetic(text: str, options: dict) -> None:
 
 def parse_source(text: str) -> SourceSpec:
     """Classify a `--source` argument (no I/O beyond checking what a path is)."""
+    if text.startswith("replay:"):
+        from pruneyolo.runner.replay import parse_replay
+
+        return parse_replay(text)
     if text.startswith("synthetic:") or text == "synthetic":
         return SourceSpec(text, "synthetic", "", parse_synthetic(text if ":" in text else text + ":"))
     if text.isdigit():
@@ -200,6 +204,10 @@ def open_reader(spec: SourceSpec, stream: int):
     """
     if spec.kind == "synthetic":
         return SyntheticReader(spec, stream)
+    if spec.kind == "replay":
+        from pruneyolo.runner.replay import ReplayReader
+
+        return ReplayReader(spec, stream)
     if spec.kind in ("image", "folder"):
         return ImagesReader(spec)
     return CaptureReader(spec)
