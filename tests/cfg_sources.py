@@ -30,7 +30,7 @@ SHARED = shared_dir()
 CORPUS = (SHARED or ROOT.parent / "shared") / "cfgs" / "third_party"
 HAS_CORPUS = SHARED is not None and CORPUS.is_dir()
 NO_CORPUS = (f"third-party cfg corpus hidden: {SHARED_ENV} is set but empty" if SHARED is None else
-             f"no third-party cfg corpus at {CORPUS} (a fresh clone has none; {SHARED_ENV}=DIR reads it from DIR)")
+             f"no third-party cfg corpus at {CORPUS} (a fresh clone has none; {SHARED_ENV}=DIR reads DIR's)")
 needs_corpus = pytest.mark.skipif(not HAS_CORPUS, reason=NO_CORPUS)
 
 CORPUS_CFGS = sorted(CORPUS.glob("*.cfg")) if HAS_CORPUS else []

@@ -19,7 +19,7 @@ NO_PY310 = (f"OpenVINO 2022.3 needs Python 3.10: none found (set {PY310_ENV}, pu
 
 
 def real_python310(python: str) -> Path | None:
-    """The interpreter `python` runs (a pyenv shim resolves to its version) if it is Python 3.10, else None."""
+    """The interpreter `python` runs (a pyenv shim resolves to its version) if that is Python 3.10."""
     check = "import sys; assert sys.version_info[:2] == (3, 10); print(sys.executable)"
     try:
         done = subprocess.run([python, "-c", check], check=False, capture_output=True, text=True, timeout=60)
@@ -46,10 +46,11 @@ def pyenv_pythons310() -> list[str]:
 
 @functools.cache
 def find_python310() -> Path | None:
-    """Python 3.10 to build the venv with: ${PY310_ENV} if set, else python3.10 on PATH, else pyenv's 3.10.x."""
+    """Python 3.10 to build the venv with: $PRUNEYOLO_PY310 if set, else python3.10 on PATH, else pyenv's."""
     override = os.environ.get(PY310_ENV)
     candidates = [override] if override else [shutil.which("python3.10"), *pyenv_pythons310()]
-    return next((found for candidate in candidates if candidate and (found := real_python310(candidate))), None)
+    found = (real_python310(candidate) for candidate in candidates if candidate)
+    return next((python for python in found if python), None)
 
 
 def ensure_venv(python310: Path, venv: Path = VENV) -> Path:

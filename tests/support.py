@@ -1,4 +1,4 @@
-"""Shared by the graph, codegen and convert tests: the corpus, reference runs in OpenCV, the IR-parity check."""
+"""Shared by the graph, codegen and convert tests: reference runs in OpenCV, the IR-parity checks."""
 
 from __future__ import annotations
 

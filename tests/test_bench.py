@@ -114,7 +114,8 @@ def test_timing_labels_and_default_row():
 
 def test_speed_ups_over_opencv_are_latency_and_rate_ratios():
     opencv = Timing("opencv", "f32", 8.0, 150.0)
-    result = BenchResult("m", (64, 64), 1.0, [Timing("ir-f32", "f32", 2.0, 600.0), opencv], {"f32": 1.0}, "f32")
+    ir = Timing("ir-f32", "f32", 2.0, 600.0)
+    result = BenchResult("m", (64, 64), 1.0, [ir, opencv], {"f32": 1.0}, "f32")
     assert vs_opencv(result, result.timing("ir-f32")) == (4.0, 4.0)  # 8 ms -> 2 ms, 150/s -> 600/s
     slower = Timing("torch", "f32", 16.0, 50.0)
     assert vs_opencv(result, slower) == (0.5, 1 / 3)

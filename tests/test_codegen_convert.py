@@ -29,7 +29,7 @@ VARIETY = [pytest.param(path, id=path.stem) for path in OWN_CFGS] + [  # ours, t
     with_corpus(corpus_cfg("yolov2"), id="yolov2"),  # [reorg] (old), [region]
     with_corpus(corpus_cfg("enet-coco"), id="enet"),  # [avgpool], [scale_channels], grouped convs
     with_corpus(corpus_cfg("yolov4-sam-mish-csp-reorg-bfm"), id="sam-reorg3d"),  # [sam], [reorg3d], mish
-    with_corpus(CORPUS / "ZJU-lishuang__yolov5_prune__cfg__yolov5s.cfg", id="yolov5-focus"),  # [focus], nobias
+    with_corpus(CORPUS / "ZJU-lishuang__yolov5_prune__cfg__yolov5s.cfg", id="yolov5-focus"),  # [focus] ...
     with_corpus(CORPUS / "ZJU-lishuang__yolov5_prune__cfg__yolo-fastest.cfg", id="yolo-fastest"),  # depthwise
 ]
 
@@ -108,15 +108,16 @@ def test_metadata_input_and_names(tmp_path):
     assert list(loaded.inputs[0].get_shape()) == [1, 160, 192, 3]
     info = ModelInfo.read(loaded)
     assert info.labels == labels and info.heads_mode == "decoded"
-    assert [h.stride for h in info.heads] == [32, 16] and info.heads[0].anchors == [[41, 52], [75, 60], [120, 130]]
+    assert [h.stride for h in info.heads] == [32, 16]
+    assert info.heads[0].anchors == [[41, 52], [75, 60], [120, 130]]
     assert loaded.get_rt_info(["model_info", "model_type"]).astype(str) == "YoloV4"
     assert loaded.get_rt_info(["model_info", "labels"]).astype(str).split()[0] == "thing_0"
     assert [output.get_any_name() for output in loaded.outputs] == ["detections"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
-@pytest.mark.parametrize("cfg", [own_cfg("csp-newcoords"), with_corpus(corpus_cfg("yolov4-csp"), id="yolov4-csp")],
-                         ids=["csp-newcoords", "yolov4-csp"])
+@pytest.mark.parametrize("cfg", [pytest.param(own_cfg("csp-newcoords"), id="csp-newcoords"),
+                                 with_corpus(corpus_cfg("yolov4-csp"), id="yolov4-csp")])
 def test_fp16_ir_within_1e2_of_fp32(cfg, tmp_path):
     graph, weights = _model(cfg, (128, 128))
     model = to_openvino(graph, weights, heads="raw")
@@ -131,9 +132,9 @@ def test_fp16_ir_within_1e2_of_fp32(cfg, tmp_path):
     assert max(errors) < 1e-2 and max(errors) > 0, errors
 
 
-@pytest.mark.parametrize("cfg", [pytest.param(path, id=path.stem) for path in [*OWN_CFGS, shipped_cfg("demo-tiny")]]
-                         + [with_corpus(corpus_cfg(name), id=name)
-                            for name in ("yolov4-tiny", "yolov4-csp-swish", "yolov3-spp")])
+@pytest.mark.parametrize("cfg", [pytest.param(path, id=path.stem) for path in (*OWN_CFGS, shipped_cfg("demo-tiny"))]
+                         + [with_corpus(corpus_cfg(name), id=name) for name in ("yolov4-tiny", "yolov4-csp-swish",
+                                                                                "yolov3-spp")])
 def test_fp16_ir_loads_and_matches_in_openvino_2022_3(cfg, tmp_path):
     graph, weights = _model(cfg, (128, 128))
     xml = save_ir(to_openvino(graph, weights, heads="raw"), tmp_path / "m.xml", "fp16")
@@ -145,8 +146,8 @@ def test_fp16_ir_loads_and_matches_in_openvino_2022_3(cfg, tmp_path):
     assert len(outputs) == len(expected) and max(errors) < 1e-2, errors
 
 
-@pytest.mark.parametrize("cfg", [shipped_cfg("demo-tiny"), with_corpus(corpus_cfg("yolov4-tiny"), id="yolov4-tiny")],
-                         ids=["demo-tiny", "yolov4-tiny"])
+@pytest.mark.parametrize("cfg", [pytest.param(shipped_cfg("demo-tiny"), id="demo-tiny"),
+                                 with_corpus(corpus_cfg("yolov4-tiny"), id="yolov4-tiny")])
 def test_onnx_runs_in_onnxruntime_with_parity(cfg, tmp_path):
     graph, weights = _model(cfg, (160, 160))
     path = save_onnx(export_module(graph, weights, "raw"), graph, tmp_path / "m.onnx", "raw")
@@ -174,8 +175,8 @@ def test_convert_cli_writes_ir_and_onnx_and_refuses_wrong_weights(tmp_path):
     assert not (tmp_path / "x").exists() or not list((tmp_path / "x").iterdir())
 
 
-@pytest.mark.parametrize("cfg", [own_cfg("res-spp"), with_corpus(corpus_cfg("yolov3-spp"), id="yolov3-spp")],
-                         ids=["res-spp", "yolov3-spp"])
+@pytest.mark.parametrize("cfg", [pytest.param(own_cfg("res-spp"), id="res-spp"),
+                                 with_corpus(corpus_cfg("yolov3-spp"), id="yolov3-spp")])
 def test_pruned_model_round_trip_converts_with_parity(cfg, tmp_path):
     graph = load_graph(cfg, (128, 128))
     result = prune(graph, random_weights(graph, 2, gamma=spike_and_slab), 0.8, shortcuts=4)

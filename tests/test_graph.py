@@ -65,7 +65,7 @@ def test_tiny_shapes_params_and_maxpool_size2_stride1_keeps_size():
     assert head.stride == 2 and head.head_anchors == ((10, 14), (23, 27), (37, 58))
     assert graph.params == 3 * 3 * 3 * 8 + 2 * 8 + 8 * 18 + 18
     # darknet counts 2 * weights * output pixels per conv, size^2 * C * H * W per maxpool
-    assert graph.bflops == pytest.approx((2 * 8 * 27 * 32 * 32 + 4 * 8 * 32 * 32 + 2 * 18 * 8 * 32 * 32) / 1e9)
+    assert graph.bflops == pytest.approx((2 * 8 * 27 + 4 * 8 + 2 * 18 * 8) * 32 * 32 / 1e9)
     assert graph.heads[0].decode == "darknet"
 
 
@@ -96,22 +96,21 @@ activation=linear
 
 
 @pytest.mark.parametrize("path, stem, size", [
-    (own_cfg("yolov5-dialect"), 3, 16),
-    with_corpus(CORPUS / "ZJU-lishuang__yolov5_prune__cfg__yolov5s_v6_hand.cfg", 0, 304, id="yolov5s_v6_hand"),
-], ids=["yolov5-dialect", "yolov5s_v6_hand"])
+    pytest.param(own_cfg("yolov5-dialect"), 3, 16, id="yolov5-dialect"),
+    with_corpus(CORPUS / "ZJU-lishuang__yolov5_prune__cfg__yolov5s_v6_hand.cfg", 0, 304, id="v6_hand"),
+])
 def test_dialect_detected_and_forced(path, stem, size):
     yolov5 = load_graph(path)
     assert yolov5.dialect == "yolov5" and {head.decode for head in yolov5.heads} == {"yolov5"}
     assert yolov5.nodes[stem].size == 6 and yolov5.nodes[stem].padding == 2
     assert yolov5.nodes[stem].out_shape[1:] == (size, size)
-    with pytest.raises(CfgError, match="differ in spatial size"):  # darknet's k/2 padding makes the stem size + 1
+    with pytest.raises(CfgError, match="differ in spatial size"):  # darknet's k/2 pads the stem to size + 1
         load_graph(path, dialect="darknet")
     assert load_graph(own_cfg("csp-newcoords"), dialect="yolov5").heads[0].decode == "yolov5"
 
 
-@pytest.mark.parametrize("path, bflops", [(shipped_cfg("demo-tiny"), None),
-                                          with_corpus(corpus_cfg("yolov4-tiny"), "6.910", id="yolov4-tiny")],
-                         ids=["demo-tiny", "yolov4-tiny"])
+@pytest.mark.parametrize("path, bflops", [pytest.param(shipped_cfg("demo-tiny"), None, id="demo-tiny"),
+                                          with_corpus(corpus_cfg("yolov4-tiny"), "6.910", id="yolov4-tiny")])
 def test_inspect_cli_table_and_json(path, bflops):
     runner = CliRunner()
     result = runner.invoke(main, ["inspect", str(path)])
@@ -181,9 +180,10 @@ def _mutations(text: str, rng: random.Random):
 FUZZED = [own_cfg("tiny-maxpool"), own_cfg("csp-newcoords"), own_cfg("attention"), shipped_cfg("demo-tiny")]
 
 
-@pytest.mark.parametrize("paths", [FUZZED, with_corpus([corpus_cfg(name) for name in ("yolov4-tiny", "yolov3-tiny",
-                                                                                    "yolov4-csp")], id="corpus")],
-                         ids=["own", "corpus"])
+FUZZED_CORPUS = [corpus_cfg(name) for name in ("yolov4-tiny", "yolov3-tiny", "yolov4-csp")]
+
+
+@pytest.mark.parametrize("paths", [pytest.param(FUZZED, id="own"), with_corpus(FUZZED_CORPUS, id="corpus")])
 def test_fuzzed_real_cfgs_give_only_clean_errors(paths):
     rng = random.Random(1234)
     sources = [path.read_text() for path in paths]

@@ -48,7 +48,8 @@ def _features(graph) -> set[str]:
     for node in graph.nodes:
         if isinstance(node, Conv):
             found |= {name for name, used in (
-                ("grouped conv", 1 < node.groups < node.in_channels), ("depthwise conv", node.groups == node.filters > 1),
+                ("grouped conv", 1 < node.groups < node.in_channels),
+                ("depthwise conv", node.groups == node.filters > 1),
                 ("dilated conv", node.dilation > 1), ("stride_x != stride_y", node.stride_x != node.stride_y),
                 ("conv without BatchNorm", node.has_conv and not node.batch_normalize),
                 ("even kernel", node.size % 2 == 0)) if used}
@@ -72,7 +73,8 @@ def test_own_cfgs_cover_every_section_activation_dialect_and_decode():
     graphs = [load_graph(path) for path in CFGS]
     sections = [section for graph in graphs for section in graph.sections]
     assert {section.name for section in sections} == set(PARSERS) | {"net", "network"}
-    spellings = {section.entries["activation"].value for section in sections if "activation" in section.entries}
+    spellings = {section.entries["activation"].value for section in sections
+                 if "activation" in section.entries}
     assert {canonical_activation(name) for name in spellings} == set(CANONICAL)
     assert {graph.dialect for graph in graphs} == set(DIALECTS)
     assert {head.decode for graph in graphs for head in graph.heads} == DECODES
@@ -209,13 +211,15 @@ num=3
 
 def test_shortcut_of_several_from_equals_chained_shortcuts_in_opencv(tmp_path):
     """OpenCV's importer adds only the first from=, so the reference chains one shortcut per from."""
-    several = build_graph(parse_cfg_text(SEVERAL_FROM.format(shortcuts="[shortcut]\nfrom=-2,-3\nactivation=mish")))
+    several = build_graph(parse_cfg_text(SEVERAL_FROM.format(
+        shortcuts="[shortcut]\nfrom=-2,-3\nactivation=mish")))
     chained = build_graph(parse_cfg_text(SEVERAL_FROM.format(
         shortcuts="[shortcut]\nfrom=-2\nactivation=linear\n\n[shortcut]\nfrom=-4\nactivation=mish")))
     weights = random_weights(several, 7)
     chained_weights = random_weights(chained, 0)
     chained_weights.layers = {index + (index > 3): layer for index, layer in weights.layers.items()}
     frame = random_bgr(several)
-    reference = opencv_heads(opencv_net(chained, chained_weights, tmp_path / "chained"), chained, to_blob(frame))
+    net = opencv_net(chained, chained_weights, tmp_path / "chained")
+    reference = opencv_heads(net, chained, to_blob(frame))
     compiled = compile_f32(to_openvino(several, weights, heads="raw"))
     assert relative_error(compiled(frame)[0], reference[0]) < 1e-4

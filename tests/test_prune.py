@@ -40,9 +40,10 @@ def cfgs(own: list, corpus: list) -> list:
 KEPT_SHARE = {"attention": 0.7}  # most of its convs are grouped or feed attention layers
 
 
-@pytest.mark.parametrize("cfg", cfgs([own_cfg("tiny-maxpool"), DEMO_TINY, own_cfg("res-spp"), own_cfg("csp-newcoords"),
-                                      own_cfg("region-reorg"), own_cfg("attention")],
-                                     ["yolov3-tiny", "yolov4-tiny", "yolov3-spp", "yolov4"]))
+OWN = [own_cfg(name) for name in ("tiny-maxpool", "res-spp", "csp-newcoords", "region-reorg", "attention")]
+
+
+@pytest.mark.parametrize("cfg", cfgs([*OWN, DEMO_TINY], ["yolov3-tiny", "yolov4-tiny", "yolov3-spp", "yolov4"]))
 def test_pruned_outputs_equal_original_when_cut_channels_are_zero(cfg, tmp_path):
     graph, weights = sparse_model(cfg, 160)
     masks, _ = channel_masks(graph, weights, 0.8)
@@ -58,9 +59,9 @@ def test_pruned_outputs_equal_original_when_cut_channels_are_zero(cfg, tmp_path)
         assert relative_error(before, after) < 1e-4
 
 
-@pytest.mark.parametrize("cfg", [own_cfg("attention"),
+@pytest.mark.parametrize("cfg", [pytest.param(own_cfg("attention"), id="attention"),
                                  with_corpus(CORPUS / "ZJU-lishuang__yolov5_prune__cfg__yolo-fastest.cfg",
-                                             id="yolo-fastest")], ids=["attention", "yolo-fastest"])
+                                             id="yolo-fastest")])
 def test_grouped_convs_and_their_inputs_keep_their_channels(cfg):
     graph, weights = sparse_model(cfg, 160)
     result = prune(graph, weights, 0.5)

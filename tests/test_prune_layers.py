@@ -64,8 +64,8 @@ def test_renumber_rewrites_relative_and_absolute_references():
 RES_SPP = own_cfg("res-spp")  # darknet53's pattern: 1, 2, 4, 2, 1 residual blocks at strides 2 .. 32
 
 
-@pytest.mark.parametrize("cfg, total", [(RES_SPP, 10), with_corpus(corpus_cfg("yolov3"), 23, id="yolov3")],
-                         ids=["res-spp", "yolov3"])
+@pytest.mark.parametrize("cfg, total", [pytest.param(RES_SPP, 10, id="res-spp"),
+                                        with_corpus(corpus_cfg("yolov3"), 23, id="yolov3")])
 def test_blocks_are_chosen_by_gamma_and_never_empty_a_stage(cfg, total):
     graph = load_graph(cfg, (160, 160))
     weights = random_weights(graph, 0)
@@ -80,7 +80,8 @@ def test_blocks_are_chosen_by_gamma_and_never_empty_a_stage(cfg, total):
         choose_blocks(blocks, removable + 1)
 
 
-@pytest.mark.parametrize("cfg", [RES_SPP, with_corpus(corpus_cfg("yolov4"), id="yolov4")], ids=["res-spp", "yolov4"])
+@pytest.mark.parametrize("cfg", [pytest.param(RES_SPP, id="res-spp"),
+                                 with_corpus(corpus_cfg("yolov4"), id="yolov4")])
 def test_zero_residual_branches_are_removed_without_changing_outputs(cfg, tmp_path):
     graph, weights = sparse_model(cfg, 160)
     for layer in weights.layers.values():
@@ -104,8 +105,8 @@ def test_zero_residual_branches_are_removed_without_changing_outputs(cfg, tmp_pa
         assert relative_error(before, after) < 1e-4
 
 
-@pytest.mark.parametrize("cfg, shortcuts", [(RES_SPP, 5), with_corpus(corpus_cfg("yolov3"), 6, id="yolov3")],
-                         ids=["res-spp", "yolov3"])
+@pytest.mark.parametrize("cfg, shortcuts", [pytest.param(RES_SPP, 5, id="res-spp"),
+                                            with_corpus(corpus_cfg("yolov3"), 6, id="yolov3")])
 def test_channel_and_layer_pruning_together_load_in_opencv(cfg, shortcuts, tmp_path):
     graph, weights = sparse_model(cfg, 160)
     result = prune(graph, weights, 0.7, shortcuts=shortcuts)

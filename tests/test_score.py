@@ -12,7 +12,8 @@ from pruneyolo.cli import main
 from pruneyolo.demo import scene_truth, score_run
 
 FRAMES = range(0, 12, 2)  # every other frame, as a run that drops frames writes them: scored by frame index
-SOURCES = ["synthetic:seed=5,size=320x240", "synthetic:size=320x240,objects=4", "synthetic:seed=9,size=320x240"]
+SOURCES = ["synthetic:seed=5,size=320x240", "synthetic:size=320x240,objects=4",
+           "synthetic:seed=9,size=320x240"]
 
 
 def shifted(boxes: np.ndarray, by: float) -> np.ndarray:
@@ -62,7 +63,8 @@ def test_scores_of_exact_shifted_and_partial_detections(tmp_path):
 
 
 def test_the_truth_is_the_scene_of_the_stream_index_unless_seeded():
-    assert np.array_equal(scene_truth(SOURCES[1], 1, 3)[2], scene_truth("synthetic:seed=1,size=320x240", 0, 3)[2])
+    seeded = scene_truth("synthetic:seed=1,size=320x240", 0, 3)
+    assert np.array_equal(scene_truth(SOURCES[1], 1, 3)[2], seeded[2])
     assert not np.array_equal(scene_truth(SOURCES[1], 1, 1)[0], scene_truth(SOURCES[1], 2, 1)[0])
 
 
@@ -72,5 +74,6 @@ def test_cli_prints_one_row_per_stream(tmp_path):
     result = CliRunner().invoke(main, args, terminal_width=120)
     assert result.exit_code == 0, result.output
     rows = [re.findall(r"[\d.]+", line) for line in result.output.splitlines() if re.match(r"│\s+\d", line)]
-    assert rows == [["0", "6", "1.000", "1.000", "1.000", "1.000"], ["1", "6", "1.000", "1.000", "1.000", "0.100"],
+    assert rows == [["0", "6", "1.000", "1.000", "1.000", "1.000"],
+                    ["1", "6", "1.000", "1.000", "1.000", "0.100"],
                     ["2", "6", "0.500", "0.250", "0.250", "0.250"]]

@@ -130,7 +130,7 @@ def test_mostly_hidden_objects_are_removed_and_boxes_cover_only_visible_parts():
     assert labels == [(1, 50, 50, 60, 70)]
     assert hidden not in layers and half in layers
     assert prune_hidden([square(0, -18, 10, 20)], 100, 100)[1] == []  # 10% inside the image: dropped
-    assert prune_hidden([square(0, -8, 10, 20)], 100, 100)[1] == [(0, 0, 10, 12, 30)]  # 60% inside: clipped box
+    assert prune_hidden([square(0, -8, 10, 20)], 100, 100)[1] == [(0, 0, 10, 12, 30)]  # 60% inside: clipped
 
 
 def test_interrupted_run_leaves_nothing(tmp_path):
