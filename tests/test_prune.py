@@ -43,7 +43,10 @@ KEPT_SHARE = {"attention": 0.7}  # most of its convs are grouped or feed attenti
 OWN = [own_cfg(name) for name in ("tiny-maxpool", "res-spp", "csp-newcoords", "region-reorg", "attention")]
 
 
-@pytest.mark.parametrize("cfg", cfgs([*OWN, DEMO_TINY], ["yolov3-tiny", "yolov4-tiny", "yolov3-spp", "yolov4"]))
+STOCK = ["yolov3-tiny", "yolov4-tiny", "yolov3-spp", "yolov4"]
+
+
+@pytest.mark.parametrize("cfg", cfgs([*OWN, DEMO_TINY], STOCK))
 def test_pruned_outputs_equal_original_when_cut_channels_are_zero(cfg, tmp_path):
     graph, weights = sparse_model(cfg, 160)
     masks, _ = channel_masks(graph, weights, 0.8)
