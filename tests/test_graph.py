@@ -178,8 +178,6 @@ def _mutations(text: str, rng: random.Random):
 
 
 FUZZED = [own_cfg("tiny-maxpool"), own_cfg("csp-newcoords"), own_cfg("attention"), shipped_cfg("demo-tiny")]
-
-
 FUZZED_CORPUS = [corpus_cfg(name) for name in ("yolov4-tiny", "yolov3-tiny", "yolov4-csp")]
 
 
