@@ -1,4 +1,4 @@
-"""Shared by the prune tests: corpus paths, random sparse-like weights, and running a model in OpenCV."""
+"""Shared by the prune tests: random sparse-like weights, and running a model in OpenCV."""
 
 from __future__ import annotations
 
@@ -13,17 +13,10 @@ from pruneyolo.darknet.graph import Graph, load_graph
 from pruneyolo.darknet.weights import DarknetWeights, random_weights, write_weights
 from pruneyolo.prune.pruning import spike_and_slab
 
-CORPUS = Path(__file__).parents[2] / "shared/cfgs/third_party"
 
-
-def corpus_cfg(name: str) -> Path:
-    """A stock AlexeyAB cfg from the shared corpus, e.g. 'yolov4-tiny'."""
-    return CORPUS / f"AlexeyAB__darknet__cfg__{name}.cfg"
-
-
-def sparse_model(name: str, size: int, seed: int = 0) -> tuple[Graph, DarknetWeights]:
-    """A corpus graph at size x size with spike-and-slab BN gammas."""
-    graph = load_graph(corpus_cfg(name), (size, size))
+def sparse_model(cfg: Path, size: int, seed: int = 0) -> tuple[Graph, DarknetWeights]:
+    """A cfg's graph at size x size with spike-and-slab BN gammas."""
+    graph = load_graph(cfg, (size, size))
     return graph, random_weights(graph, seed, gamma=spike_and_slab)
 
 

@@ -66,7 +66,8 @@ def test_bench_result_has_all_variants_timed(demo_weights, tmp_path):
     assert all(t.latency_ms > 0 and t.rate > 0 and t.app_rate is None for t in result.timings)
     assert result.timing("ir-int8").precision.startswith("i8+")
     assert result.timing("ir-f32").precision == "f32"
-    assert vs_opencv(result, result.timing("opencv")) == (1.0, 1.0)
+    ir, opencv = result.timing("ir-f32"), result.timing("opencv")
+    assert vs_opencv(result, ir) == pytest.approx((opencv.latency_ms / ir.latency_ms, ir.rate / opencv.rate))
     assert plot(result, tmp_path / "x.png").read_bytes().startswith(PNG_MAGIC)
 
 
@@ -118,3 +119,12 @@ def test_timing_labels_and_default_row():
                                               Timing("ir-bf16", "bf16", 1.0, 1000.0)], {"f32": 1.0}, "bf16")
     assert result.default_variant == "ir-bf16" and result.timing("ir-f32").label == "IR f32"
     assert vs_opencv(result, result.timings[0]) == (None, None)
+
+
+def test_speed_ups_over_opencv_are_latency_and_rate_ratios():
+    opencv = Timing("opencv", "f32", 8.0, 150.0)
+    ir = Timing("ir-f32", "f32", 2.0, 600.0)
+    result = BenchResult("m", (64, 64), 1.0, [ir, opencv], {"f32": 1.0}, "f32")
+    assert vs_opencv(result, result.timing("ir-f32")) == (4.0, 4.0)  # 8 ms -> 2 ms, 150/s -> 600/s
+    slower = Timing("torch", "f32", 16.0, 50.0)
+    assert vs_opencv(result, slower) == (0.5, 1 / 3)

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import onnxruntime
 import openvino as ov
 import pytest
 import torch
+from cfg_sources import CORPUS, OWN_CFGS, corpus_cfg, own_cfg, shipped_cfg, with_corpus
 from click.testing import CliRunner
 from ov2022 import infer_2022
-from prune_support import CORPUS, corpus_cfg
 from support import compile_f32, load_generated, opencv_heads, opencv_net, random_bgr, relative_error, to_blob
 
 from pruneyolo.cli.main import main
@@ -26,15 +25,14 @@ from pruneyolo.nn.build import build_model, export_weights
 from pruneyolo.nn.layers import ConvBlock
 from pruneyolo.prune.pruning import prune, spike_and_slab
 
-SHIPPED = Path(__file__).parents[1] / "cfgs"
-VARIETY = {  # one cfg per unusual layer or decode
-    "yolov4-tiny": corpus_cfg("yolov4-tiny"),  # route groups, scale_x_y
-    "yolov2": corpus_cfg("yolov2"),  # [reorg] (old), [region]
-    "enet": corpus_cfg("enet-coco"),  # [avgpool], [scale_channels], grouped convs
-    "sam-reorg3d": corpus_cfg("yolov4-sam-mish-csp-reorg-bfm"),  # [sam], [reorg3d], mish
-    "yolov5-focus": CORPUS / "ZJU-lishuang__yolov5_prune__cfg__yolov5s.cfg",  # [focus], nobias, noconv
-    "yolo-fastest": CORPUS / "ZJU-lishuang__yolov5_prune__cfg__yolo-fastest.cfg",  # depthwise, [dropout]
-}
+VARIETY = [pytest.param(path, id=path.stem) for path in OWN_CFGS] + [  # ours, then one corpus cfg per feature
+    with_corpus(corpus_cfg("yolov4-tiny"), id="yolov4-tiny"),  # route groups, scale_x_y
+    with_corpus(corpus_cfg("yolov2"), id="yolov2"),  # [reorg] (old), [region]
+    with_corpus(corpus_cfg("enet-coco"), id="enet"),  # [avgpool], [scale_channels], grouped convs
+    with_corpus(corpus_cfg("yolov4-sam-mish-csp-reorg-bfm"), id="sam-reorg3d"),  # [sam], [reorg3d], mish
+    with_corpus(CORPUS / "ZJU-lishuang__yolov5_prune__cfg__yolov5s.cfg", id="yolov5-focus"),  # [focus] ...
+    with_corpus(CORPUS / "ZJU-lishuang__yolov5_prune__cfg__yolo-fastest.cfg", id="yolo-fastest"),  # depthwise
+]
 
 
 def _model(path, size=(128, 128), seed=0):
@@ -42,9 +40,9 @@ def _model(path, size=(128, 128), seed=0):
     return graph, random_weights(graph, seed)
 
 
-@pytest.mark.parametrize("name", list(VARIETY))
-def test_generated_file_equals_in_process_module_and_passes_ruff(name, tmp_path):
-    graph, weights = _model(VARIETY[name])
+@pytest.mark.parametrize("cfg", VARIETY)
+def test_generated_file_equals_in_process_module_and_passes_ruff(cfg, tmp_path):
+    graph, weights = _model(cfg)
     weights_path = tmp_path / "m.weights"
     write_weights(weights_path, graph, weights)
     generated = load_generated(graph, tmp_path / "generated.py").load_darknet_weights(weights_path)
@@ -60,7 +58,7 @@ def test_generated_file_equals_in_process_module_and_passes_ruff(name, tmp_path)
 
 
 def test_codegen_cli_on_the_shipped_pruned_cfg_runs_standalone(tmp_path):
-    cfg = SHIPPED / "prune_0.88.cfg"
+    cfg = shipped_cfg("prune_0.88")
     graph = load_graph(cfg)
     weights_path = tmp_path / "p.weights"
     write_weights(weights_path, graph, random_weights(graph, 1))
@@ -78,11 +76,15 @@ def test_codegen_cli_on_the_shipped_pruned_cfg_runs_standalone(tmp_path):
 
 
 @pytest.mark.parametrize("cfg, decode", [
-    (corpus_cfg("yolov4-tiny"), "darknet"),
-    (corpus_cfg("yolov4-csp"), "new_coords"),
-    (CORPUS / "ZJU-lishuang__yolov5_prune__cfg__yolov5s_v4.cfg", "yolov5"),
-    (corpus_cfg("yolov2-tiny"), "region"),
-], ids=["darknet", "new_coords", "yolov5", "region"])
+    pytest.param(shipped_cfg("demo-tiny"), "darknet", id="darknet"),
+    pytest.param(own_cfg("csp-newcoords"), "new_coords", id="new_coords"),
+    pytest.param(own_cfg("yolov5-dialect"), "yolov5", id="yolov5"),
+    pytest.param(own_cfg("region-reorg"), "region", id="region"),
+    with_corpus(corpus_cfg("yolov4-tiny"), "darknet", id="yolov4-tiny"),
+    with_corpus(corpus_cfg("yolov4-csp"), "new_coords", id="yolov4-csp"),
+    with_corpus(CORPUS / "ZJU-lishuang__yolov5_prune__cfg__yolov5s_v4.cfg", "yolov5", id="yolov5s_v4"),
+    with_corpus(corpus_cfg("yolov2-tiny"), "region", id="yolov2-tiny"),
+])
 def test_decoded_and_scores_heads_equal_numpy_decode_of_raw_heads(cfg, decode, tmp_path):
     graph, weights = _model(cfg, (160, 128))
     assert {head.decode for head in graph.heads} == {decode}
@@ -101,24 +103,27 @@ def test_decoded_and_scores_heads_equal_numpy_decode_of_raw_heads(cfg, decode, t
 
 
 def test_metadata_input_and_names(tmp_path):
-    graph, weights = _model(corpus_cfg("yolov3-tiny"), (416, 416))
-    labels = [f"thing {i}" for i in range(80)]
+    graph, weights = _model(own_cfg("tiny-maxpool"), (192, 160))
+    labels = [f"thing {i}" for i in range(3)]
     model = to_openvino(graph, weights, labels=labels)
     xml = save_ir(model, tmp_path / "m.xml")
     loaded = ov.Core().read_model(xml)
     assert loaded.inputs[0].get_element_type() == ov.Type.u8
-    assert list(loaded.inputs[0].get_shape()) == [1, 416, 416, 3]
+    assert list(loaded.inputs[0].get_shape()) == [1, 160, 192, 3]
     info = ModelInfo.read(loaded)
     assert info.labels == labels and info.heads_mode == "decoded"
-    assert [h.stride for h in info.heads] == [32, 16] and info.heads[0].anchors == [[81, 82], [135, 169], [344, 319]]
+    assert [h.stride for h in info.heads] == [32, 16]
+    assert info.heads[0].anchors == [[41, 52], [75, 60], [120, 130]]
     assert "model_type" not in loaded.get_rt_info()["model_info"]  # no model_api wrapper parses [1, N, 5+C]
     assert loaded.get_rt_info(["model_info", "labels"]).astype(str).split()[0] == "thing_0"
     assert [output.get_any_name() for output in loaded.outputs] == ["detections"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
-def test_fp16_ir_within_1e2_of_fp32(tmp_path):
-    graph, weights = _model(corpus_cfg("yolov4-csp"), (128, 128))
+@pytest.mark.parametrize("cfg", [pytest.param(own_cfg("csp-newcoords"), id="csp-newcoords"),
+                                 with_corpus(corpus_cfg("yolov4-csp"), id="yolov4-csp")])
+def test_fp16_ir_within_1e2_of_fp32(cfg, tmp_path):
+    graph, weights = _model(cfg, (128, 128))
     model = to_openvino(graph, weights, heads="raw")
     frame = random_bgr(graph)
     results = {}
@@ -131,8 +136,9 @@ def test_fp16_ir_within_1e2_of_fp32(tmp_path):
     assert max(errors) < 1e-2 and max(errors) > 0, errors
 
 
-@pytest.mark.parametrize("cfg", [corpus_cfg("yolov4-tiny"), corpus_cfg("yolov4-csp-swish"),
-                                 corpus_cfg("yolov3-spp")], ids=lambda p: p.stem)
+@pytest.mark.parametrize("cfg", [pytest.param(path, id=path.stem) for path in (*OWN_CFGS, shipped_cfg("demo-tiny"))]
+                         + [with_corpus(corpus_cfg(name), id=name) for name in ("yolov4-tiny", "yolov4-csp-swish",
+                                                                                "yolov3-spp")])
 def test_fp16_ir_loads_and_matches_in_openvino_2022_3(cfg, tmp_path):
     graph, weights = _model(cfg, (128, 128))
     xml = save_ir(to_openvino(graph, weights, heads="raw"), tmp_path / "m.xml", "fp16")
@@ -144,8 +150,10 @@ def test_fp16_ir_loads_and_matches_in_openvino_2022_3(cfg, tmp_path):
     assert len(outputs) == len(expected) and max(errors) < 1e-2, errors
 
 
-def test_onnx_runs_in_onnxruntime_with_parity(tmp_path):
-    graph, weights = _model(corpus_cfg("yolov4-tiny"), (160, 160))
+@pytest.mark.parametrize("cfg", [pytest.param(shipped_cfg("demo-tiny"), id="demo-tiny"),
+                                 with_corpus(corpus_cfg("yolov4-tiny"), id="yolov4-tiny")])
+def test_onnx_runs_in_onnxruntime_with_parity(cfg, tmp_path):
+    graph, weights = _model(cfg, (160, 160))
     path = save_onnx(export_module(graph, weights, "raw"), graph, tmp_path / "m.onnx", "raw")
     blob = to_blob(random_bgr(graph))
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -156,7 +164,7 @@ def test_onnx_runs_in_onnxruntime_with_parity(tmp_path):
 
 
 def test_convert_cli_writes_ir_and_onnx_and_refuses_wrong_weights(tmp_path):
-    cfg = corpus_cfg("yolov3-tiny")
+    cfg = own_cfg("tiny-maxpool")
     graph, weights = _model(cfg, (416, 416))
     weights_path = tmp_path / "m.weights"
     write_weights(weights_path, graph, weights)
@@ -165,14 +173,16 @@ def test_convert_cli_writes_ir_and_onnx_and_refuses_wrong_weights(tmp_path):
                                        "--onnx", "--precision", "fp16"])
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in out.iterdir()) == [f"{cfg.stem}.{ext}" for ext in ("bin", "onnx", "xml")]
-    other = corpus_cfg("yolov4-tiny")
+    other = shipped_cfg("demo-tiny")
     bad = CliRunner().invoke(main, ["convert", str(other), "--weights", str(weights_path), "-o", str(tmp_path / "x")])
     assert bad.exit_code == 2 and "the cfg needs" in bad.output and "Traceback" not in bad.output
     assert not (tmp_path / "x").exists() or not list((tmp_path / "x").iterdir())
 
 
-def test_pruned_model_round_trip_converts_with_parity(tmp_path):
-    graph = load_graph(corpus_cfg("yolov3-spp"), (128, 128))
+@pytest.mark.parametrize("cfg", [pytest.param(own_cfg("res-spp"), id="res-spp"),
+                                 with_corpus(corpus_cfg("yolov3-spp"), id="yolov3-spp")])
+def test_pruned_model_round_trip_converts_with_parity(cfg, tmp_path):
+    graph = load_graph(cfg, (128, 128))
     result = prune(graph, random_weights(graph, 2, gamma=spike_and_slab), 0.8, shortcuts=4)
     pruned = result.graph
     assert pruned.params < 0.4 * graph.params and len(pruned.nodes) == len(graph.nodes) - 12

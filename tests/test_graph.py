@@ -5,8 +5,8 @@ from __future__ import annotations
 import random
 
 import pytest
+from cfg_sources import CORPUS, corpus_cfg, own_cfg, shipped_cfg, with_corpus
 from click.testing import CliRunner
-from prune_support import CORPUS, corpus_cfg
 
 from pruneyolo.cli.main import main
 from pruneyolo.darknet.cfg import parse_cfg_text
@@ -49,8 +49,9 @@ def graph_of(text: str, **kwargs):
     return build_graph(parse_cfg_text(text, "test.cfg"), "test.cfg", **kwargs)
 
 
-@pytest.mark.parametrize("name, size, bflops", [("yolov4", 608, 128.459), ("yolov4-tiny", 416, 6.910),
-                                                ("yolov3-tiny", 416, 5.571)])
+@pytest.mark.parametrize("name, size, bflops", [with_corpus("yolov4", 608, 128.459, id="yolov4"),
+                                                with_corpus("yolov4-tiny", 416, 6.910, id="yolov4-tiny"),
+                                                with_corpus("yolov3-tiny", 416, 5.571, id="yolov3-tiny")])
 def test_bflops_match_darknet_startup_print(name, size, bflops):
     graph = load_graph(corpus_cfg(name), (size, size))
     assert round(graph.bflops, 3) == bflops
@@ -63,6 +64,8 @@ def test_tiny_shapes_params_and_maxpool_size2_stride1_keeps_size():
     assert pool.out_shape == (8, 32, 32) and pool.pads == (0, 1, 0, 1)
     assert head.stride == 2 and head.head_anchors == ((10, 14), (23, 27), (37, 58))
     assert graph.params == 3 * 3 * 3 * 8 + 2 * 8 + 8 * 18 + 18
+    # darknet counts 2 * weights * output pixels per conv, size^2 * C * H * W per maxpool
+    assert graph.bflops == pytest.approx((2 * 8 * 27 + 4 * 8 + 2 * 18 * 8) * 32 * 32 / 1e9)
     assert graph.heads[0].decode == "darknet"
 
 
@@ -92,21 +95,29 @@ activation=linear
     assert graph.nodes[3].out_shape == (6, 32, 32) and graph.nodes[3].inputs == (2, 0)
 
 
-def test_dialect_detected_and_forced():
-    path = CORPUS / "ZJU-lishuang__yolov5_prune__cfg__yolov5s_v6_hand.cfg"
+@pytest.mark.parametrize("path, stem, size", [
+    pytest.param(own_cfg("yolov5-dialect"), 3, 16, id="yolov5-dialect"),
+    with_corpus(CORPUS / "ZJU-lishuang__yolov5_prune__cfg__yolov5s_v6_hand.cfg", 0, 304, id="v6_hand"),
+])
+def test_dialect_detected_and_forced(path, stem, size):
     yolov5 = load_graph(path)
-    assert yolov5.dialect == "yolov5" and yolov5.heads[0].decode == "yolov5"
-    assert yolov5.nodes[0].padding == 2 and yolov5.nodes[0].out_shape[1:] == (304, 304)
-    with pytest.raises(CfgError, match="differ in spatial size"):  # darknet's k/2 padding makes the stem 305
+    assert yolov5.dialect == "yolov5" and {head.decode for head in yolov5.heads} == {"yolov5"}
+    assert yolov5.nodes[stem].size == 6 and yolov5.nodes[stem].padding == 2
+    assert yolov5.nodes[stem].out_shape[1:] == (size, size)
+    with pytest.raises(CfgError, match="differ in spatial size"):  # darknet's k/2 pads the stem to size + 1
         load_graph(path, dialect="darknet")
+    assert load_graph(own_cfg("csp-newcoords"), dialect="yolov5").heads[0].decode == "yolov5"
 
 
-def test_inspect_cli_table_and_json():
+@pytest.mark.parametrize("path, bflops", [pytest.param(shipped_cfg("demo-tiny"), None, id="demo-tiny"),
+                                          with_corpus(corpus_cfg("yolov4-tiny"), "6.910", id="yolov4-tiny")])
+def test_inspect_cli_table_and_json(path, bflops):
     runner = CliRunner()
-    result = runner.invoke(main, ["inspect", str(corpus_cfg("yolov4-tiny"))])
+    result = runner.invoke(main, ["inspect", str(path)])
     assert result.exit_code == 0
-    assert "Total BFLOPS 6.910" in result.output and "dialect: darknet" in result.output
-    data = __import__("json").loads(runner.invoke(main, ["inspect", str(corpus_cfg("yolov4-tiny")), "--json",
+    assert f"Total BFLOPS {bflops or f'{load_graph(path).bflops:.3f}'}" in result.output
+    assert "dialect: darknet" in result.output
+    data = __import__("json").loads(runner.invoke(main, ["inspect", str(path), "--json",
                                                          "--size", "320x320"]).output)
     assert data["input_shape"] == [3, 320, 320] and len(data["heads"]) == 2 and data["dialect"] == "darknet"
 
@@ -166,9 +177,14 @@ def _mutations(text: str, rng: random.Random):
     return "\n".join(lines)
 
 
-def test_fuzzed_real_cfgs_give_only_clean_errors():
+FUZZED = [own_cfg("tiny-maxpool"), own_cfg("csp-newcoords"), own_cfg("attention"), shipped_cfg("demo-tiny")]
+FUZZED_CORPUS = [corpus_cfg(name) for name in ("yolov4-tiny", "yolov3-tiny", "yolov4-csp")]
+
+
+@pytest.mark.parametrize("paths", [pytest.param(FUZZED, id="own"), with_corpus(FUZZED_CORPUS, id="corpus")])
+def test_fuzzed_real_cfgs_give_only_clean_errors(paths):
     rng = random.Random(1234)
-    sources = [corpus_cfg(name).read_text() for name in ("yolov4-tiny", "yolov3-tiny", "yolov4-csp")]
+    sources = [path.read_text() for path in paths]
     outcomes = {"ok": 0, "error": 0}
     for attempt in range(400):
         text = rng.choice(sources)

@@ -6,8 +6,8 @@ import math
 
 import numpy as np
 import pytest
+from cfg_sources import CORPUS, corpus_cfg, own_cfg, shipped_cfg, with_corpus
 from prune_support import (
-    corpus_cfg,
     head_inputs,
     random_image,
     relative_error,
@@ -28,21 +28,52 @@ from pruneyolo.prune.pruning import (
     write_result,
 )
 
+DEMO_TINY = shipped_cfg("demo-tiny")  # yolov4-tiny's structure at half width
 
-@pytest.mark.parametrize("name", ["yolov3-tiny", "yolov4-tiny", "yolov3-spp", "yolov4"])
-def test_pruned_outputs_equal_original_when_cut_channels_are_zero(name, tmp_path):
-    graph, weights = sparse_model(name, 160)
+
+def cfgs(own: list, corpus: list) -> list:
+    """Our cfgs, then stock corpus cfgs (skipped without the corpus)."""
+    return [pytest.param(path, id=path.stem) for path in own] + [with_corpus(corpus_cfg(name), id=name)
+                                                                 for name in corpus]
+
+
+KEPT_SHARE = {"attention": 0.7}  # most of its convs are grouped or feed attention layers
+
+
+OWN = [own_cfg(name) for name in ("tiny-maxpool", "res-spp", "csp-newcoords", "region-reorg", "attention")]
+
+
+STOCK = ["yolov3-tiny", "yolov4-tiny", "yolov3-spp", "yolov4"]
+
+
+@pytest.mark.parametrize("cfg", cfgs([*OWN, DEMO_TINY], STOCK))
+def test_pruned_outputs_equal_original_when_cut_channels_are_zero(cfg, tmp_path):
+    graph, weights = sparse_model(cfg, 160)
     masks, _ = channel_masks(graph, weights, 0.8)
     zero_cut_channels(weights, masks)
     result = prune(graph, weights, 0.8)
     assert all(np.array_equal(result.masks[conv], masks[conv]) for conv in masks)
-    assert result.graph.params < graph.params / 4
+    assert result.graph.params < graph.params * KEPT_SHARE.get(cfg.stem, 0.25)
     image = random_image(graph)
     expected = head_inputs(graph, weights, tmp_path / "original", image)
     actual = head_inputs(result.graph, result.weights, tmp_path / "pruned", image)
     for before, after in zip(expected, actual):
         assert before.shape == after.shape
         assert relative_error(before, after) < 1e-4
+
+
+@pytest.mark.parametrize("cfg", [pytest.param(own_cfg("attention"), id="attention"),
+                                 with_corpus(CORPUS / "ZJU-lishuang__yolov5_prune__cfg__yolo-fastest.cfg",
+                                             id="yolo-fastest")])
+def test_grouped_convs_and_their_inputs_keep_their_channels(cfg):
+    graph, weights = sparse_model(cfg, 160)
+    result = prune(graph, weights, 0.5)
+    grouped = [conv for conv in graph.convs if conv.groups > 1]
+    assert grouped and result.graph.params < graph.params
+    for conv in grouped:
+        assert result.masks[conv.index].all()
+        assert result.graph.nodes[conv.index].in_channels == conv.in_channels
+        assert result.weights.layers[conv.index].weights.shape == conv.weight_shape
 
 
 def _border_pixels(graph) -> int:
@@ -56,8 +87,9 @@ def _border_pixels(graph) -> int:
     return pixels
 
 
-def test_folded_constants_keep_outputs_away_from_borders(tmp_path):
-    graph, weights = sparse_model("yolov3-tiny", 608)
+@pytest.mark.parametrize("cfg", cfgs([own_cfg("tiny-maxpool")], ["yolov3-tiny"]))
+def test_folded_constants_keep_outputs_away_from_borders(cfg, tmp_path):
+    graph, weights = sparse_model(cfg, 608)
     masks, _ = channel_masks(graph, weights, 0.8)
     zero_cut_channels(weights, masks, beta=False)
     for conv, mask in masks.items():
@@ -78,8 +110,9 @@ def test_folded_constants_keep_outputs_away_from_borders(tmp_path):
         assert np.abs(before - after).mean() < np.abs(before - plain).mean() / 5
 
 
-def test_grouped_route_inputs_keep_equal_halves():
-    graph, weights = sparse_model("yolov4-tiny", 160)
+@pytest.mark.parametrize("cfg", cfgs([DEMO_TINY], ["yolov4-tiny"]))
+def test_grouped_route_inputs_keep_equal_halves(cfg):
+    graph, weights = sparse_model(cfg, 160)
     constraints = channel_constraints(graph)
     grouped_sources = {source for node in graph.nodes if isinstance(node, Route) and node.groups > 1
                        for source in node.inputs}
@@ -90,8 +123,9 @@ def test_grouped_route_inputs_keep_equal_halves():
         assert first == second
 
 
-def test_shortcut_inputs_share_one_mask_and_heads_keep_filters():
-    graph, weights = sparse_model("yolov3-spp", 160)
+@pytest.mark.parametrize("cfg", cfgs([own_cfg("res-spp"), own_cfg("csp-newcoords")], ["yolov3-spp"]))
+def test_shortcut_inputs_share_one_mask_and_heads_keep_filters(cfg):
+    graph, weights = sparse_model(cfg, 160)
     masks, _ = channel_masks(graph, weights, 0.7)
     for node in graph.nodes:
         if isinstance(node, Shortcut):
@@ -107,14 +141,14 @@ def test_shortcut_inputs_share_one_mask_and_heads_keep_filters():
 
 
 def test_every_layer_keeps_its_minimum():
-    graph, weights = sparse_model("yolov4-tiny", 160)
+    graph, weights = sparse_model(DEMO_TINY, 160)
     masks, _ = channel_masks(graph, weights, 0.9, layer_keep=0.25)
     for conv in graph.convs:
         assert masks[conv.index].sum() >= math.ceil(conv.filters * 0.25)
 
 
 def test_unsafe_percent_is_refused_with_the_largest_safe_one():
-    graph, weights = sparse_model("yolov4-tiny", 160)
+    graph, weights = sparse_model(DEMO_TINY, 160)
     safe = largest_safe_percent(abs_gammas(weights, channel_constraints(graph).prunable))
     with pytest.raises(PruneyoloError, match=rf"largest safe percent is {safe:.3f}$"):
         prune(graph, weights, 0.99)
@@ -124,10 +158,10 @@ def test_unsafe_percent_is_refused_with_the_largest_safe_one():
 
 
 def test_written_files_are_named_and_read_back(tmp_path):
-    graph, weights = sparse_model("yolov4-tiny", 160)
+    graph, weights = sparse_model(DEMO_TINY, 160)
     result = prune(graph, weights, 0.88)
-    cfg_path, weights_path = write_result(result, tmp_path, str(corpus_cfg("yolov4-tiny")))
-    assert cfg_path.name == "prune_0.88_AlexeyAB__darknet__cfg__yolov4-tiny.cfg"
+    cfg_path, weights_path = write_result(result, tmp_path, str(DEMO_TINY))
+    assert cfg_path.name == "prune_0.88_demo-tiny.cfg" and weights_path.name == "prune_0.88_demo-tiny.weights"
     assert output_stem("a/yolov3.cfg", 0.5, 4) == "prune_0.5_shortcut_4_yolov3"
     reread = load_graph(cfg_path, (160, 160))
     assert reread.params == result.graph.params

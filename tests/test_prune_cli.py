@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import pytest
+from cfg_sources import shipped_cfg
 from click.testing import CliRunner
-from prune_support import corpus_cfg, sparse_model
+from prune_support import sparse_model
 
 from pruneyolo.cli.main import main
+from pruneyolo.darknet.graph import load_graph
 from pruneyolo.darknet.weights import write_weights
 
-TINY = str(corpus_cfg("yolov4-tiny"))
+TINY = str(shipped_cfg("demo-tiny"))
 
 
 @pytest.fixture(scope="module")
 def tiny_weights(tmp_path_factory):
-    graph, weights = sparse_model("yolov4-tiny", 416)
-    path = tmp_path_factory.mktemp("weights") / "yolov4-tiny.weights"
+    graph, weights = sparse_model(shipped_cfg("demo-tiny"), 256)
+    path = tmp_path_factory.mktemp("weights") / "demo-tiny.weights"
     write_weights(path, graph, weights)
     return str(path)
 
@@ -28,14 +30,14 @@ def test_single_percent_prints_the_stage_table(tiny_weights, tmp_path):
     result = invoke("prune", TINY, "--weights", tiny_weights, "--percent", "0.8", "-o", tmp_path)
     assert result.exit_code == 0, result.output
     assert "|gamma| threshold" in result.output and "stride 32" in result.output
-    assert (tmp_path / "prune_0.8_AlexeyAB__darknet__cfg__yolov4-tiny.weights").is_file()
+    assert (tmp_path / "prune_0.8_demo-tiny.weights").is_file()
 
 
 def test_sweep_writes_one_model_per_percent_and_one_table(tiny_weights, tmp_path):
     result = invoke("prune", TINY, "--weights", tiny_weights, "--percent", "0.5,0.7,0.8", "-o", tmp_path)
     assert result.exit_code == 0, result.output
     assert sorted(path.name for path in tmp_path.glob("*.cfg")) == [
-        f"prune_{p}_AlexeyAB__darknet__cfg__yolov4-tiny.cfg" for p in ("0.5", "0.7", "0.8")]
+        f"prune_{p}_demo-tiny.cfg" for p in ("0.5", "0.7", "0.8")]
     assert "prune sweep" in result.output
     for header in ("percent", "threshold", "params", ".weights MB", "BFLOPs"):
         assert header in result.output
@@ -51,11 +53,13 @@ def test_unsafe_percent_exits_2_with_one_line_and_writes_nothing(tiny_weights, t
 
 
 def test_compare_and_gammas(tiny_weights, tmp_path):
-    invoke("prune", TINY, "--weights", tiny_weights, "--percent", "0.8", "-o", tmp_path)
-    pruned = tmp_path / "prune_0.8_AlexeyAB__darknet__cfg__yolov4-tiny.cfg"
-    result = invoke("compare", TINY, pruned)
+    pruned = invoke("prune", TINY, "--weights", tiny_weights, "--percent", "0.8", "-o", tmp_path)
+    assert pruned.exit_code == 0, pruned.output
+    result = invoke("compare", TINY, tmp_path / "prune_0.8_demo-tiny.cfg")
     assert result.exit_code == 0, result.output
-    assert "total" in result.output and "%" in result.output
+    total = next(line for line in result.output.splitlines() if "total" in line)
+    before, after = load_graph(TINY).params, load_graph(tmp_path / "prune_0.8_demo-tiny.cfg").params
+    assert f"{before:,}" in total and f"{after:,} ({after / before:.1%})" in total and after < before / 4
     image = tmp_path / "gammas.png"
     result = invoke("gammas", TINY, "--weights", tiny_weights, "-o", image, "--percent", "0.8")
     assert result.exit_code == 0, result.output

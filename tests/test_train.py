@@ -135,8 +135,10 @@ def test_eval_scores_perfect_predictions_one_and_shifted_less(data):
     perfect = evaluate(oracle(data, 0.0), data, "test")
     assert perfect.map50 == pytest.approx(1.0) and perfect.map50_95 == pytest.approx(1.0)
     assert perfect.precision == 1.0 and perfect.recall == 1.0
-    shifted = evaluate(oracle(data, 0.3), data, "test")
-    assert shifted.map50_95 < 0.7 and shifted.map50 <= 1.0
+    shifted = evaluate(oracle(data, 0.3), data, "test")  # IoU 0.7 / 1.3 = 0.54: a match at 0.50 only
+    assert shifted.map50 == pytest.approx(1.0) and shifted.map50_95 == pytest.approx(0.1)
+    missed = evaluate(oracle(data, 0.6), data, "test")  # IoU 0.4 / 1.6 = 0.25: no match at any threshold
+    assert (missed.precision, missed.recall, missed.map50, missed.map50_95) == (0, 0, 0, 0)
 
 
 def test_augmentation_keeps_boxes_on_their_objects(data):

@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from cfg_sources import SHARED
 from click.testing import CliRunner
 from support import compile_f32, opencv_heads, relative_error
 from torch import nn
@@ -18,12 +19,12 @@ from pruneyolo.nn.build import build_model, module_name
 from pruneyolo.yolov5.checkpoint import load_checkpoint
 from pruneyolo.yolov5.source import import_checkpoint, write_import
 
-FIXTURES = Path(__file__).parents[2] / "shared/yolov5/fixtures"
+FIXTURES = (SHARED or Path("/nonexistent")) / "yolov5" / "fixtures"
 FIRST_NAMES = {"v7_yolov5n": "person", "v5_midasklr_yolov5s_pruned": "aeroplane",
                "v62_prunetools_yolov5n_pruned": "face"}
 BOUND = 1e-3  # max|a-b| / max(1, max|b|)
 
-pytestmark = pytest.mark.skipif(not FIXTURES.is_dir(), reason="needs ../shared/yolov5/fixtures")
+pytestmark = pytest.mark.skipif(not FIXTURES.is_dir(), reason=f"no YOLOv5 fixtures at {FIXTURES} (a fresh clone has none)")
 
 
 @pytest.fixture(scope="module", params=list(FIRST_NAMES))

@@ -141,7 +141,8 @@ def channel_constraints(graph: Graph) -> ChannelConstraints:
     consumers = graph.consumers()
     parent = {conv.index: conv.index for conv in graph.convs}
     slices = {conv.index: 1 for conv in graph.convs}
-    frozen = {conv.index for conv in graph.convs if not (conv.batch_normalize and conv.has_conv)}
+    frozen = {conv.index for conv in graph.convs
+              if not (conv.batch_normalize and conv.has_conv) or conv.groups > 1}
 
     def root(conv: int) -> int:
         while parent[conv] != conv:
@@ -312,7 +313,8 @@ def pruned_layer(conv: Conv, layer: ConvWeights, in_mask: np.ndarray, out_mask: 
     def keep(array):
         return None if array is None else np.ascontiguousarray(array[out_mask])
 
-    kernel = None if layer.weights is None else np.ascontiguousarray(layer.weights[out_mask][:, in_mask])
+    in_kept = slice(None) if in_mask.all() else in_mask  # a grouped conv's inputs are never cut
+    kernel = None if layer.weights is None else np.ascontiguousarray(layer.weights[out_mask][:, in_kept])
     return ConvWeights(bias=keep(bias), scales=keep(layer.scales), mean=keep(mean), variance=keep(layer.variance),
                        weights=kernel)
 
