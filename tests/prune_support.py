@@ -7,11 +7,11 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from fixtures import random_weights, spike_and_slab
 
 from pruneyolo.darknet.cfg import format_cfg
 from pruneyolo.darknet.graph import Graph, load_graph
-from pruneyolo.darknet.weights import DarknetWeights, random_weights, write_weights
-from pruneyolo.prune.pruning import spike_and_slab
+from pruneyolo.darknet.weights import DarknetWeights, write_weights
 
 
 def sparse_model(cfg: Path, size: int, seed: int = 0) -> tuple[Graph, DarknetWeights]:

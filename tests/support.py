@@ -9,13 +9,13 @@ import cv2
 import numpy as np
 import openvino as ov
 import torch
+from fixtures import random_weights
 from prune_support import write_model
 
 from pruneyolo.darknet.graph import Conv, Graph, load_graph
 from pruneyolo.darknet.weights import (
     DarknetWeights,
     expected_floats,
-    random_weights,
     read_weights,
     weights_bytes,
     write_weights,

@@ -5,6 +5,7 @@ from pathlib import Path
 import openvino as ov
 import pytest
 from click.testing import CliRunner
+from fixtures import random_weights
 
 from pruneyolo.bench.timing import (
     VARIANTS,
@@ -22,7 +23,7 @@ from pruneyolo.bench.timing import (
 )
 from pruneyolo.cli.main import main
 from pruneyolo.darknet.graph import load_graph
-from pruneyolo.darknet.weights import random_weights, write_weights
+from pruneyolo.darknet.weights import write_weights
 from pruneyolo.errors import PruneyoloError
 from pruneyolo.export.convert import save_ir, to_openvino
 from pruneyolo.export.precision import compile_config, precision_name

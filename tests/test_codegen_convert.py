@@ -12,18 +12,19 @@ import pytest
 import torch
 from cfg_sources import CORPUS, OWN_CFGS, corpus_cfg, own_cfg, shipped_cfg, with_corpus
 from click.testing import CliRunner
+from fixtures import random_weights, spike_and_slab
 from ov2022 import infer_2022
 from support import compile_f32, load_generated, opencv_heads, opencv_net, random_bgr, relative_error, to_blob
 
 from pruneyolo.cli.main import main
 from pruneyolo.darknet.graph import load_graph
-from pruneyolo.darknet.weights import part_sizes, random_weights, write_weights
+from pruneyolo.darknet.weights import part_sizes, write_weights
 from pruneyolo.detect.decode import decode_raw
 from pruneyolo.detect.metadata import ModelInfo
 from pruneyolo.export.convert import export_module, save_ir, save_onnx, to_openvino
 from pruneyolo.nn.build import build_model, export_weights
 from pruneyolo.nn.layers import ConvBlock
-from pruneyolo.prune.pruning import prune, spike_and_slab
+from pruneyolo.prune.pruning import prune
 
 VARIETY = [pytest.param(path, id=path.stem) for path in OWN_CFGS] + [  # ours, then one corpus cfg per feature
     with_corpus(corpus_cfg("yolov4-tiny"), id="yolov4-tiny"),  # route groups, scale_x_y

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from fixtures import random_weights
 from support import (
     compile_f32,
     load_generated,
@@ -28,7 +29,7 @@ from support import (
 from pruneyolo.cli.main import main
 from pruneyolo.darknet.cfg import parse_cfg_text
 from pruneyolo.darknet.graph import build_graph, load_graph
-from pruneyolo.darknet.weights import expected_floats, random_weights, read_weights, write_weights
+from pruneyolo.darknet.weights import expected_floats, read_weights, write_weights
 from pruneyolo.detect.metadata import ModelInfo
 from pruneyolo.errors import CfgError, PruneyoloError
 from pruneyolo.export.convert import to_openvino

@@ -7,11 +7,12 @@ import random
 import pytest
 from cfg_sources import CORPUS, corpus_cfg, own_cfg, shipped_cfg, with_corpus
 from click.testing import CliRunner
+from fixtures import random_weights
 
 from pruneyolo.cli.main import main
 from pruneyolo.darknet.cfg import parse_cfg_text
 from pruneyolo.darknet.graph import build_graph, load_graph
-from pruneyolo.darknet.weights import random_weights, read_weights, write_weights
+from pruneyolo.darknet.weights import read_weights, write_weights
 from pruneyolo.errors import CfgError, PruneyoloError, WeightsError
 
 TINY = """[net]

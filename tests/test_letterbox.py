@@ -9,13 +9,13 @@ import cv2
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from fixtures import random_weights
 from runner_support import make_ir
 from support import compile_f32, relative_error
 
 from pruneyolo.cli.main import main
 from pruneyolo.darknet.cfg import parse_cfg_text
 from pruneyolo.darknet.graph import build_graph
-from pruneyolo.darknet.weights import random_weights
 from pruneyolo.detect.letterbox import PAD_VALUE, letterbox, place, rows_to_source, to_source, to_target
 from pruneyolo.export.convert import to_openvino
 from pruneyolo.train.evaluate import detect, ir_predictor, torch_predictor

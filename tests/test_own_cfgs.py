@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from cfg_sources import OWN_CFGS, SHIPPED_CFGS, own_cfg
+from fixtures import random_weights
 from support import (
     assert_ir_equals_generated,
     assert_ir_equals_opencv,
@@ -33,7 +34,6 @@ from pruneyolo.darknet.graph import (
     build_graph,
     load_graph,
 )
-from pruneyolo.darknet.weights import random_weights
 from pruneyolo.export.convert import to_openvino
 
 CFGS = OWN_CFGS + SHIPPED_CFGS

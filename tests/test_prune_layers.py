@@ -6,11 +6,11 @@ import cv2
 import numpy as np
 import pytest
 from cfg_sources import corpus_cfg, own_cfg, with_corpus
+from fixtures import random_weights
 from prune_support import head_inputs, random_image, relative_error, sparse_model, write_model
 
 from pruneyolo.darknet.cfg import parse_cfg_text
 from pruneyolo.darknet.graph import build_graph, load_graph
-from pruneyolo.darknet.weights import random_weights
 from pruneyolo.errors import PruneyoloError
 from pruneyolo.prune.pruning import choose_blocks, prune, renumber, residual_blocks, write_result
 

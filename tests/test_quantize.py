@@ -10,10 +10,11 @@ import numpy as np
 import openvino as ov
 import pytest
 from click.testing import CliRunner
+from fixtures import random_weights
 
 from pruneyolo.cli.main import main
 from pruneyolo.darknet.graph import load_graph
-from pruneyolo.darknet.weights import random_weights, write_weights
+from pruneyolo.darknet.weights import write_weights
 from pruneyolo.errors import PruneyoloError
 from pruneyolo.export.convert import save_ir, to_openvino
 from pruneyolo.export.ovms import model_config, model_name, read_config, with_model

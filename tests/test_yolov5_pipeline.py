@@ -13,6 +13,7 @@ import pytest
 import torch
 import yolov5_support as y5
 from click.testing import CliRunner
+from fixtures import spike_and_slab
 from prune_support import zero_cut_channels
 from support import compile_f32, relative_error
 
@@ -22,7 +23,7 @@ from pruneyolo.darknet.weights import read_weights
 from pruneyolo.data.synth import make_dataset
 from pruneyolo.detect.metadata import ModelInfo
 from pruneyolo.nn.build import build_model
-from pruneyolo.prune.pruning import channel_masks, node_masks, prune, spike_and_slab
+from pruneyolo.prune.pruning import channel_masks, node_masks, prune
 from pruneyolo.train.trainer import HeadGeometry, yolo_loss
 from pruneyolo.yolov5.source import import_checkpoint
 

@@ -68,13 +68,6 @@ class PruneResult:
     masks: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
 
 
-def spike_and_slab(rng: np.random.Generator, count: int, spike_fraction: float = 0.85) -> np.ndarray:
-    """Gammas as sparsity training leaves them: most near 0 (|N(0, 0.01)|), the rest from U(0.5, 1.5)."""
-    spike = np.abs(rng.normal(0, 0.01, count))
-    slab = rng.uniform(0.5, 1.5, count)
-    return np.where(rng.random(count) < spike_fraction, spike, slab).astype(np.float32)
-
-
 def stride_of(graph: Graph, node: Node) -> int:
     """A node's stage: its downsampling factor relative to the network input."""
     return max(1, round(graph.input_shape[1] / node.out_shape[1]))
