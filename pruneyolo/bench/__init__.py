@@ -1,0 +1,1 @@
+"""Speed tables against the machine's measured peak."""

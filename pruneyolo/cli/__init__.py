@@ -1,0 +1,1 @@
+"""The `pruneyolo` command line, one module per command group."""

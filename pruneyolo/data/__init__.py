@@ -1,0 +1,1 @@
+"""Synthetic scenes and datasets, and reading YOLO-txt datasets."""

@@ -1,0 +1,1 @@
+"""Channel and residual-block pruning by BatchNorm |gamma|, with its tables and plots."""

@@ -1,0 +1,1 @@
+"""The multi-stream mosaic runner: sources, adapter, pipeline, sinks, live view and metrics."""

@@ -1,0 +1,1 @@
+"""The generated model file's Jinja2 template and the live viewer page."""

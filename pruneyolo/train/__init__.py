@@ -1,0 +1,1 @@
+"""Training (with sparsity on the BatchNorm gammas) and evaluation (mAP)."""
