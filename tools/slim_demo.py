@@ -33,7 +33,7 @@ BASE_CFG = ROOT / "cfgs" / "demo-tiny.cfg"
 NAMES = ROOT / "cfgs" / "synth.names"
 SWEEP = (0.5, 0.7, 0.8, 0.85, 0.88, 0.9, 0.92, 0.95)
 FPS_SIZES = ((416, 416), (832, 832))  # one 416 camera, and the 2x2 mosaic tools/demo runs
-SPARSITY, GAMMA_LR = 2e-4, 50.0  # L1 strength and the gammas' SGD lr (docs/results.md)
+SPARSITY, GAMMA_LR = 2e-4, 50.0  # L1 strength and the gammas' SGD lr, as measured in docs/results.md
 FPS_ROUNDS, FPS_SECONDS = 3, 2.0  # best of 3 rounds: other work on the machine only ever slows a round
 
 
@@ -237,10 +237,10 @@ before fine-tuning. The cfg has no residual shortcuts, so there is no layer-prun
 The sparsity model continues training from the baseline (AdamW for everything but the prunable BatchNorm
 gammas, which train by SGD at lr {settings["gamma_lr"]:g}; after each step a proximal L1 step moves every such
 |gamma| lr * SR towards 0 and stops at exactly 0), so it, not the shorter-trained baseline, is the reference
-for the pruned rows. Prunable |gamma| of the baseline: {shares["baseline"]}; after sparsity training:
-{shares["sparsity"]}. Plain SGD keeps the size of each gamma's gradient, so the channels the loss needs
-resist the shrink while the rest reach 0; with AdamW's per-parameter normalisation and an L1 subgradient
-(the previous version of this demo) all |gamma| shrank together, to 0.35..0.8, and the sweep stopped at 0.5.
+for the pruned rows. Prunable |gamma| (of the EMA weights) of the baseline: {shares["baseline"]}; after
+sparsity training: {shares["sparsity"]}. A layer whose output the next BatchNorm renormalises can shrink as
+a whole at no cost to the loss; `prune` refuses percents whose threshold passes such a layer's largest
+|gamma|, and the shipped percent then falls back to the largest safe one swept.
 
 {header}
 {lines}
@@ -267,9 +267,9 @@ The shipped model is `cfgs/prune_{chosen:g}.cfg` + `cfgs/prune_{chosen:g}.weight
 @click.option("--out", default=str(ROOT / "runs" / "slim"), show_default=True, type=click.Path(path_type=Path))
 @click.option("--train-images", default=2400, show_default=True)
 @click.option("--test-images", default=300, show_default=True)
-@click.option("--epochs", default=2, show_default=True, help="Baseline training epochs (batch 16, lr 2e-3).")
-@click.option("--sparsity-epochs", default=2, show_default=True, help="Sparsity training from the baseline (batch 8).")
-@click.option("--finetune-epochs", default=1, show_default=True, help="Fine-tuning the chosen prune (batch 8).")
+@click.option("--epochs", default=8, show_default=True, help="Baseline training epochs (batch 16, lr 2e-3).")
+@click.option("--sparsity-epochs", default=4, show_default=True, help="Sparsity training from the baseline (batch 8).")
+@click.option("--finetune-epochs", default=4, show_default=True, help="Fine-tuning the chosen prune (batch 8).")
 @click.option("--sparsity", default=SPARSITY, show_default=True, help="SR of `pruneyolo train --sparsity`.")
 @click.option("--gamma-lr", default=GAMMA_LR, show_default=True, help="`pruneyolo train --gamma-lr` (0: AdamW).")
 @click.option("--percent", "target", default=0.88, show_default=True, help="The prune to fine-tune and ship.")
