@@ -59,7 +59,7 @@ def test_generated_file_equals_in_process_module_and_passes_ruff(cfg, tmp_path):
 
 
 def test_codegen_cli_on_the_shipped_pruned_cfg_runs_standalone(tmp_path):
-    cfg = shipped_cfg("prune_0.88")
+    cfg = shipped_cfg("yolov4-tiny_prune_0.88")
     graph = load_graph(cfg)
     weights_path = tmp_path / "p.weights"
     write_weights(weights_path, graph, random_weights(graph, 1))

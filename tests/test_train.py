@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from fixtures import random_weights
 
 from pruneyolo.cli.main import main
 from pruneyolo.darknet.graph import Yolo, load_graph
@@ -26,6 +27,7 @@ from pruneyolo.train.trainer import (
     head_geometry,
     load_sample,
     load_split,
+    shrink_gammas,
     sparsity_layers,
     sparsity_rate,
     train,
@@ -113,6 +115,41 @@ def test_sparsity_training_shrinks_targeted_gammas(graph, data, tmp_path):
     heads = [conv.index for conv in graph.convs if conv.index not in prunable]
     for index in heads:  # no BN there: the head convs train the same either way (same seed, same batches)
         assert plain.weights.layers[index].scales is None
+
+
+def test_shrink_gammas_is_the_l1_proximal_step():
+    layer = torch.nn.BatchNorm2d(6)
+    with torch.no_grad():
+        layer.weight.copy_(torch.tensor([-0.5, -0.04, 0.0, 0.03, 0.05, 0.7]))
+    shrink_gammas([layer], 0.05)
+    assert layer.weight.tolist() == pytest.approx([-0.45, 0.0, 0.0, 0.0, 0.0, 0.65])
+    assert int((layer.weight == 0).sum()) == 4  # exact zeros, not sign flips around 0
+
+
+def spread_gammas(graph):
+    """Random weights whose |gamma| are spread over 0.1..1 (as after some training), seed 0."""
+    return random_weights(graph, 0, gamma=lambda rng, count: rng.uniform(0.1, 1.0, count))
+
+
+@pytest.mark.parametrize("penalty", [{"sparsity": 15.0}, {"sparsity": 0.15, "gamma_lr": 1.0}],
+                         ids=["adamw-proximal", "sgd-gammas-proximal"])
+def test_proximal_sparsity_zeroes_small_gammas_and_keeps_large_ones(penalty, graph, data, tmp_path):
+    options = TrainOptions(epochs=2, batch=2, lr=0.01, warmup=1, augment=NO_AUGMENT, ema=False, limit=4)
+    prunable = channel_constraints(graph).prunable
+    start = spread_gammas(graph)
+    before = np.concatenate([start.layers[i].scales for i in prunable])
+
+    def gammas(**changes):
+        run = TrainOptions(**{**options.__dict__, **changes})
+        result = train(graph, start, data, tmp_path / str(len(changes)), run, log=lambda line: None)
+        return np.abs(np.concatenate([result.weights.layers[i].scales for i in prunable]))
+
+    plain, sparse = gammas(), gammas(**penalty)
+    assert plain.min() > 0.05  # unpenalised: no channel near zero
+    zeroed = sparse == 0
+    assert 0.1 <= zeroed.mean() <= 0.6  # a share of the channels is exactly zero ...
+    assert before[zeroed].max() < 0.5  # ... the small ones only
+    assert np.median(sparse[before > 0.8]) > 0.5  # and the large ones stay large: a spike at 0 and a slab
 
 
 def label_rows(labels: np.ndarray, size: int, shift: float) -> np.ndarray:

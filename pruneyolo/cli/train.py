@@ -48,6 +48,12 @@ threads_option = click.option("--threads", type=click.IntRange(1), help="PyTorch
 @click.option("--warmup", default=200, show_default=True, type=click.IntRange(1), help="Warm-up steps.")
 @click.option("--sparsity", default=0.0, show_default=True, type=click.FloatRange(0),
               help="L1 on the prunable BatchNorm gammas, decaying as SR * (1 - 0.9 * epoch / epochs).")
+@click.option("--sparsity-step", type=click.Choice(["proximal", "subgradient"]), default="proximal",
+              show_default=True, help="proximal: after each optimiser step |gamma| -= lr * SR, stopping at 0 "
+              "(exact zeros); subgradient: SR * sign(gamma) added to the gradient.")
+@click.option("--gamma-lr", default=0.0, show_default=True, type=click.FloatRange(0),
+              help="With --sparsity: train the penalised gammas by SGD at this learning rate (same schedule) "
+              "instead of --optimizer; 0 keeps them with the others.")
 @click.option("--ema/--no-ema", default=True, show_default=True, help="Save an exponential moving average.")
 @click.option("--augment/--no-augment", default=True, show_default=True,
               help="Random zoom, shift, flips and HSV jitter.")
@@ -55,8 +61,8 @@ threads_option = click.option("--threads", type=click.IntRange(1), help="PyTorch
 @click.option("--seed", default=0, show_default=True, type=int)
 @threads_option
 @size_option
-def train_command(cfg, data_dir, weights_path, out_dir, epochs, batch, lr, optimizer, warmup, sparsity, ema,
-                  augment, limit, seed, threads, size):
+def train_command(cfg, data_dir, weights_path, out_dir, epochs, batch, lr, optimizer, warmup, sparsity,
+                  sparsity_step, gamma_lr, ema, augment, limit, seed, threads, size):
     """Train CFG (or a YOLOv5 .pt, imported into -o first) on a dataset's train split and write Darknet .weights
     plus a checkpoint."""
     from pruneyolo.train.trainer import NO_AUGMENT, Augment, TrainOptions, train
@@ -65,8 +71,8 @@ def train_command(cfg, data_dir, weights_path, out_dir, epochs, batch, lr, optim
     set_threads(threads)
     graph, weights, _ = load_for_training(cfg, weights_path, size, out_dir)
     options = TrainOptions(epochs=epochs, batch=batch, lr=lr, optimizer=optimizer, warmup=warmup,
-                           sparsity=sparsity, ema=ema, augment=Augment() if augment else NO_AUGMENT, seed=seed,
-                           limit=limit)
+                           sparsity=sparsity, sparsity_step=sparsity_step, gamma_lr=gamma_lr, ema=ema,
+                           augment=Augment() if augment else NO_AUGMENT, seed=seed, limit=limit)
     result = train(graph, weights, data_dir, out_dir, options, log=click.echo)
     click.echo(f"wrote {result.weights_path}")
 

@@ -261,6 +261,13 @@ def add_l1_gradient(layers: list[nn.BatchNorm2d], rate: float) -> None:
         layer.weight.grad.add_(torch.sign(layer.weight.detach()), alpha=rate)
 
 
+@torch.no_grad()
+def shrink_gammas(layers: list[nn.BatchNorm2d], amount: float) -> None:
+    """The L1 proximal step (after the optimiser's): |gamma| -= amount, stopping at exactly 0."""
+    for layer in layers:
+        layer.weight.copy_(torch.sign(layer.weight) * (layer.weight.abs() - amount).clamp(min=0))
+
+
 # ---- optimisation ---------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -275,22 +282,34 @@ class TrainOptions:
     warmup: int = 200  # steps of linear warm-up
     final_lr: float = 0.05  # cosine decays to lr * final_lr
     sparsity: float = 0.0
+    sparsity_step: str = "proximal"  # 'proximal': shrink |gamma| by lr * rate after each step | 'subgradient'
+    gamma_lr: float = 0.0  # > 0: the penalised gammas train by SGD at this lr (same schedule)
     ema: bool = True
     augment: Augment = Augment()
     seed: int = 0
     limit: int | None = None  # train on the first N images only
 
 
-def make_optimizer(model: nn.Module, options: TrainOptions) -> torch.optim.Optimizer:
-    """SGD (Nesterov momentum) or AdamW; decay on conv kernels only."""
+def make_optimizer(model: nn.Module, options: TrainOptions,
+                   apart: tuple[nn.Parameter, ...] = ()) -> torch.optim.Optimizer:
+    """SGD (Nesterov momentum) or AdamW for all parameters but `apart`; decay on conv kernels only."""
+    skipped = {id(p) for p in apart}
     kernels = [p for p in model.parameters() if p.ndim > 1]
-    others = [p for p in model.parameters() if p.ndim <= 1]
+    others = [p for p in model.parameters() if p.ndim <= 1 and id(p) not in skipped]
     groups = [{"params": kernels, "weight_decay": options.weight_decay}, {"params": others, "weight_decay": 0.0}]
     if options.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=options.lr, momentum=0.9, nesterov=True)
     if options.optimizer == "adamw":
         return torch.optim.AdamW(groups, lr=options.lr, betas=(0.9, 0.999))
     raise PruneyoloError(f"optimizer {options.optimizer!r}: choose adamw or sgd")
+
+
+def gamma_optimizer(layers: list[nn.BatchNorm2d], options: TrainOptions) -> torch.optim.SGD | None:
+    """Plain SGD for the penalised gammas when options.gamma_lr is set. Unlike Adam it keeps the size of each
+    gamma's gradient, so with the proximal step a gamma settles where |gradient| = rate or at exactly 0."""
+    if not (options.gamma_lr and layers):
+        return None
+    return torch.optim.SGD([layer.weight for layer in layers], lr=options.gamma_lr)
 
 
 def learning_rate(step: int, steps: int, options: TrainOptions) -> float:
@@ -364,7 +383,11 @@ def train(graph: Graph, weights: DarknetWeights | None, data_dir, out_dir, optio
     model = build_model(graph, weights).train().to(memory_format=torch.channels_last)
     geometry = head_geometry(graph)
     penalised = sparsity_layers(model, graph) if options.sparsity else []
-    optimizer = make_optimizer(model, options)
+    if options.sparsity_step not in ("proximal", "subgradient"):
+        raise PruneyoloError(f"sparsity step {options.sparsity_step!r}: choose proximal or subgradient")
+    proximal = options.sparsity_step == "proximal"
+    gammas_sgd = gamma_optimizer(penalised, options)
+    optimizer = make_optimizer(model, options, tuple(layer.weight for layer in penalised) if gammas_sgd else ())
     ema = Ema(model) if options.ema else None
     size = (graph.input_shape[2], graph.input_shape[1])
     steps_per_epoch = sum(1 for start in range(0, len(samples), options.batch) if len(samples) - start >= 2)
@@ -376,15 +399,24 @@ def train(graph: Graph, weights: DarknetWeights | None, data_dir, out_dir, optio
         started, parts_sum = time.perf_counter(), {"box": 0.0, "obj": 0.0, "cls": 0.0}
         rate = sparsity_rate(options.sparsity, epoch, options.epochs)
         for images, targets in batches(samples, options.batch, size, options.augment, rng):
+            lr = learning_rate(step, steps, options)
             for group in optimizer.param_groups:
-                group["lr"] = learning_rate(step, steps, options)
+                group["lr"] = lr
+            gamma_lr = lr * options.gamma_lr / options.lr if gammas_sgd else lr
+            if gammas_sgd:
+                gammas_sgd.param_groups[0]["lr"] = gamma_lr
             loss, parts = yolo_loss(model(images), targets, geometry)
             if not torch.isfinite(loss):
                 raise PruneyoloError(f"loss became {float(loss)} at step {step}; lower --lr")
-            optimizer.zero_grad(set_to_none=True)
+            model.zero_grad(set_to_none=True)
             loss.backward()
-            add_l1_gradient(penalised, rate)
+            if not proximal:
+                add_l1_gradient(penalised, rate)
             optimizer.step()
+            if gammas_sgd:
+                gammas_sgd.step()
+            if proximal:
+                shrink_gammas(penalised, gamma_lr * rate)
             if ema:
                 ema.update(model)
             result.losses.append(float(loss.detach()))
@@ -401,6 +433,7 @@ def train(graph: Graph, weights: DarknetWeights | None, data_dir, out_dir, optio
                   "images_per_s": round(steps_per_epoch * options.batch / seconds, 1)}
         if options.sparsity:
             record["gamma_below_0.01"] = gamma_fraction_below(sparsity_layers(final, graph), 0.01)
+            record["gamma_zero"] = gamma_fraction_below(penalised, 1e-12)
             plot_gammas(graph, result.weights, Path(out_dir) / "gammas" / f"epoch_{epoch + 1:03d}.png")
         result.epochs.append(record)
         lines.append(json.dumps(record) + "\n")
