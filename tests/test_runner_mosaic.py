@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from pruneyolo.detect.boxes import box_iou, candidates, nms, select
+from pruneyolo.detect.boxes import Detections, box_iou, candidates, nms, select
 from pruneyolo.detect.letterbox import place
 from pruneyolo.detect.mosaic import (
     Layout,
@@ -13,6 +13,7 @@ from pruneyolo.detect.mosaic import (
     tile_of,
     to_mosaic,
     to_source,
+    to_sources,
 )
 from pruneyolo.errors import PruneyoloError
 
@@ -69,6 +70,49 @@ def test_to_source_clips_to_the_tile_content():
     p = place(200, 100, 100, 100)  # content 100x50 at pad_y 25 in tile 1 (x from 100)
     boxes = np.array([[90, 10, 150, 60]], np.float32)  # sticks out left into tile 0 and above the content
     np.testing.assert_allclose(to_source(boxes, layout, 1, p), [[0, 0, 100, 70]], atol=1e-4)
+
+
+def scattered_boxes(count, seed=0):
+    """xyxy boxes all over (and a little outside) an 832x832 mosaic, some straddling tiles, and their tiles."""
+    rng = np.random.default_rng(seed)
+    corner = rng.uniform(-30, 860, (count, 2))
+    boxes = np.concatenate([corner, corner + rng.uniform(0, 200, (count, 2))], 1).astype(np.float32)
+    return boxes, rng.integers(0, 4, count)
+
+
+def test_to_sources_is_to_source_tile_by_tile_bit_for_bit():
+    layout = Layout(2, 2, 832, 832)
+    placements = (place(640, 480, 416, 416), place(333, 517, 416, 416), None, place(1280, 720, 416, 416))
+    boxes, tiles = scattered_boxes(400)
+    mapped = to_sources(boxes, tiles, layout, placements)
+    assert mapped.dtype == np.float32
+    for tile, placement in enumerate(placements):
+        mine = tiles == tile
+        expected = np.zeros((mine.sum(), 4), np.float32) if placement is None else \
+            to_source(boxes[mine], layout, tile, placement)
+        np.testing.assert_array_equal(mapped[mine], expected)
+
+
+def test_per_frame_splits_by_tile_in_score_order_without_empty_boxes():
+    from pruneyolo.runner.pipeline import per_frame
+
+    layout = Layout(2, 2, 832, 832)
+    placements = (place(640, 480, 416, 416), None, place(300, 600, 416, 416))  # a group of 3, one frameless
+    boxes, tiles = scattered_boxes(300, seed=1)
+    scores = np.linspace(1, 0.3, len(boxes), dtype=np.float32)  # already best first, as NMS returns them
+    found = per_frame(Detections(boxes, scores, np.arange(len(boxes))), tiles, layout, placements)
+    assert len(found) == layout.tiles
+    for tile, detections in enumerate(found):
+        mine = np.flatnonzero(tiles == tile)
+        if tile >= len(placements) or placements[tile] is None:
+            assert len(detections) == 0
+            continue
+        mapped = to_source(boxes[mine], layout, tile, placements[tile])
+        area = (mapped[:, 2] > mapped[:, 0]) & (mapped[:, 3] > mapped[:, 1])
+        assert 0 < area.sum() < len(mine)  # some boxes lay wholly in the padding or beyond the tile
+        np.testing.assert_array_equal(detections.boxes, mapped[area])
+        np.testing.assert_array_equal(detections.classes, mine[area])
+        assert (np.diff(detections.scores) <= 0).all()
 
 
 def test_tile_of_assigns_centres_row_by_row():

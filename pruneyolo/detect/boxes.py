@@ -44,9 +44,10 @@ def box_iou(first: np.ndarray, second: np.ndarray) -> np.ndarray:
     """IoU matrix of xyxy boxes [N, 4] x [M, 4]."""
     top_left = np.maximum(first[:, None, :2], second[None, :, :2])
     bottom_right = np.minimum(first[:, None, 2:], second[None, :, 2:])
-    inter = np.prod(np.clip(bottom_right - top_left, 0, None), 2)
-    areas_first = np.prod(first[:, 2:] - first[:, :2], 1)
-    areas_second = np.prod(second[:, 2:] - second[:, :2], 1)
+    overlap = np.maximum(bottom_right - top_left, 0)
+    inter = overlap[..., 0] * overlap[..., 1]
+    areas_first = (first[:, 2] - first[:, 0]) * (first[:, 3] - first[:, 1])
+    areas_second = (second[:, 2] - second[:, 0]) * (second[:, 3] - second[:, 1])
     return inter / np.maximum(areas_first[:, None] + areas_second[None] - inter, 1e-9)
 
 

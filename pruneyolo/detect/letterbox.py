@@ -6,6 +6,7 @@ measured, and calibration done, on the pixels the deployed model sees.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import cv2
@@ -34,6 +35,7 @@ class Placement:
         return self.height / self.source_height
 
 
+@functools.lru_cache(maxsize=256)  # a stream's frames keep their size
 def place(source_width: int, source_height: int, width: int, height: int) -> Placement:
     """The largest aspect-preserving fit into width x height, centred (padding split evenly, extra pixel
     right/bottom)."""

@@ -6,6 +6,7 @@ Everything here is pure: sizes in, placements and mapped boxes out.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -79,6 +80,32 @@ def tile_of(centres_x: np.ndarray, centres_y: np.ndarray, layout: Layout) -> np.
 def to_source(boxes: np.ndarray, layout: Layout, tile: int, placement: Placement) -> np.ndarray:
     """Mosaic xyxy boxes of one tile -> the source frame's pixels, clipped to the tile's content."""
     return letterbox.to_source(boxes, placement, layout.origin(tile))
+
+
+@functools.lru_cache(maxsize=256)
+def tile_geometry(layout: Layout, placements: tuple[Placement | None, ...]) -> np.ndarray:
+    """Per tile, float32 [left, top, right, bottom] of its content in mosaic pixels and [scale_x, scale_y]
+    (a tile without a frame: no content, scale 1): `to_source`'s numbers, for every tile at once."""
+    geometry = np.zeros((layout.tiles, 6), np.float32)
+    geometry[:, 4:] = 1
+    for tile, placement in enumerate(placements):
+        if placement is not None:
+            x0, y0 = layout.origin(tile)
+            left, top = x0 + placement.pad_x, y0 + placement.pad_y
+            geometry[tile] = left, top, left + placement.width, top + placement.height, placement.scale_x, \
+                placement.scale_y
+    geometry.flags.writeable = False  # shared by every caller of the cache
+    return geometry
+
+
+def to_sources(boxes: np.ndarray, tiles: np.ndarray, layout: Layout,
+               placements: tuple[Placement | None, ...]) -> np.ndarray:
+    """Mosaic xyxy boxes, box i in tile tiles[i] -> its frame's pixels, as `to_source` maps them tile by tile
+    (same float32 arithmetic, so the same values); boxes in a tile without a placement come out all zeros."""
+    geometry = tile_geometry(layout, placements)[tiles]
+    low, high, scale = geometry[:, None, 0:2], geometry[:, None, 2:4], geometry[:, None, 4:6]
+    mapped = (np.clip(boxes.reshape(-1, 2, 2), low, high) - low) / scale
+    return mapped.reshape(-1, 4).astype(np.float32, copy=False)
 
 
 def to_mosaic(boxes: np.ndarray, layout: Layout, tile: int, placement: Placement) -> np.ndarray:

@@ -118,14 +118,21 @@ class Adapter:
         self.results = self.idle = None
         self.compiled = None
 
-    def submit(self, image: np.ndarray, userdata, share: bool = False) -> None:
-        """Start inference on a HxWx3 u8 image (blocks while every request is busy); with `share` the request
-        reads `image` in place, which must then stay unchanged until its result arrives."""
+    def submit(self, image: np.ndarray | ov.Tensor, userdata) -> None:
+        """Start inference on a HxWx3 u8 image, copied, or on a `shared_tensor`, read in place (blocks while
+        every request is busy)."""
         self.raise_pending()
         request = self.idle.get()
         submitted = time.perf_counter()
-        request.start_async({0: image[None]}, share_inputs=share)
+        request.set_input_tensor(image if isinstance(image, ov.Tensor) else ov.Tensor(image[None]))
+        request.start_async()
         self.in_flight.put((request, userdata, submitted))
+
+    @staticmethod
+    def shared_tensor(image: np.ndarray) -> ov.Tensor:
+        """A tensor over a HxWx3 u8 image, for `submit` without a copy: the image must stay unchanged from
+        submit until its result arrives. Made once per buffer, it also spares each submit the input dispatch."""
+        return ov.Tensor(image[None], shared_memory=True)
 
     def wait(self) -> None:
         """Wait until every submitted result is delivered, then re-raise any exception kept meanwhile."""

@@ -16,7 +16,7 @@ import numpy as np
 
 from pruneyolo.detect.boxes import Detections, select
 from pruneyolo.detect.decode import decode_raw, rows_from_scores
-from pruneyolo.detect.mosaic import Layout, Placement, blank_mosaic, tile_of, to_mosaic, to_source
+from pruneyolo.detect.mosaic import Layout, Placement, blank_mosaic, tile_of, to_mosaic, to_sources
 from pruneyolo.runner.adapter import Adapter
 from pruneyolo.runner.compose import Mosaic, MosaicPool
 from pruneyolo.runner.metrics import RunStats, StreamStats
@@ -38,20 +38,14 @@ class RunOptions:
 
 
 @dataclass
-class Tile:
-    """A frame placed in a mosaic tile."""
-
-    frame: Frame
-    placement: Placement
-
-
-@dataclass
 class MosaicJob:
-    """One submitted mosaic: its sequence number, group, tiles (None where no frame) and image."""
+    """One submitted mosaic: its sequence number, group, each tile's frame and placement (None where no frame)
+    and image."""
 
     seq: int
     group: int
-    tiles: list[Tile | None]
+    frames: list[Frame | None]
+    placements: tuple[Placement | None, ...]
     mosaic: Mosaic
 
     @property
@@ -93,10 +87,17 @@ def centre_tiles(layout: Layout) -> Callable[[np.ndarray], np.ndarray]:
     return lambda boxes: tile_of((boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2, layout)
 
 
-def in_frame(detections: Detections) -> Detections:
-    """Drop boxes left with no area after clipping (they lay in the letterbox padding)."""
-    boxes = detections.boxes
-    return detections.take(np.flatnonzero((boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])))
+def per_frame(detections: Detections, tiles: np.ndarray, layout: Layout,
+              placements: tuple[Placement | None, ...]) -> list[Detections]:
+    """A mosaic's detections, each in tiles[i] -> one Detections per tile in its frame's pixels, best first,
+    without boxes left with no area after clipping (they lay in the letterbox padding or a frameless tile)."""
+    boxes = to_sources(detections.boxes, tiles, layout, placements)
+    kept = np.flatnonzero((boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1]))
+    kept = kept[np.argsort(tiles[kept], kind="stable")]
+    boxes, scores, classes = boxes[kept], detections.scores[kept], detections.classes[kept]
+    ends = np.cumsum(np.bincount(tiles[kept], minlength=layout.tiles)).tolist()
+    return [Detections(boxes[start:end], scores[start:end], classes[start:end])
+            for start, end in zip([0, *ends], ends)]
 
 
 class Pipeline:
@@ -114,7 +115,7 @@ class Pipeline:
         self.metrics = RunStats([StreamStats(spec.text) for spec in specs])
         self.views = [blank_mosaic(layout) for _ in self.groups] if any(s.needs_view for s in sinks) else None
         self.results: queue.Queue = queue.Queue()
-        self.pool = MosaicPool(layout)
+        self.pool = MosaicPool(layout, adapter.shared_tensor)
         self.finished: dict[int, tuple] = {}
         self.submitted = 0
         self.next_seq = 0
@@ -218,11 +219,10 @@ class Pipeline:
     def _submit(self, group: int, frames: list[Frame | None]) -> None:
         started = time.perf_counter()
         mosaic, placements = self.pool.compose([None if f is None else f.image for f in frames])
-        tiles = [None if f is None else Tile(f, p) for f, p in zip(frames, placements)]
         self.metrics.add_stage("tile", time.perf_counter() - started)
-        job = MosaicJob(self.submitted, group, tiles, mosaic)
+        job = MosaicJob(self.submitted, group, frames, tuple(placements), mosaic)
         self.submitted += 1
-        self.adapter.submit(mosaic.image, job, share=True)
+        self.adapter.submit(mosaic.tensor, job)
 
     def _mark(self, now: float) -> None:
         """Note the time, process CPU time and mosaics finished, for the steady-state figures."""
@@ -245,14 +245,9 @@ class Pipeline:
         started = time.perf_counter()
         detections, tiles = select(rows_of(outputs, self.adapter.info), centre_tiles(self.layout),
                                    self.options.conf, self.options.iou)
-        results = []
-        for index, tile in enumerate(job.tiles):
-            if tile is None:
-                continue
-            mine = detections.take(np.flatnonzero(tiles == index))
-            mapped = Detections(to_source(mine.boxes, self.layout, index, tile.placement), mine.scores, mine.classes)
-            results.append(FrameResult(tile.frame, self.captures[tile.frame.stream].spec.text, in_frame(mapped),
-                                       0.0, infer))
+        found = per_frame(detections, tiles, self.layout, job.placements)
+        results = [FrameResult(frame, self.captures[frame.stream].spec.text, found[index], 0.0, infer)
+                   for index, frame in enumerate(job.frames) if frame is not None]
         decoded = time.perf_counter()
         self.metrics.add_stage("infer", infer)
         self.metrics.add_stage("decode", decoded - started)
@@ -283,12 +278,11 @@ class Pipeline:
             x0, y0 = layout.origin(index)
             region = (slice(y0, y0 + layout.tile_height), slice(x0, x0 + layout.tile_width))
             capture = self.captures[stream]
-            tile = job.tiles[index]
-            if tile is not None:
+            placement = job.placements[index]
+            if placement is not None:
                 view[region] = job.image[region]
                 dets = by_stream[stream].detections
-                draw_boxes(view, to_mosaic(dets.boxes, layout, index, tile.placement), dets.scores, dets.classes,
-                           labels)
+                draw_boxes(view, to_mosaic(dets.boxes, layout, index, placement), dets.scores, dets.classes, labels)
             elif not self._expecting(capture, now):
                 draw_no_signal(view[region], capture.spec.text, capture.state)
             draw_caption(view, f"{stream}: {capture.spec.text}"[:40], (x0 + 2, y0 + 2))
