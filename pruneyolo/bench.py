@@ -88,19 +88,23 @@ def sync_latencies(call: Callable[[], object], seconds: float) -> list[float]:
 
 
 def async_rate(compiled: ov.CompiledModel, inputs: dict, seconds: float) -> float:
-    """Inferences/s with an AsyncInferQueue of the compiled model's optimal size kept full for `seconds`."""
+    """Inferences/s with an AsyncInferQueue of the compiled model's optimal size kept full for `seconds`. No Python
+    callback: OpenVINO's threads then never wait for the GIL, so dropping the compiled model cannot deadlock."""
     queue = ov.AsyncInferQueue(compiled, compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
-    finished = []
-    queue.set_callback(lambda request, userdata: finished.append(userdata))
-    for _ in range(len(queue)):  # warm-up: every request once
-        queue.start_async(inputs)
-    queue.wait_all()
-    finished.clear()
-    start = time.perf_counter()
-    while time.perf_counter() - start < seconds or len(finished) < MIN_RUNS:
-        queue.start_async(inputs)  # blocks while every request is busy
-    queue.wait_all()
-    return len(finished) / (time.perf_counter() - start)
+    try:
+        for _ in range(len(queue)):  # warm-up: every request once
+            queue.start_async(inputs)
+        queue.wait_all()
+        started = 0
+        start = time.perf_counter()
+        while time.perf_counter() - start < seconds or started < MIN_RUNS:
+            queue.start_async(inputs)  # blocks while every request is busy
+            started += 1
+        queue.wait_all()  # every started request has finished
+        return started / (time.perf_counter() - start)
+    finally:
+        queue.wait_all()
+        del queue
 
 
 def precision_name(value) -> str:
