@@ -251,7 +251,7 @@ def search_table(found: Search, title: str):
                  + [f"{trial.percent:g}", f"{trial.params:,}", f"{trial.bflops:.3f}",
                     f"{trial.measurement.value:.{1 if budget.fps else 2}f}", f"{trial.achieved:.1f}",
                     trial.measurement.precision, "yes" if trial.met else "no"]
-                 + [f"{trial.measurement.map50:.4f}"] * with_map)
+                 + ([f"{trial.measurement.map50:.4f}"] if with_map else []))
         table.add_row(*cells, style="bold green" if trial is found.chosen else None)
     return table
 

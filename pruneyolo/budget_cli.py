@@ -72,7 +72,7 @@ def run_budget(cfg: str, graph: Graph, weights: DarknetWeights, budget_args: dic
         found = search(graph, weights, budget, measure, shortcut_counts, args["step"], layer_keep, round_to,
                        log=status.update)
     _, height, width = graph.input_shape
-    title = (f"prune to a budget: {Path(cfg).name} @ {width}x{height} on {args['device']}, "
+    title = (f"prune to a budget: {Path(cfg).name} @ {width}x{height} on {args['device']}\n"
              f"precision {args['precision'] or 'device default'}, channels rounded to {round_to}")
     console.print(search_table(found, title))
     plot_path = plot_search(found, args["plot_path"] or Path(directory) / f"{Path(cfg).stem}_budget.png", title)
