@@ -12,10 +12,13 @@ from pruneyolo.bench import (
     Timing,
     available_variants,
     bench,
+    channel_note,
+    footer,
     kernel_peak,
     layer_times,
     parse_benchmark_app,
     peak_for,
+    peak_shares,
     plot,
     precision_name,
     time_by_kind,
@@ -109,3 +112,15 @@ def test_timing_labels_and_default_row():
                                               Timing("ir-bf16", "bf16", 1.0, 1000.0)], {"f32": 1.0}, "bf16")
     assert result.default_variant == "ir-bf16" and result.timing("ir-f32").label == "IR f32"
     assert vs_opencv(result, result.timings[0]) == (None, None)
+
+
+def test_footer_gives_each_precisions_share_of_its_peak_and_flags_irregular_widths():
+    timings = [Timing("ir-f32", "f32", 2.0, 50.0), Timing("ir-int8", "i8+bf16", 1.0, 100.0),
+               Timing("opencv", "f32", 9.0, 10.0)]
+    result = BenchResult("m", (64, 64), 2.0, timings, {"f32": 200.0, "bf16": 400.0, "i8": 800.0}, "bf16")
+    assert peak_shares(result) == [("share of the peak by precision (inf/s x BFLOPs / peak): IR f32 (f32) 50%, "
+                                    "IR int8 (i8+bf16) 25%")]
+    assert peak_shares(result)[0] in footer(result)
+    pruned = channel_note(load_graph(Path(__file__).parents[1] / "cfgs" / "prune_0.88.cfg"))
+    assert len(pruned) == 1 and "18 of 19 prunable convs" in pruned[0] and "(2, 4, 5, 7, 8, 12, ...)" in pruned[0]
+    assert channel_note(load_graph(DEMO)) == []
