@@ -413,9 +413,10 @@ def peak_shares(result: BenchResult) -> list[str]:
     return [f"share of the peak by precision (inf/s x BFLOPs / peak): {', '.join(shares)}"] if shares else []
 
 
-def channel_note(graph: Graph, multiple: int = 16) -> list[str]:
-    """A note when prunable convs have channel counts that are not multiples of `multiple` (a pruned model's
-    irregular widths, which the kernels' vector widths do not fit)."""
+def channel_note(graph: Graph) -> list[str]:
+    """A note when prunable convs have channel counts that are not multiples of `prune --round`'s default (a
+    pruned model's irregular widths, which the kernels' vector widths do not fit)."""
+    from .prune import DEFAULT_ROUND as multiple
     from .prune import channel_constraints
 
     prunable = [graph.nodes[index].filters for index in channel_constraints(graph).prunable]

@@ -39,7 +39,7 @@ from .graph import (
 )
 from .weights import ConvWeights, DarknetWeights, weights_bytes
 
-DEFAULT_ROUND = 16  # `prune --round`: what measured fastest at the default precision (bf16) here; see README
+DEFAULT_ROUND = 4  # `prune --round`: what measured fastest at this CPU's default precision (bf16); docs/pruning.md
 REFERENCE_KEYS = {"route": "layers", "shortcut": "from", "sam": "from", "scale_channels": "from"}
 
 ACTIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
