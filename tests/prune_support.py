@@ -7,6 +7,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
 
 from pruneyolo.cfg import format_cfg
 from pruneyolo.graph import Graph, load_graph
@@ -14,6 +15,7 @@ from pruneyolo.prune import spike_and_slab
 from pruneyolo.weights import DarknetWeights, random_weights, write_weights
 
 CORPUS = Path(__file__).parents[2] / "shared/cfgs/third_party"
+needs_corpus = pytest.mark.skipif(not CORPUS.is_dir(), reason=f"no cfg corpus at {CORPUS} (a fresh clone has none)")
 
 
 def corpus_cfg(name: str) -> Path:

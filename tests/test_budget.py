@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from click.testing import CliRunner
-from prune_support import corpus_cfg, sparse_model
 
 from pruneyolo.budget import Budget, Measurement, percent_grid, safe_percent, search, smallest_passing
 from pruneyolo.budget_cli import mosaic_tiles
 from pruneyolo.cli import main
 from pruneyolo.errors import PruneyoloError
 from pruneyolo.graph import load_graph
-from pruneyolo.prune import prune
-from pruneyolo.weights import write_weights
+from pruneyolo.prune import prune, spike_and_slab
+from pruneyolo.weights import random_weights, write_weights
+
+DEMO = Path(__file__).parents[1] / "cfgs" / "demo-tiny.cfg"
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -39,7 +42,8 @@ def test_smallest_passing_bisects_and_every_smaller_try_failed():
 
 
 def test_search_chooses_the_smallest_grid_percent_that_meets_the_budget():
-    graph, weights = sparse_model("yolov4-tiny", 160)
+    graph = load_graph(DEMO, (128, 128))
+    weights = random_weights(graph, 0, gamma=spike_and_slab)
     budget = Budget(fps=3 / graph.bflops)  # a third of the unpruned model's BFLOPs
     found = search(graph, weights, budget, speed_from_bflops, step=0.05, round_to=8)
     grid = percent_grid(safe_percent(graph, weights, 0), 0.05)
@@ -56,7 +60,7 @@ def test_search_chooses_the_smallest_grid_percent_that_meets_the_budget():
 
 
 def test_budget_counts_one_inference_per_mosaic():
-    graph = load_graph(corpus_cfg("yolov4-tiny"), (416, 416))
+    graph = load_graph(DEMO, (416, 416))
     assert mosaic_tiles(4, graph) == 4 and mosaic_tiles(1, graph) == 1
     assert mosaic_tiles(5, graph) == 4  # 416 is not divisible by 3: a 2x2 grid, two mosaics
     fps = Budget(fps=25, streams=5, tiles=4)
@@ -70,9 +74,9 @@ def test_budget_counts_one_inference_per_mosaic():
 
 @pytest.fixture(scope="module")
 def tiny_weights(tmp_path_factory):
-    graph, weights = sparse_model("yolov4-tiny", 416)
-    path = tmp_path_factory.mktemp("weights") / "yolov4-tiny.weights"
-    write_weights(path, graph, weights)
+    graph = load_graph(DEMO)
+    path = tmp_path_factory.mktemp("weights") / "demo-tiny.weights"
+    write_weights(path, graph, random_weights(graph, 0, gamma=spike_and_slab))
     return str(path)
 
 
@@ -81,18 +85,18 @@ def invoke(*args):
 
 
 def test_cli_measures_on_the_device_and_writes_the_choice_and_chart(tiny_weights, tmp_path):
-    result = invoke("prune", corpus_cfg("yolov4-tiny"), "--weights", tiny_weights, "--size", "128",
+    result = invoke("prune", DEMO, "--weights", tiny_weights, "--size", "128",
                     "--target-fps", "0.01", "--streams", "4", "--seconds", "0.5", "--precision", "f32", "-o", tmp_path)
     assert result.exit_code == 0, result.output
     assert "4 streams in 1 mosaic of 4 tiles" in result.output and "chose percent 0" in result.output
     rows = [line for line in result.output.splitlines() if line.startswith("│ ")]
     assert len(rows) == 1 and "f32" in rows[0] and "yes" in rows[0]
-    assert (tmp_path / "prune_0_AlexeyAB__darknet__cfg__yolov4-tiny.cfg").is_file()
-    assert (tmp_path / "AlexeyAB__darknet__cfg__yolov4-tiny_budget.png").read_bytes().startswith(PNG_MAGIC)
+    assert (tmp_path / "prune_0_demo-tiny.cfg").is_file()
+    assert (tmp_path / "demo-tiny_budget.png").read_bytes().startswith(PNG_MAGIC)
 
 
 def test_cli_unreachable_budget_exits_2_and_writes_no_model(tiny_weights, tmp_path):
-    result = invoke("prune", corpus_cfg("yolov4-tiny"), "--weights", tiny_weights, "--size", "128",
+    result = invoke("prune", DEMO, "--weights", tiny_weights, "--size", "128",
                     "--target-ms", "0.0001", "--seconds", "0.5", "-o", tmp_path)
     assert result.exit_code == 2
     assert result.output.splitlines()[-1].startswith("error: no percent up to the largest safe one meets")
@@ -106,5 +110,5 @@ def test_cli_unreachable_budget_exits_2_and_writes_no_model(tiny_weights, tmp_pa
     (("--percent", "0.5", "--shortcuts", "0,2"), "several --shortcuts counts are searched only"),
 ])
 def test_cli_refuses_ambiguous_requests(tiny_weights, tmp_path, args, message):
-    result = invoke("prune", corpus_cfg("yolov4-tiny"), "--weights", tiny_weights, "-o", tmp_path, *args)
+    result = invoke("prune", DEMO, "--weights", tiny_weights, "-o", tmp_path, *args)
     assert result.exit_code == 2 and message in result.output and result.output.count("\n") == 1

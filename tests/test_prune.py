@@ -9,6 +9,7 @@ import pytest
 from prune_support import (
     corpus_cfg,
     head_inputs,
+    needs_corpus,
     random_image,
     relative_error,
     sparse_model,
@@ -137,6 +138,7 @@ def test_written_files_are_named_and_read_back(tmp_path):
     assert "anchors" in cfg_path.read_text()
 
 
+@needs_corpus
 @pytest.mark.parametrize("name, multiple", [("yolov4-tiny", 8), ("yolov4", 16), ("yolov3-spp", 32)])
 def test_rounded_counts_are_multiples_from_the_next_largest_gammas(name, multiple):
     graph, weights = sparse_model(name, 160)
@@ -161,6 +163,7 @@ def test_rounded_counts_are_multiples_from_the_next_largest_gammas(name, multipl
     assert all(rounded[conv].all() for conv in constraints.frozen)
 
 
+@needs_corpus
 @pytest.mark.parametrize("name", ["yolov4-tiny", "yolov4"])
 def test_rounded_prune_equals_original_when_cut_channels_are_zero(name, tmp_path):
     graph, weights = sparse_model(name, 160)
@@ -178,6 +181,7 @@ def test_rounded_prune_equals_original_when_cut_channels_are_zero(name, tmp_path
         assert relative_error(before, after) < 1e-4
 
 
+@needs_corpus
 def test_round_below_one_is_refused():
     graph, weights = sparse_model("yolov4-tiny", 160)
     with pytest.raises(PruneyoloError, match="--round 0 must be >= 1"):

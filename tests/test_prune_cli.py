@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from click.testing import CliRunner
-from prune_support import corpus_cfg, sparse_model
+from prune_support import corpus_cfg, needs_corpus, sparse_model
 
 from pruneyolo.cli import main
 from pruneyolo.graph import load_graph
@@ -64,6 +64,7 @@ def test_compare_and_gammas(tiny_weights, tmp_path):
     assert image.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@needs_corpus
 @pytest.mark.parametrize("args, multiple", [((), DEFAULT_ROUND), (("--round", "8"), 8), (("--round", "1"), 1)])
 def test_round_keeps_written_channel_counts_multiples(tiny_weights, tmp_path, args, multiple):
     result = invoke("prune", TINY, "--weights", tiny_weights, "--percent", "0.88", "-o", tmp_path, *args)
