@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from prune_support import needs_corpus, sparse_model
 
 from pruneyolo.budget import Budget, Measurement, percent_grid, safe_percent, search, smallest_passing
 from pruneyolo.budget_cli import mosaic_tiles
@@ -112,3 +113,17 @@ def test_cli_unreachable_budget_exits_2_and_writes_no_model(tiny_weights, tmp_pa
 def test_cli_refuses_ambiguous_requests(tiny_weights, tmp_path, args, message):
     result = invoke("prune", DEMO, "--weights", tiny_weights, "-o", tmp_path, *args)
     assert result.exit_code == 2 and message in result.output and result.output.count("\n") == 1
+
+
+@needs_corpus
+def test_several_shortcut_counts_are_searched_and_the_one_keeping_most_parameters_wins():
+    graph, weights = sparse_model("yolov4", 128)
+    budget = Budget(fps=4 / graph.bflops)
+    found = search(graph, weights, budget, speed_from_bflops, shortcut_counts=(0, 8), step=0.05)
+    winners = {}
+    for shortcuts in (0, 8):
+        trials = [t for t in found.trials if t.shortcuts == shortcuts]
+        assert trials and any(t.met for t in trials) and any(not t.met for t in trials)
+        winners[shortcuts] = min((t for t in trials if t.met), key=lambda t: t.percent)
+    assert found.chosen == max(winners.values(), key=lambda t: t.params)
+    assert found.result.shortcuts == found.chosen.shortcuts and found.result.graph.params == found.chosen.params
