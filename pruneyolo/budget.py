@@ -49,8 +49,9 @@ class Budget:
     def __post_init__(self):
         if (self.fps is None) == (self.ms is None):
             raise PruneyoloError("give exactly one of --target-fps and --target-ms")
-        if (self.fps or self.ms) <= 0:
-            raise PruneyoloError(f"--target-{'fps' if self.fps else 'ms'} must be > 0")
+        name, value = ("fps", self.fps) if self.fps is not None else ("ms", self.ms)
+        if not value > 0:
+            raise PruneyoloError(f"--target-{name} {value:g} must be > 0")
 
     @property
     def mosaics(self) -> int:

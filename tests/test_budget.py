@@ -71,6 +71,10 @@ def test_budget_counts_one_inference_per_mosaic():
     assert ms.hint == "LATENCY" and ms.achieved(15.0) == 30.0 and ms.met(30.0) and not ms.met(40.1)
     with pytest.raises(PruneyoloError, match="exactly one of --target-fps and --target-ms"):
         Budget(fps=25, ms=40)
+    with pytest.raises(PruneyoloError, match="--target-fps 0 must be > 0"):
+        Budget(fps=0)
+    with pytest.raises(PruneyoloError, match="--target-ms -5 must be > 0"):
+        Budget(ms=-5)
 
 
 @pytest.fixture(scope="module")
