@@ -13,10 +13,13 @@ from pruneyolo.bench.timing import (
     Timing,
     available_variants,
     bench,
+    channel_note,
+    footer,
     kernel_peak,
     layer_times,
     parse_benchmark_app,
     peak_for,
+    peak_shares,
     plot,
     time_by_kind,
     vs_opencv,
@@ -129,3 +132,15 @@ def test_speed_ups_over_opencv_are_latency_and_rate_ratios():
     assert vs_opencv(result, result.timing("ir-f32")) == (4.0, 4.0)  # 8 ms -> 2 ms, 150/s -> 600/s
     slower = Timing("torch", "f32", 16.0, 50.0)
     assert vs_opencv(result, slower) == (0.5, 1 / 3)
+
+
+def test_footer_gives_each_precisions_share_of_its_peak_and_flags_irregular_widths():
+    timings = [Timing("ir-f32", "f32", 2.0, 50.0), Timing("ir-int8", "i8+bf16", 1.0, 100.0),
+               Timing("opencv", "f32", 9.0, 10.0)]
+    result = BenchResult("m", (64, 64), 2.0, timings, {"f32": 200.0, "bf16": 400.0, "i8": 800.0}, "bf16")
+    assert peak_shares(result) == [("share of the peak by precision (inf/s x BFLOPs / peak): IR f32 (f32) 50%, "
+                                    "IR int8 (i8+bf16) 25%")]
+    assert peak_shares(result)[0] in footer(result)
+    pruned = channel_note(load_graph(Path(__file__).parents[1] / "cfgs" / "yolov4-tiny_prune_0.88.cfg"))
+    assert len(pruned) == 1 and "13 of 19 prunable convs" in pruned[0] and "(2, 5, 7, 14, 17, 18, ...)" in pruned[0]
+    assert channel_note(load_graph(DEMO)) == []

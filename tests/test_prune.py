@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 import pytest
-from cfg_sources import CORPUS, corpus_cfg, own_cfg, shipped_cfg, with_corpus
+from cfg_sources import CORPUS, corpus_cfg, needs_corpus, own_cfg, shipped_cfg, with_corpus
 from prune_support import (
     head_inputs,
     random_image,
@@ -169,3 +169,53 @@ def test_written_files_are_named_and_read_back(tmp_path):
     loaded = read_weights(weights_path, reread)
     assert np.array_equal(loaded.layers[0].weights, result.weights.layers[0].weights)
     assert "anchors" in cfg_path.read_text()
+
+
+@needs_corpus
+@pytest.mark.parametrize("name, multiple", [("yolov4-tiny", 8), ("yolov4", 16), ("yolov3-spp", 32)])
+def test_rounded_counts_are_multiples_from_the_next_largest_gammas(name, multiple):
+    graph, weights = sparse_model(corpus_cfg(name), 160)
+    constraints = channel_constraints(graph)
+    plain, _ = channel_masks(graph, weights, 0.85)
+    rounded, _ = channel_masks(graph, weights, 0.85, round_to=multiple)
+    gammas = abs_gammas(weights, constraints.prunable)
+    assert any(plain[conv].sum() % multiple for conv in constraints.prunable)
+    for group in constraints.groups:
+        slices = constraints.slices[group[0]]
+        assert all(np.array_equal(rounded[conv], rounded[group[0]]) for conv in group)
+        kept = rounded[group[0]].reshape(slices, -1)
+        width = kept.shape[1]
+        assert len(set(kept.sum(axis=1))) == 1
+        assert kept[0].sum() % multiple == 0 or kept[0].sum() == width
+        assert kept[0].sum() == min(width, -(-plain[group[0]].reshape(slices, -1)[0].sum() // multiple) * multiple)
+        scores = np.max([gammas[conv] for conv in group], axis=0).reshape(slices, -1)
+        added = rounded[group[0]].reshape(slices, -1) & ~plain[group[0]].reshape(slices, -1)
+        for row_scores, row_added, row_kept in zip(scores, added, kept):
+            if row_added.any() and not row_kept.all():
+                assert row_scores[row_added].min() >= row_scores[~row_kept].max()
+    assert all(rounded[conv].all() for conv in constraints.frozen)
+
+
+@needs_corpus
+@pytest.mark.parametrize("name", ["yolov4-tiny", "yolov4"])
+def test_rounded_prune_equals_original_when_cut_channels_are_zero(name, tmp_path):
+    graph, weights = sparse_model(corpus_cfg(name), 160)
+    masks, _ = channel_masks(graph, weights, 0.85, round_to=16)
+    zero_cut_channels(weights, masks)
+    result = prune(graph, weights, 0.85, round_to=16)
+    assert all(np.array_equal(result.masks[conv], masks[conv]) for conv in masks)
+    assert all(conv.filters % 16 == 0 for conv in result.graph.convs if conv.index + 1 not in
+               {head.index for head in result.graph.heads})
+    image = random_image(graph)
+    expected = head_inputs(graph, weights, tmp_path / "original", image)
+    actual = head_inputs(result.graph, result.weights, tmp_path / "pruned", image)
+    for before, after in zip(expected, actual):
+        assert before.shape == after.shape
+        assert relative_error(before, after) < 1e-4
+
+
+@needs_corpus
+def test_round_below_one_is_refused():
+    graph, weights = sparse_model(corpus_cfg("yolov4-tiny"), 160)
+    with pytest.raises(PruneyoloError, match="--round 0 must be >= 1"):
+        prune(graph, weights, 0.5, round_to=0)

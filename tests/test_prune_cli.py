@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import pytest
-from cfg_sources import shipped_cfg
+from cfg_sources import needs_corpus, shipped_cfg
 from click.testing import CliRunner
 from prune_support import sparse_model
 
 from pruneyolo.cli.main import main
 from pruneyolo.darknet.graph import load_graph
 from pruneyolo.darknet.weights import write_weights
+from pruneyolo.prune import DEFAULT_ROUND
+from pruneyolo.prune.pruning import channel_constraints
 
 TINY = str(shipped_cfg("demo-tiny"))
 
@@ -64,3 +66,14 @@ def test_compare_and_gammas(tiny_weights, tmp_path):
     result = invoke("gammas", TINY, "--weights", tiny_weights, "-o", image, "--percent", "0.8")
     assert result.exit_code == 0, result.output
     assert image.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@needs_corpus
+@pytest.mark.parametrize("args, multiple", [((), DEFAULT_ROUND), (("--round", "8"), 8), (("--round", "1"), 1)])
+def test_round_keeps_written_channel_counts_multiples(tiny_weights, tmp_path, args, multiple):
+    result = invoke("prune", TINY, "--weights", tiny_weights, "--percent", "0.88", "-o", tmp_path, *args)
+    assert result.exit_code == 0, result.output
+    graph = load_graph(tmp_path / "prune_0.88_demo-tiny.cfg")
+    prunable = [graph.nodes[index].filters for index in channel_constraints(graph).prunable]
+    assert all(filters % multiple == 0 for filters in prunable)
+    assert (multiple == 1) == any(filters % 4 for filters in prunable)

@@ -322,6 +322,7 @@ def bench(graph: Graph, weights, weights_path: Path, workdir: Path, seconds: flo
     image = np.random.default_rng(0).integers(0, 256, (1, height, width, 3), dtype=np.uint8)
     log("converting")
     irs, notes = write_irs(graph, weights, Path(workdir), variants, calib, calib_size)
+    notes += channel_note(graph)
     timings = []
     for variant in variants:
         log(f"timing {LABELS[variant]}")
@@ -398,7 +399,29 @@ def footer(result: BenchResult) -> list[str]:
             f"{peaks}; % peak uses the row's precision (i8 rows: the int8 peak)"),
             ("latency: median of back-to-back sync calls (LATENCY hint); inf/s: AsyncInferQueue at the THROUGHPUT "
             "hint for IRs, back-to-back calls for the others; inputs are u8 BGR frames, pre-processing included"),
-            f"device default precision: {result.default_precision}", *result.notes]
+            f"device default precision: {result.default_precision}", *peak_shares(result), *result.notes]
+
+
+def peak_shares(result: BenchResult) -> list[str]:
+    """One line: each IR row's throughput share of the peak at the precision it ran, the share pruning is judged by."""
+    shares = [f"{t.label} ({t.precision}) {100 * peak_fraction(result, t):.0f}%" for t in result.timings
+              if t.variant in OPENVINO_VARIANTS]
+    return [f"share of the peak by precision (inf/s x BFLOPs / peak): {', '.join(shares)}"] if shares else []
+
+
+def channel_note(graph: Graph) -> list[str]:
+    """A note when prunable convs have channel counts that are not multiples of `prune --round`'s default (a
+    pruned model's irregular widths, which the kernels' vector widths do not fit)."""
+    from pruneyolo.prune import DEFAULT_ROUND as multiple
+    from pruneyolo.prune.pruning import channel_constraints
+
+    prunable = [graph.nodes[index].filters for index in channel_constraints(graph).prunable]
+    odd = sorted({filters for filters in prunable if filters % multiple})
+    if not odd:
+        return []
+    return [(f"{sum(filters % multiple > 0 for filters in prunable)} of {len(prunable)} prunable convs have channel "
+             f"counts that are not multiples of {multiple} ({', '.join(map(str, odd[:6]))}{', ...' * (len(odd) > 6)});"
+             " `pruneyolo prune --round N` keeps them multiples of N")]
 
 
 def plot(result: BenchResult, path) -> Path:

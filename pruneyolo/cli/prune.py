@@ -7,11 +7,16 @@ from pathlib import Path
 
 import click
 
+from pruneyolo.cli.budget import budget_options
 from pruneyolo.cli.options import load_model, size_option
+from pruneyolo.errors import PruneyoloError
+from pruneyolo.prune import DEFAULT_ROUND
 
 
 def parse_percents(ctx, param, value):
     """`--percent 0.5,0.7,0.9` -> a tuple of floats, each in [0, 1)."""
+    if value is None:
+        return ()
     try:
         percents = tuple(float(part) for part in value.split(",") if part.strip())
     except ValueError:
@@ -21,6 +26,17 @@ def parse_percents(ctx, param, value):
     return percents
 
 
+def parse_counts(ctx, param, value):
+    """`--shortcuts 0,4,8` -> a tuple of ints, each >= 0."""
+    try:
+        counts = tuple(int(part) for part in value.split(",") if part.strip())
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a count or comma-separated counts, e.g. 4") from None
+    if not counts or min(counts) < 0:
+        raise click.BadParameter(f"{value!r}: each count must be >= 0, e.g. 4")
+    return counts
+
+
 weights_option = click.option("--weights", "weights_path", type=click.Path(dir_okay=False),
                               help="Darknet .weights for CFG (none for a YOLOv5 .pt).")
 
@@ -28,25 +44,41 @@ weights_option = click.option("--weights", "weights_path", type=click.Path(dir_o
 @click.command("prune")
 @click.argument("cfg", type=click.Path(dir_okay=False))
 @weights_option
-@click.option("--percent", "percents", required=True, callback=parse_percents,
-              help="Fraction of prunable channels (lowest |gamma|) to cut; several, comma-separated, for a sweep.")
+@click.option("--percent", "percents", callback=parse_percents,
+              help="Fraction of prunable channels (lowest |gamma|) to cut; several, comma-separated, for a sweep "
+                   "(or give --target-fps / --target-ms).")
 @click.option("--layer-keep", default=0.01, show_default=True, type=float,
               help="Each layer keeps at least this fraction of its channels (and at least one).")
-@click.option("--shortcuts", default=0, show_default=True, type=int,
-              help="Also remove this many [conv][conv][shortcut] residual blocks (lowest mean |gamma|).")
+@click.option("--shortcuts", "shortcut_counts", default="0", show_default=True, callback=parse_counts,
+              help="Also remove this many [conv][conv][shortcut] residual blocks (lowest mean |gamma|); with a "
+                   "budget, several comma-separated counts are searched.")
+@click.option("--round", "round_to", default=DEFAULT_ROUND, show_default=True, type=click.IntRange(1),
+              help="Keep each pruned layer's channel count a multiple of this (the next-largest |gamma| fill up).")
 @click.option("-o", "--output", "directory", default=".", show_default=True, type=click.Path(file_okay=False),
               help="Directory for prune_<P>[_shortcut_<N>]_<stem>.cfg/.weights.")
 @size_option
-def prune_command(cfg, weights_path, percents, layer_keep, shortcuts, directory, size):
-    """Prune CFG + --weights (or a YOLOv5 .pt) by BatchNorm |gamma| and write Darknet cfg+weights."""
+@budget_options
+def prune_command(cfg, weights_path, percents, layer_keep, shortcut_counts, round_to, directory, size,
+                  **budget_args):
+    """Prune CFG + --weights (or a YOLOv5 .pt) by BatchNorm |gamma| and write Darknet cfg+weights: at --percent,
+    or as little as meets --target-fps / --target-ms on a device."""
     from rich.console import Console
 
+    from pruneyolo.cli.budget import run_budget
     from pruneyolo.darknet.weights import write_weights
     from pruneyolo.prune.pruning import prune, write_result
     from pruneyolo.prune.report import SweepRow, stage_table, sweep_table
 
+    budgeted = budget_args["target_fps"] is not None or budget_args["target_ms"] is not None
+    if budgeted == bool(percents):
+        raise PruneyoloError("give either --percent or a budget (--target-fps or --target-ms)")
+    if not budgeted and len(shortcut_counts) > 1:
+        raise PruneyoloError("several --shortcuts counts are searched only with --target-fps or --target-ms")
     graph, weights, _ = load_model(cfg, weights_path, size)
-    results = [prune(graph, weights, percent, layer_keep, shortcuts) for percent in percents]
+    if budgeted:
+        return run_budget(cfg, graph, weights, budget_args, shortcut_counts, layer_keep, round_to, directory)
+    results = [prune(graph, weights, percent, layer_keep, shortcut_counts[0], round_to=round_to)
+               for percent in percents]
     console = Console()
     rows = []
     for result in results:

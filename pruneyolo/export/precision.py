@@ -5,6 +5,7 @@ from __future__ import annotations
 from pruneyolo.errors import PruneyoloError
 
 STORAGE = ("fp32", "fp16")  # how an IR's float weights are stored on disk
+MEASURED = ("f32", "bf16", "f16", "int8")  # what a model can be timed at: an inference precision, or an INT8 IR
 INFERENCE = {"f32": "f32", "fp32": "f32", "float32": "f32", "bf16": "bf16", "bfloat16": "bf16",
              "f16": "f16", "fp16": "f16", "float16": "f16"}  # any spelling -> INFERENCE_PRECISION_HINT value
 

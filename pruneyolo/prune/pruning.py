@@ -66,6 +66,7 @@ class PruneResult:
     shortcuts: int
     removed_layers: tuple[int, ...] = ()
     masks: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
+    round_to: int = 1
 
 
 def stride_of(graph: Graph, node: Node) -> int:
@@ -225,19 +226,28 @@ def layer_mask(values: np.ndarray, threshold: float, layer_keep: float) -> np.nd
     return mask
 
 
-def equal_slices(mask: np.ndarray, scores: np.ndarray, slices: int) -> np.ndarray:
-    """Top up each of `slices` equal slices of the mask (by score) so all keep as many channels."""
+def rounded_count(kept: int, width: int, multiple: int) -> int:
+    """`kept` rounded up to a multiple of `multiple`, but never past `width`."""
+    return min(width, -(-kept // multiple) * multiple)
+
+
+def equal_slices(mask: np.ndarray, scores: np.ndarray, slices: int, multiple: int = 1) -> np.ndarray:
+    """Top up each of `slices` equal slices of the mask (by score) so all keep as many channels, that count
+    rounded up to a multiple of `multiple` (at most the slice's width)."""
     mask, scores = mask.reshape(slices, -1).copy(), scores.reshape(slices, -1)
-    target = mask.sum(axis=1).max()
+    target = rounded_count(int(mask.sum(axis=1).max()), mask.shape[1], multiple)
     for row, row_scores in zip(mask, scores):
         missing = np.flatnonzero(~row)[np.argsort(-row_scores[~row], kind="stable")]
         row[missing[:target - row.sum()]] = True
     return mask.reshape(-1)
 
 
-def channel_masks(graph: Graph, weights: DarknetWeights, percent: float,
-                  layer_keep: float = 0.01) -> tuple[dict[int, np.ndarray], float]:
-    """Kept output channels of every conv (all for frozen ones) and the global |gamma| threshold."""
+def channel_masks(graph: Graph, weights: DarknetWeights, percent: float, layer_keep: float = 0.01,
+                  round_to: int = 1) -> tuple[dict[int, np.ndarray], float]:
+    """Kept output channels of every conv (all for frozen ones) and the global |gamma| threshold; each group's
+    count (per grouped-route slice) is rounded up to a multiple of `round_to` by keeping the next-largest."""
+    if round_to < 1:
+        raise PruneyoloError(f"--round {round_to} must be >= 1")
     constraints = channel_constraints(graph)
     if not constraints.groups:
         raise PruneyoloError(f"{graph.path}: no conv can lose channels (pruning needs BatchNorm convs)")
@@ -248,7 +258,7 @@ def channel_masks(graph: Graph, weights: DarknetWeights, percent: float,
     for group in constraints.groups:
         union = np.any([layer_mask(gammas[conv], threshold, layer_keep) for conv in group], axis=0)
         scores = np.max([gammas[conv] for conv in group], axis=0)
-        union = equal_slices(union, scores, constraints.slices[group[0]])
+        union = equal_slices(union, scores, constraints.slices[group[0]], round_to)
         for conv in group:
             masks[conv] = union
     return masks, threshold
@@ -344,11 +354,12 @@ def input_size(graph: Graph) -> tuple[int, int]:
 
 
 def prune_channels(graph: Graph, weights: DarknetWeights, percent: float, layer_keep: float = 0.01,
-                   fold: bool = True) -> PruneResult:
+                   fold: bool = True, round_to: int = 1) -> PruneResult:
     """Network slimming at one global |gamma| percentile; returns the pruned graph and weights."""
-    masks, threshold = channel_masks(graph, weights, percent, layer_keep)
+    masks, threshold = channel_masks(graph, weights, percent, layer_keep, round_to)
     new_graph = build_graph(prune_sections(graph, masks), graph.path, input_size(graph), graph.dialect)
-    return PruneResult(new_graph, prune_weights(graph, weights, masks, fold), percent, threshold, 0, (), masks)
+    return PruneResult(new_graph, prune_weights(graph, weights, masks, fold), percent, threshold, 0, (), masks,
+                       round_to)
 
 
 # --- layer pruning --------------------------------------------------------------------------------------
@@ -443,8 +454,8 @@ def remove_blocks(graph: Graph, weights: DarknetWeights,
 
 
 def prune(graph: Graph, weights: DarknetWeights, percent: float, layer_keep: float = 0.01, shortcuts: int = 0,
-          fold: bool = True) -> PruneResult:
-    """Remove `shortcuts` residual blocks, then prune channels at `percent`."""
+          fold: bool = True, round_to: int = 1) -> PruneResult:
+    """Remove `shortcuts` residual blocks, then prune channels at `percent`, counts rounded up to `round_to`."""
     if not 0 <= layer_keep <= 1:
         raise PruneyoloError(f"--layer-keep {layer_keep:g} must be in [0, 1]")
     if shortcuts < 0:
@@ -454,8 +465,9 @@ def prune(graph: Graph, weights: DarknetWeights, percent: float, layer_keep: flo
         blocks = choose_blocks(residual_blocks(graph, weights), shortcuts)
         removed = tuple(index for block in blocks for index in block.layers)
         graph, weights = remove_blocks(graph, weights, blocks)
-    result = prune_channels(graph, weights, percent, layer_keep, fold)
-    return PruneResult(result.graph, result.weights, percent, result.threshold, shortcuts, removed, result.masks)
+    result = prune_channels(graph, weights, percent, layer_keep, fold, round_to)
+    return PruneResult(result.graph, result.weights, percent, result.threshold, shortcuts, removed, result.masks,
+                       round_to)
 
 
 # --- output -----------------------------------------------------------------------------------------------

@@ -60,7 +60,9 @@ def stage_table(before: Graph, result: PruneResult) -> Table:
     """Per stage (stride): conv channels, params and BFLOPs before -> after, with totals and the threshold."""
     after = result.graph
     table = Table(title=f"prune {result.percent:g}: |gamma| threshold {_threshold(result.threshold)}"
-                        + (f", {result.shortcuts} residual blocks removed" if result.shortcuts else ""),
+                        + (f", {result.shortcuts} residual blocks removed" if result.shortcuts else "")
+                        + (f", channel counts rounded up to multiples of {result.round_to}" if result.round_to > 1
+                           else ""),
                   caption=f"params {_ratio(after.params, before.params)}, BFLOPs "
                           f"{_ratio(after.bflops, before.bflops)} of the original")
     for header in ("stage", "convs", "channels", "params", "BFLOPs"):

@@ -1,0 +1,285 @@
+"""Prune to a budget: the least pruning whose converted IR sustains a frame rate (or a latency) on a device.
+
+Candidates are a grid of percents from 0 to the largest safe one. A larger percent is assumed never slower, so a
+bisection finds the smallest percent that meets the budget: both ends first, then halving the interval between
+the largest percent that missed and the smallest that met. Each trial prunes, converts and measures the IR on the
+device; `measure` is a parameter so the search can be driven by any measurement.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass
+from itertools import count
+from pathlib import Path
+
+import numpy as np
+
+from pruneyolo.darknet.graph import Graph
+from pruneyolo.darknet.weights import DarknetWeights
+from pruneyolo.errors import PruneyoloError
+from pruneyolo.export.precision import MEASURED
+from pruneyolo.files import atomic_write
+from pruneyolo.prune.pruning import (
+    PruneResult,
+    abs_gammas,
+    channel_constraints,
+    choose_blocks,
+    largest_safe_percent,
+    prune,
+    remove_blocks,
+    residual_blocks,
+)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What a model must sustain: `fps` frames/s on each of `streams` streams, or one frame of every stream within
+    `ms`; the streams are tiled into mosaics of `tiles`, so `mosaics` inferences serve one frame of each."""
+
+    fps: float | None = None
+    ms: float | None = None
+    streams: int = 1
+    tiles: int = 1
+
+    def __post_init__(self):
+        if (self.fps is None) == (self.ms is None):
+            raise PruneyoloError("give exactly one of --target-fps and --target-ms")
+        name, value = ("fps", self.fps) if self.fps is not None else ("ms", self.ms)
+        if not value > 0:
+            raise PruneyoloError(f"--target-{name} {value:g} must be > 0")
+
+    @property
+    def mosaics(self) -> int:
+        return math.ceil(self.streams / self.tiles)
+
+    @property
+    def hint(self) -> str:
+        """The OpenVINO performance hint the budget is measured at."""
+        return "THROUGHPUT" if self.fps else "LATENCY"
+
+    def achieved(self, measured: float) -> float:
+        """Per-stream frames/s from inferences/s (fps budgets), or ms per frame of every stream from the median ms
+        of one inference (ms budgets)."""
+        return measured / self.mosaics if self.fps else measured * self.mosaics
+
+    def met(self, achieved: float) -> bool:
+        return achieved >= self.fps if self.fps else achieved <= self.ms
+
+    @property
+    def text(self) -> str:
+        target = f"{self.fps:g} FPS per stream" if self.fps else f"{self.ms:g} ms per frame set"
+        return f"{target}, {self.streams} stream{'s' * (self.streams > 1)} in {self.mosaics} mosaic" \
+               f"{'s' * (self.mosaics > 1)} of {self.tiles} tile{'s' * (self.tiles > 1)}"
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One IR measured on the device: inferences/s (THROUGHPUT) or median ms (LATENCY), what ran, and mAP50."""
+
+    value: float
+    precision: str = ""
+    map50: float | None = None
+
+
+Measure = Callable[[PruneResult], Measurement]
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One candidate of the search, pruned, measured and held against the budget."""
+
+    shortcuts: int
+    percent: float
+    params: int
+    bflops: float
+    measurement: Measurement
+    achieved: float
+    met: bool
+
+
+@dataclass(frozen=True)
+class Search:
+    """Every trial in the order run, and the chosen one with its pruned model (None when nothing met)."""
+
+    budget: Budget
+    trials: list[Trial]
+    chosen: Trial | None
+    result: PruneResult | None
+
+
+def safe_percent(graph: Graph, weights: DarknetWeights, shortcuts: int) -> float:
+    """The largest percent that leaves every layer a channel, after removing `shortcuts` residual blocks."""
+    if shortcuts:
+        graph, weights = remove_blocks(graph, weights, choose_blocks(residual_blocks(graph, weights), shortcuts))
+    return largest_safe_percent(abs_gammas(weights, channel_constraints(graph).prunable))
+
+
+def percent_grid(top: float, step: float) -> list[float]:
+    """0, step, 2 step, ... up to `top`."""
+    if not 0 < step < 1:
+        raise PruneyoloError(f"--step {step:g} must be in (0, 1)")
+    return [round(i * step, 6) for i in range(math.floor(top / step + 1e-9) + 1)]
+
+
+def smallest_passing(candidates: list[float], passes: Callable[[float], bool]) -> int | None:
+    """Index of the smallest candidate that passes, by bisection (passing is assumed monotone); None if the last
+    fails. Both ends are tried first; every candidate tried below the answer failed."""
+    if passes(candidates[0]):
+        return 0
+    if not passes(candidates[-1]):
+        return None
+    low, high = 0, len(candidates) - 1
+    while high - low > 1:
+        middle = (low + high) // 2
+        if passes(candidates[middle]):
+            high = middle
+        else:
+            low = middle
+    return high
+
+
+def trial(graph: Graph, weights: DarknetWeights, budget: Budget, measure: Measure, shortcuts: int, percent: float,
+          layer_keep: float, round_to: int) -> Trial:
+    """Prune at one candidate, measure it and hold it against the budget."""
+    result = prune(graph, weights, percent, layer_keep, shortcuts, round_to=round_to)
+    measurement = measure(result)
+    achieved = budget.achieved(measurement.value)
+    return Trial(shortcuts, percent, result.graph.params, result.graph.bflops, measurement, achieved,
+                 budget.met(achieved))
+
+
+def search(graph: Graph, weights: DarknetWeights, budget: Budget, measure: Measure, shortcut_counts=(0,),
+           step: float = 0.01, layer_keep: float = 0.01, round_to: int = 1,
+           log: Callable[[str], None] = lambda _: None) -> Search:
+    """For each shortcut count, the smallest percent on the grid whose IR meets the budget; of those, the one with
+    the best mAP50 when measured, else the most parameters kept (ties: fewer shortcuts)."""
+    trials: list[Trial] = []
+    winners: list[Trial] = []
+    for shortcuts in shortcut_counts:
+        def passes(percent: float, shortcuts: int = shortcuts) -> bool:
+            log(f"shortcuts {shortcuts}, percent {percent:g}: pruning, converting and measuring")
+            trials.append(trial(graph, weights, budget, measure, shortcuts, percent, layer_keep, round_to))
+            return trials[-1].met
+
+        candidates = percent_grid(safe_percent(graph, weights, shortcuts), step)
+        found = smallest_passing(candidates, passes)
+        if found is not None:
+            winners.append(next(t for t in trials if t.shortcuts == shortcuts and t.percent == candidates[found]))
+    if not winners:
+        return Search(budget, trials, None, None)
+    chosen = max(winners, key=lambda t: (t.measurement.map50 or 0.0, t.params, -t.shortcuts))
+    return Search(budget, trials, chosen, prune(graph, weights, chosen.percent, layer_keep, chosen.shortcuts,
+                                                round_to=round_to))
+
+
+# --- measuring on a device ----------------------------------------------------------------------------------------
+
+def ran_as(compiled) -> str:
+    """The precision a compiled model runs at (CPU: i8+ prefix for int8 convolutions)."""
+    from pruneyolo.bench import timing as bench
+
+    try:
+        return bench.ran_as(compiled)
+    except (KeyError, RuntimeError):
+        return bench.precision_name(compiled.get_property("INFERENCE_PRECISION_HINT"))
+
+
+def ir_speed(xml: Path, device: str, hint: str, precision: str | None, seconds: float) -> tuple[float, str]:
+    """(inferences/s with a full AsyncInferQueue at THROUGHPUT, or median ms of sync calls at LATENCY; what ran)
+    of an IR on a random u8 frame."""
+    import openvino as ov
+
+    from pruneyolo.bench import timing as bench
+
+    compiled = ov.Core().compile_model(xml, device, bench.compile_config(hint, precision))
+    image = np.random.default_rng(0).integers(0, 256, list(compiled.input(0).get_shape()), dtype=np.uint8)
+    if hint == "THROUGHPUT":
+        value = bench.async_rate(compiled, {0: image}, seconds)
+    else:
+        request = compiled.create_infer_request()
+        value = statistics.median(bench.sync_latencies(lambda: request.infer({0: image}), seconds))
+        del request  # before the compiled model
+    return value, ran_as(compiled)
+
+
+def ir_measure(workdir: Path, budget: Budget, device: str = "CPU", precision: str | None = None,
+               seconds: float = 3.0, calib: list[Path] | None = None, calib_size: int = 32,
+               data: Path | None = None) -> Measure:
+    """A `measure` that converts each pruned model to IR under `workdir` (int8: NNCF-quantized), times it on
+    `device` at the budget's hint and `precision` (None: the device default), and scores it on `data`."""
+    from pruneyolo.bench.timing import write_irs
+    from pruneyolo.train.evaluate import evaluate, ir_predictor
+
+    if precision is not None and precision not in MEASURED:
+        raise PruneyoloError(f"--precision {precision!r}: choose one of {', '.join(MEASURED)}")
+    variant = "ir-int8" if precision == "int8" else "ir-f32"
+    hint = None if precision in (None, "int8") else precision
+    numbers = count()
+
+    def measure(result: PruneResult) -> Measurement:
+        directory = Path(workdir) / f"trial{next(numbers)}"
+        directory.mkdir(parents=True)
+        xml = write_irs(result.graph, result.weights, directory, (variant,), calib, calib_size)[0][variant]
+        value, ran = ir_speed(xml, device, budget.hint, hint, seconds)
+        map50 = evaluate(ir_predictor(xml, device), data).map50 if data else None
+        return Measurement(value, ran, map50)
+
+    return measure
+
+
+# --- reporting ----------------------------------------------------------------------------------------------------
+
+def search_table(found: Search, title: str):
+    """The trials as a rich table, sorted by shortcuts and percent, the chosen one in bold."""
+    from rich.table import Table
+
+    budget = found.budget
+    measured, achieved = (("inf/s", "FPS per stream") if budget.fps else ("ms per inference", "ms per frame set"))
+    with_map = any(t.measurement.map50 is not None for t in found.trials)
+    several = len({t.shortcuts for t in found.trials}) > 1 or any(t.shortcuts for t in found.trials)
+    table = Table(title=title, caption=f"budget: {budget.text}")
+    headers = (["shortcuts"] * several + ["percent", "params", "BFLOPs", measured, achieved, "ran as", "meets"]
+               + ["mAP50"] * with_map)
+    for header in headers:
+        table.add_column(header, justify="right")
+    for trial in sorted(found.trials, key=lambda t: (t.shortcuts, t.percent)):
+        cells = ([str(trial.shortcuts)] * several
+                 + [f"{trial.percent:g}", f"{trial.params:,}", f"{trial.bflops:.3f}",
+                    f"{trial.measurement.value:.{1 if budget.fps else 2}f}", f"{trial.achieved:.1f}",
+                    trial.measurement.precision, "yes" if trial.met else "no"]
+                 + ([f"{trial.measurement.map50:.4f}"] if with_map else []))
+        table.add_row(*cells, style="bold green" if trial is found.chosen else None)
+    return table
+
+
+def plot_search(found: Search, path, title: str) -> Path:
+    """Achieved FPS (or ms) against percent, one series per shortcut count, the budget line and the choice."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    budget = found.budget
+    figure, axes = plt.subplots(figsize=(7, 4.2))
+    for shortcuts in sorted({t.shortcuts for t in found.trials}):
+        trials = sorted((t for t in found.trials if t.shortcuts == shortcuts), key=lambda t: t.percent)
+        axes.plot([t.percent for t in trials], [t.achieved for t in trials], marker="o",
+                  label=f"{shortcuts} residual blocks removed")
+    axes.axhline(budget.fps or budget.ms, color="tab:red", linestyle="--", label=f"budget: {budget.text}")
+    if found.chosen:
+        axes.plot([found.chosen.percent], [found.chosen.achieved], marker="*", markersize=16, color="tab:green",
+                  linestyle="none", label=f"chosen: percent {found.chosen.percent:g}")
+    axes.set_xlabel("percent of prunable channels cut")
+    axes.set_ylabel("FPS per stream" if budget.fps else "ms per frame set")
+    axes.set_title(title, fontsize=9)
+    axes.legend(fontsize=7)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110)
+    plt.close(figure)
+    atomic_write(path, buffer.getvalue())
+    return Path(path)

@@ -1,0 +1,92 @@
+"""`pruneyolo prune --target-fps F | --target-ms M`: the budget options and the search run from the command line."""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from pruneyolo.errors import PruneyoloError
+from pruneyolo.export.precision import MEASURED
+
+if TYPE_CHECKING:
+    from pruneyolo.darknet.graph import Graph
+    from pruneyolo.darknet.weights import DarknetWeights
+
+BUDGET_OPTIONS = (
+    click.option("--target-fps", type=float, help="Instead of --percent: prune as little as possible for this many "
+                 "frames/s on each of --streams streams, measured on --device (THROUGHPUT hint)."),
+    click.option("--target-ms", type=float, help="Instead of --percent: prune as little as possible to infer one "
+                 "frame of every stream within this many ms (median latency, LATENCY hint)."),
+    click.option("--device", default="CPU", show_default=True, help="OpenVINO device to measure on."),
+    click.option("--precision", type=click.Choice(MEASURED), help="Precision to measure at (default: the "
+                 "device's own; int8 quantizes each candidate with NNCF on --calib or synthetic scenes)."),
+    click.option("--streams", default=1, show_default=True, type=click.IntRange(1),
+                 help="Streams tiled into mosaics as `pruneyolo run` tiles them; one inference per mosaic."),
+    click.option("--step", default=0.01, show_default=True, type=float, help="Grid of percents searched."),
+    click.option("--seconds", default=3.0, show_default=True, type=click.FloatRange(0.5),
+                 help="Measuring time per candidate."),
+    click.option("--calib", "calib_dir", type=click.Path(file_okay=False), help="Calibration images (int8)."),
+    click.option("--calib-size", default=32, show_default=True, type=click.IntRange(10),
+                 help="Calibration images (or synthetic scenes) for int8."),
+    click.option("--data", type=click.Path(file_okay=False),
+                 help="Dataset from `pruneyolo synth`: add each candidate's mAP50 on its test split."),
+    click.option("--plot", "plot_path", type=click.Path(dir_okay=False),
+                 help="Chart of the search (default: -o DIR/<cfg stem>_budget.png)."),
+)
+
+
+def budget_options(command):
+    """Apply the budget options to a click command."""
+    for option in reversed(BUDGET_OPTIONS):
+        command = option(command)
+    return command
+
+
+def mosaic_tiles(streams: int, graph: Graph) -> int:
+    """Tiles per mosaic when `pruneyolo run` lays out `streams` sources on this input."""
+    from pruneyolo.detect.mosaic import make_layout
+
+    _, height, width = graph.input_shape
+    return make_layout(None, streams, width, height).tiles
+
+
+def run_budget(cfg: str, graph: Graph, weights: DarknetWeights, budget_args: dict, shortcut_counts: tuple[int, ...],
+               layer_keep: float, round_to: int, directory: str) -> None:
+    """Search, print the table, save the chart and write the chosen model (or exit 2 when nothing met)."""
+    import openvino as ov
+    from rich.console import Console
+
+    from pruneyolo.bench.budget import Budget, ir_measure, plot_search, search, search_table
+    from pruneyolo.export.quantize import calib_images
+    from pruneyolo.prune.pruning import write_result
+    from pruneyolo.runner.adapter import check_device
+
+    args = budget_args
+    check_device(ov.Core().available_devices, args["device"])
+    budget = Budget(args["target_fps"], args["target_ms"], args["streams"], mosaic_tiles(args["streams"], graph))
+    calib = calib_images(args["calib_dir"], args["calib_size"]) if args["calib_dir"] else None
+    console = Console() if sys.stdout.isatty() else Console(width=160)
+    with tempfile.TemporaryDirectory(prefix="pruneyolo-budget-") as workdir, console.status("searching") as status:
+        measure = ir_measure(Path(workdir), budget, args["device"], args["precision"], args["seconds"], calib,
+                             args["calib_size"], args["data"] and Path(args["data"]))
+        found = search(graph, weights, budget, measure, shortcut_counts, args["step"], layer_keep, round_to,
+                       log=status.update)
+    _, height, width = graph.input_shape
+    title = (f"prune to a budget: {Path(cfg).name} @ {width}x{height} on {args['device']}\n"
+             f"precision {args['precision'] or 'device default'}, channels rounded to {round_to}")
+    console.print(search_table(found, title))
+    plot_path = plot_search(found, args["plot_path"] or Path(directory) / f"{Path(cfg).stem}_budget.png", title)
+    if found.chosen is None:
+        raise PruneyoloError(f"no percent up to the largest safe one meets {budget.text} on {args['device']} "
+                             f"(chart: {plot_path}); try more --shortcuts, a smaller --size, --precision int8 or "
+                             "fewer --streams")
+    cfg_out, weights_out = write_result(found.result, directory, cfg)
+    console.print(f"chose percent {found.chosen.percent:g}"
+                  + (f" with {found.chosen.shortcuts} residual blocks removed" if found.chosen.shortcuts else "")
+                  + f": {found.chosen.achieved:.1f} {'FPS per stream' if budget.fps else 'ms per frame set'}",
+                  highlight=False)
+    console.print(f"wrote {cfg_out}, {weights_out} and {plot_path}", highlight=False)
