@@ -79,7 +79,7 @@ def opencv_shapes(net, graph: Graph) -> dict[int, tuple[int, ...]]:
     layer_ids, _, out_shapes = net.getLayersShapes([1, *graph.input_shape])
     names = net.getLayerNames()
     shapes = {}
-    for layer_id, layer_shapes in zip(np.ravel(layer_ids), out_shapes):
+    for layer_id, layer_shapes in zip(np.ravel(layer_ids), out_shapes, strict=True):
         kind, _, index = names[layer_id - 1].rpartition("_") if layer_id else ("", "", "")
         named = kind in ("conv", "concat", "shortcut", "pool", "upsample") and index.isdigit()
         if named and (kind != "conv" or graph.nodes[int(index)].kind == "conv"):

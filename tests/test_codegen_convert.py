@@ -50,7 +50,7 @@ def test_generated_file_equals_in_process_module_and_passes_ruff(cfg, tmp_path):
     in_process = build_model(graph, weights)
     image = torch.rand(1, *graph.input_shape, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        for ours, theirs in zip(generated(image), in_process(image)):
+        for ours, theirs in zip(generated(image), in_process(image), strict=True):
             assert torch.equal(ours, theirs)
     assert set(generated.state_dict()) == set(in_process.state_dict())
     lint = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "--isolated",
@@ -133,7 +133,7 @@ def test_fp16_ir_within_1e2_of_fp32(cfg, tmp_path):
         compiled = compile_f32(xml)
         results[precision] = [compiled(frame)[i] for i in range(len(graph.heads))]
     assert (tmp_path / "fp16" / "m.bin").stat().st_size < 0.6 * (tmp_path / "fp32" / "m.bin").stat().st_size
-    errors = [relative_error(a, b) for a, b in zip(results["fp16"], results["fp32"])]
+    errors = [relative_error(a, b) for a, b in zip(results["fp16"], results["fp32"], strict=True)]
     assert max(errors) < 1e-2 and max(errors) > 0, errors
 
 
@@ -147,7 +147,7 @@ def test_fp16_ir_loads_and_matches_in_openvino_2022_3(cfg, tmp_path):
     compiled = compile_f32(xml)
     expected = [compiled(frame)[i] for i in range(len(graph.heads))]
     outputs = infer_2022(xml, [frame])
-    errors = [relative_error(a, b) for a, b in zip(outputs, expected)]
+    errors = [relative_error(a, b) for a, b in zip(outputs, expected, strict=True)]
     assert len(outputs) == len(expected) and max(errors) < 1e-2, errors
 
 
@@ -161,7 +161,7 @@ def test_onnx_runs_in_onnxruntime_with_parity(cfg, tmp_path):
     outputs = session.run(None, {"image": blob})
     with torch.no_grad():
         expected = [head.numpy() for head in build_model(graph, weights)(torch.from_numpy(blob))]
-    assert max(relative_error(a, b) for a, b in zip(outputs, expected)) < 1e-3
+    assert max(relative_error(a, b) for a, b in zip(outputs, expected, strict=True)) < 1e-3
 
 
 def test_convert_cli_writes_ir_and_onnx_and_refuses_wrong_weights(tmp_path):
@@ -191,7 +191,7 @@ def test_pruned_model_round_trip_converts_with_parity(cfg, tmp_path):
     compiled = compile_f32(to_openvino(pruned, result.weights, heads="raw"))
     heads = [compiled(frame)[i] for i in range(len(pruned.heads))]
     reference = opencv_heads(opencv_net(pruned, result.weights, tmp_path / "pruned"), pruned, to_blob(frame))
-    assert max(relative_error(a, b) for a, b in zip(heads, reference)) < 1e-3
+    assert max(relative_error(a, b) for a, b in zip(heads, reference, strict=True)) < 1e-3
 
 
 LAYOUT_CFG = """[net]

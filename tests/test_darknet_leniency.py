@@ -236,7 +236,7 @@ def test_share_index_has_no_arrays_in_the_weights_file_and_shares_tensors(tmp_pa
     assert (tmp_path / "w.weights").stat().st_size == 20 + 4 * own
     read = read_weights(tmp_path / "w.weights", graph)
     assert all(np.array_equal(a, b) for index in read.layers
-               for a, b in zip(read.layers[index].arrays(), weights.layers[index].arrays()))
+               for a, b in zip(read.layers[index].arrays(), weights.layers[index].arrays(), strict=True))
     model = build_model(graph, read)
     assert model.conv2.conv.weight is model.conv1.conv.weight is model.conv4.conv.weight
     assert model.conv4.bn is model.conv1.bn
@@ -326,7 +326,7 @@ def test_every_leniency_at_once_runs_the_same_in_codegen_module_and_ir(tmp_path)
     in_process = build_model(graph, weights)
     image = torch.rand(1, *graph.input_shape, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        assert all(torch.equal(a, b) for a, b in zip(generated(image), in_process(image)))
+        assert all(torch.equal(a, b) for a, b in zip(generated(image), in_process(image), strict=True))
     check_ir_against_numpy(graph, layers, weights, seed=5)
     keys = ["dilation=", "share_index=", "share_index=", "anchors="]
     lines = [line_of(path, key, keys[:i].count(key) + 1) for i, key in enumerate(keys)]

@@ -187,7 +187,7 @@ def test_fuzzed_real_cfgs_give_only_clean_errors(paths):
     rng = random.Random(1234)
     sources = [path.read_text() for path in paths]
     outcomes = {"ok": 0, "error": 0}
-    for attempt in range(400):
+    for _ in range(400):
         text = rng.choice(sources)
         for _ in range(rng.randint(1, 3)):
             text = _mutations(text, rng)

@@ -87,3 +87,10 @@ def test_light_modules_do_not_import_torch_or_openvino(module):
     code = f"import sys, {module}; print(sorted({{'torch', 'openvino', 'cv2'}} & set(sys.modules)))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_ruff_is_clean_with_the_projects_rules():
+    root = PACKAGE.parent
+    done = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "pruneyolo", "tests"], cwd=root,
+                          capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stdout[-2000:]

@@ -60,7 +60,7 @@ def scene() -> np.ndarray:
 
 def by_class(boxes, classes) -> dict[int, list[tuple]]:
     found: dict[int, list[tuple]] = {}
-    for box, cls in sorted(zip(map(tuple, np.round(boxes, 2)), classes)):
+    for box, cls in sorted(zip(map(tuple, np.round(boxes, 2)), classes, strict=True)):
         found.setdefault(int(cls), []).append(box)
     return found
 

@@ -69,7 +69,7 @@ def api_detections(model, frame: np.ndarray) -> list[tuple[str, float, np.ndarra
     """(label, score, xyxy) from a model_api DetectionModel, best score first."""
     result = model(frame)
     found = [(name, float(score), box.astype(np.float64))
-             for name, score, box in zip(result.label_names, result.scores, result.bboxes)]
+             for name, score, box in zip(result.label_names, result.scores, result.bboxes, strict=True)]
     return sorted(found, key=lambda d: -d[1])
 
 
@@ -80,7 +80,7 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
 
 def assert_same(ours, theirs, score_tolerance: float, box_iou: float = 0.9) -> None:
     assert [d[0] for d in theirs] == [d[0] for d in ours], (ours, theirs)
-    for (label, score, box), (_, their_score, their_box) in zip(ours, theirs):
+    for (label, score, box), (_, their_score, their_box) in zip(ours, theirs, strict=True):
         assert abs(score - their_score) < score_tolerance, (label, score, their_score)
         assert iou(box, their_box) > box_iou, (label, box, their_box)
 

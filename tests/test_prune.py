@@ -57,7 +57,7 @@ def test_pruned_outputs_equal_original_when_cut_channels_are_zero(cfg, tmp_path)
     image = random_image(graph)
     expected = head_inputs(graph, weights, tmp_path / "original", image)
     actual = head_inputs(result.graph, result.weights, tmp_path / "pruned", image)
-    for before, after in zip(expected, actual):
+    for before, after in zip(expected, actual, strict=True):
         assert before.shape == after.shape
         assert relative_error(before, after) < 1e-4
 
@@ -102,7 +102,7 @@ def test_folded_constants_keep_outputs_away_from_borders(cfg, tmp_path):
     with_fold = head_inputs(folded.graph, folded.weights, tmp_path / "folded", image)
     without_fold = head_inputs(unfolded.graph, unfolded.weights, tmp_path / "unfolded", image)
     border = _border_pixels(graph)
-    for head, before, after, plain in zip(graph.heads, expected, with_fold, without_fold):
+    for head, before, after, plain in zip(graph.heads, expected, with_fold, without_fold, strict=True):
         margin = math.ceil(border / head.stride)
         centre = (Ellipsis, slice(margin, -margin), slice(margin, -margin))
         assert before[centre].shape[-1] >= 5
@@ -190,7 +190,7 @@ def test_rounded_counts_are_multiples_from_the_next_largest_gammas(name, multipl
         assert kept[0].sum() == min(width, -(-plain[group[0]].reshape(slices, -1)[0].sum() // multiple) * multiple)
         scores = np.max([gammas[conv] for conv in group], axis=0).reshape(slices, -1)
         added = rounded[group[0]].reshape(slices, -1) & ~plain[group[0]].reshape(slices, -1)
-        for row_scores, row_added, row_kept in zip(scores, added, kept):
+        for row_scores, row_added, row_kept in zip(scores, added, kept, strict=True):
             if row_added.any() and not row_kept.all():
                 assert row_scores[row_added].min() >= row_scores[~row_kept].max()
     assert all(rounded[conv].all() for conv in constraints.frozen)
@@ -209,7 +209,7 @@ def test_rounded_prune_equals_original_when_cut_channels_are_zero(name, tmp_path
     image = random_image(graph)
     expected = head_inputs(graph, weights, tmp_path / "original", image)
     actual = head_inputs(result.graph, result.weights, tmp_path / "pruned", image)
-    for before, after in zip(expected, actual):
+    for before, after in zip(expected, actual, strict=True):
         assert before.shape == after.shape
         assert relative_error(before, after) < 1e-4
 

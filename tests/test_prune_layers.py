@@ -101,7 +101,7 @@ def test_zero_residual_branches_are_removed_without_changing_outputs(cfg, tmp_pa
     image = random_image(graph)
     expected = head_inputs(graph, weights, tmp_path / "original", image)
     actual = head_inputs(result.graph, result.weights, tmp_path / "pruned", image)
-    for before, after in zip(expected, actual):
+    for before, after in zip(expected, actual, strict=True):
         assert relative_error(before, after) < 1e-4
 
 

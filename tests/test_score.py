@@ -26,7 +26,7 @@ def shifted(boxes: np.ndarray, by: float) -> np.ndarray:
 def record(stream: int, frame: int, boxes: np.ndarray, classes, scores) -> dict:
     """One JSONL line as `pruneyolo run` writes it."""
     detections = [{"box": [round(float(v), 2) for v in box], "class": int(cls), "label": str(cls),
-                   "score": float(score)} for box, cls, score in zip(boxes, classes, scores)]
+                   "score": float(score)} for box, cls, score in zip(boxes, classes, scores, strict=True)]
     return {"stream": stream, "source": SOURCES[stream], "frame": frame, "width": 320, "height": 240,
             "detections": detections}
 

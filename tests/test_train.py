@@ -69,7 +69,7 @@ def test_smoke_train_learns_and_writes_reloadable_weights(trained, graph):
     reloaded = build_model(graph, read_weights(trained.weights_path, graph))
     image = torch.rand(2, 3, SIZE[1], SIZE[0])
     with torch.no_grad():
-        for mine, theirs in zip(trained.model(image), reloaded(image)):
+        for mine, theirs in zip(trained.model(image), reloaded(image), strict=True):
             torch.testing.assert_close(mine, theirs, rtol=0, atol=0)
 
 
@@ -209,7 +209,7 @@ def test_loss_is_small_for_outputs_that_decode_to_the_targets(graph):
     outputs = [torch.full((2, 3 * 10, 128 // int(h.stride[1]), 128 // int(h.stride[0])), -20.0) for h in geometry]
     anchors = torch.cat([h.anchors for h in geometry])
     first = [0, len(geometry[0].anchors)]
-    for target, anchor in zip(*assign(targets, anchors)):
+    for target, anchor in zip(*assign(targets, anchors), strict=True):
         head = 0 if anchor < first[1] else 1
         slot, (stride_x, stride_y), s = int(anchor) - first[head], geometry[head].stride, geometry[head].scale_x_y
         row = targets[target]

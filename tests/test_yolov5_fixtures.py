@@ -54,7 +54,7 @@ def test_ir_from_convert_equals_the_reference(fixture, tmp_path):
         results = compiled(reference["image"][None])
         outputs = [results[output] for output in compiled.outputs]
         expected = [reference["decoded"]] if heads == "decoded" else [_sigmoid(reference[f"raw_{i}"]) for i in range(3)]
-        for actual, wanted in zip(outputs, expected):
+        for actual, wanted in zip(outputs, expected, strict=True):
             assert actual.shape == wanted.shape
             assert relative_error(actual, wanted) < BOUND
         del compiled

@@ -75,7 +75,7 @@ def saved(request, tmp_path_factory):
 
 def _expected_raw(graph, raws):
     """The raw heads the graph emits: after the head conv's logistic in darknet form, logits in the dialect."""
-    return [_sigmoid(r) if head.decode == "new_coords" else r for head, r in zip(graph.heads, raws)]
+    return [_sigmoid(r) if head.decode == "new_coords" else r for head, r in zip(graph.heads, raws, strict=True)]
 
 
 def test_focus_kernel_equals_space_to_depth_then_conv():
@@ -101,7 +101,7 @@ def test_imported_model_equals_the_pytorch_forward(saved):
     with torch.no_grad():
         actual = [r.numpy() for r in module(_as_input(image))]
         actual_decoded = DecodedModel(module, graph)(_as_input(image)).numpy()
-    for got, want in zip(actual, _expected_raw(graph, raws)):
+    for got, want in zip(actual, _expected_raw(graph, raws), strict=True):
         assert got.shape == want.shape and relative_error(got, want) < 1e-4
     assert actual_decoded.shape == decoded.shape and relative_error(actual_decoded, decoded) < 1e-4
     assert np.abs(decoded[..., 4]).max() > 0.05  # a real signal
@@ -129,7 +129,7 @@ def test_opencv_reads_the_emitted_cfg_and_weights(name, tmp_path):
     image = _frame(1)
     heads = opencv_heads(net, graph, cv2.dnn.blobFromImage(image, 1 / 255.0, swapRB=True))
     raws, _ = y5.reference(model, image)
-    for got, want in zip(heads, _expected_raw(graph, raws)):
+    for got, want in zip(heads, _expected_raw(graph, raws), strict=True):
         assert got.shape == want.shape and relative_error(got, want) < 1e-3
 
 
@@ -162,7 +162,7 @@ def test_convert_checkpoint_ir_matches_the_pytorch_forward(tmp_path):
         info = ModelInfo.read(ov.Core().read_model(str(out / "pruned.xml")))
         assert info.labels == ["thing0", "thing1", "thing2"] and (info.input_width, info.input_height) == SIZE
         expected = [decoded] if heads == "decoded" else [_sigmoid(r) for r in raws]
-        for got, want in zip(outputs, expected):
+        for got, want in zip(outputs, expected, strict=True):
             assert relative_error(got, want) < 1e-3
         del compiled
 

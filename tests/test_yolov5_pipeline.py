@@ -63,7 +63,7 @@ def test_prune_keeps_residual_channels_tied_and_is_exact_with_dead_channels(tmp_
     with torch.no_grad():
         before = build_model(graph, weights)(x)
         after = build_model(result.graph, result.weights)(x)
-    for a, b in zip(after, before):
+    for a, b in zip(after, before, strict=True):
         assert a.shape == b.shape and relative_error(a.numpy(), b.numpy()) < 1e-5
 
 

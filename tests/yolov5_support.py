@@ -159,7 +159,7 @@ class Detect(nn.Module):
         self.register_buffer("anchors", torch.tensor(anchors_px, dtype=torch.float32) / self.stride.view(-1, 1, 1))
 
     def forward(self, xs):
-        return [conv(x) for conv, x in zip(self.m, xs)]
+        return [conv(x) for conv, x in zip(self.m, xs, strict=True)]
 
 
 class Model(nn.Module):
@@ -279,7 +279,7 @@ def randomize(model: nn.Module, seed: int, gamma=None) -> nn.Module:
 def decode_torch(raws: list[torch.Tensor], detect: Detect) -> torch.Tensor:
     """YOLOv5's decode: [1, N, 5+C], rows by level, anchor, y, x; xywh in input pixels."""
     rows = []
-    for raw, stride, anchors in zip(raws, detect.stride, detect.anchors):
+    for raw, stride, anchors in zip(raws, detect.stride, detect.anchors, strict=True):
         n, _, height, width = raw.shape
         s = raw.view(n, detect.na, detect.no, height, width).permute(0, 1, 3, 4, 2).sigmoid()
         ys, xs = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")

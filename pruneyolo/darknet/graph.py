@@ -505,9 +505,9 @@ def parse_route(opts: Options, ctx: _Context) -> Node:
         raise opts.error(f"group_id={group_id} must be in 0..{groups - 1}", "group_id")
     shapes = [ctx.shape_of(i) for i in inputs]
     if len({shape[1:] for shape in shapes}) > 1:
-        sizes = ", ".join(f"layer {i}: {s[1]}x{s[2]}" for i, s in zip(inputs, shapes))
+        sizes = ", ".join(f"layer {i}: {s[1]}x{s[2]}" for i, s in zip(inputs, shapes, strict=True))
         raise opts.error(f"route inputs differ in spatial size ({sizes})", "layers")
-    for i, shape in zip(inputs, shapes):
+    for i, shape in zip(inputs, shapes, strict=True):
         if shape[0] % groups:
             raise opts.error(f"groups={groups} does not divide layer {i}'s {shape[0]} channels", "groups")
     channels = sum(shape[0] // groups for shape in shapes)

@@ -291,7 +291,7 @@ def prune_hidden(layers: list[Placed], width: int, height: int) -> tuple[list[Pl
             break
         layers = [layer for i, layer in enumerate(layers) if i not in hidden]
     labels = []
-    for layer, part in zip(layers, shown):
+    for layer, part in zip(layers, shown, strict=True):
         if layer.cls >= 0:
             x, y, w, h = cv2.boundingRect(part.view(np.uint8))
             labels.append((layer.cls, x, y, x + w, y + h))

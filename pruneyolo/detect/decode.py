@@ -52,7 +52,7 @@ def decode_head(raw: np.ndarray, head: HeadInfo, input_width: int, input_height:
 def decode_raw(raws: list[np.ndarray], info: ModelInfo) -> np.ndarray:
     """All heads of a raw-heads model -> [N, 5+C]."""
     return np.concatenate([decode_head(raw, head, info.input_width, info.input_height)
-                           for raw, head in zip(raws, info.heads)])
+                           for raw, head in zip(raws, info.heads, strict=True)])
 
 
 def rows_from_scores(scores: np.ndarray) -> np.ndarray:

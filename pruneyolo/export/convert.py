@@ -78,7 +78,7 @@ def to_openvino(graph: Graph, weights: DarknetWeights | None, heads: str = "deco
         warnings.simplefilter("ignore")
         traced = torch.jit.trace(module, example, check_trace=False)  # the check re-traces: 3x slower
         model = ov.convert_model(traced, example_input=example, input=[(1, channels, height, width)])
-    for output, name in zip(model.outputs, output_names(graph, heads)):
+    for output, name in zip(model.outputs, output_names(graph, heads), strict=True):
         output.get_tensor().set_names({name})
     model.inputs[0].get_tensor().set_names({"image"})
     model = embed_preprocessing(model, channels)

@@ -105,7 +105,7 @@ def _heads(rows: int, width: int, height: int, largest: str | None) -> list[Head
         grids = [[height // s, width // s] for s in strides]
         if strides and all(width % s == 0 and height % s == 0 for s in strides) and \
                 rows == ANCHORS_PER_CELL * sum(h * w for h, w in grids):
-            return [HeadInfo(s, [], "yolov5", YOLOV5_SCALE_X_Y, grid) for s, grid in zip(strides, grids)]
+            return [HeadInfo(s, [], "yolov5", YOLOV5_SCALE_X_Y, grid) for s, grid in zip(strides, grids, strict=True)]
     return []
 
 

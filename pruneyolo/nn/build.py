@@ -59,7 +59,7 @@ def torch_activation(name: str) -> nn.Module | None:
 def layer_arguments(node: Node) -> list[tuple[str, object]]:
     """(parameter name, value) of a node's layer constructor, in order; activations still by name."""
     layer_class, args = LAYERS[type(node)]
-    return list(zip(inspect.signature(layer_class).parameters, args(node)))
+    return list(zip(inspect.signature(layer_class).parameters, args(node), strict=False))
 
 
 def make_layer(node: Node) -> nn.Module:
@@ -111,7 +111,7 @@ class DecodedModel(nn.Module):
         self.decoders = nn.ModuleList(decoders)
 
     def forward(self, x):
-        return torch.cat([decode(raw) for decode, raw in zip(self.decoders, self.model(x))], 1)
+        return torch.cat([decode(raw) for decode, raw in zip(self.decoders, self.model(x), strict=True)], 1)
 
 
 class ScoresModel(nn.Module):

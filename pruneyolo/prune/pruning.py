@@ -236,7 +236,7 @@ def equal_slices(mask: np.ndarray, scores: np.ndarray, slices: int, multiple: in
     rounded up to a multiple of `multiple` (at most the slice's width)."""
     mask, scores = mask.reshape(slices, -1).copy(), scores.reshape(slices, -1)
     target = rounded_count(int(mask.sum(axis=1).max()), mask.shape[1], multiple)
-    for row, row_scores in zip(mask, scores):
+    for row, row_scores in zip(mask, scores, strict=True):
         missing = np.flatnonzero(~row)[np.argsort(-row_scores[~row], kind="stable")]
         row[missing[:target - row.sum()]] = True
     return mask.reshape(-1)

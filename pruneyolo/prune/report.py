@@ -121,7 +121,7 @@ def aligned_layers(first: Graph, second: Graph) -> list[tuple[Node | None, Node 
     for tag, a_start, a_stop, b_start, b_stop in matcher.get_opcodes():
         a_nodes, b_nodes = first.nodes[a_start:a_stop], second.nodes[b_start:b_stop]
         if tag == "equal":
-            pairs.extend(zip(a_nodes, b_nodes))
+            pairs.extend(zip(a_nodes, b_nodes, strict=True))
         else:
             pairs.extend((node, None) for node in a_nodes)
             pairs.extend((None, node) for node in b_nodes)
@@ -169,7 +169,7 @@ def plot_gammas(graph: Graph, weights: DarknetWeights, path, percent: float | No
     rows = math.ceil(len(panels) / columns)
     figure, axes = plt.subplots(rows, columns, figsize=(4.5 * columns, 3.2 * rows), squeeze=False)
     bins = np.linspace(0, max(values.max() for _, values in panels), 60)
-    for axis, (title, values) in zip(axes.flat, panels):
+    for axis, (title, values) in zip(axes.flat, panels, strict=False):
         axis.hist(values, bins=bins, color="tab:blue")
         axis.set_yscale("log")
         axis.set_title(f"{title} ({len(values)} channels)", fontsize=9)

@@ -35,7 +35,7 @@ def class_colour(cls: int) -> tuple[int, int, int]:
 def draw_boxes(image: np.ndarray, boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray,
                labels: list[str]) -> None:
     """Boxes (xyxy in `image` pixels) with 'label score' captions, in place."""
-    for (x1, y1, x2, y2), score, cls in zip(np.round(boxes).astype(int), scores, classes):
+    for (x1, y1, x2, y2), score, cls in zip(np.round(boxes).astype(int), scores, classes, strict=True):
         colour = class_colour(int(cls))
         cv2.rectangle(image, (x1, y1), (x2, y2), colour, 2)
         label = labels[cls] if cls < len(labels) else str(cls)
@@ -72,7 +72,7 @@ def frame_record(result, labels: list[str]) -> dict:
         "width": int(result.frame.image.shape[1]), "height": int(result.frame.image.shape[0]),
         "detections": [{"box": [round(float(v), 2) for v in box], "class": int(cls),
                         "label": labels[cls] if cls < len(labels) else str(cls), "score": round(float(score), 4)}
-                       for box, score, cls in zip(dets.boxes, dets.scores, dets.classes)],
+                       for box, score, cls in zip(dets.boxes, dets.scores, dets.classes, strict=True)],
     }
 
 

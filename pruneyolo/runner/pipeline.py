@@ -97,7 +97,7 @@ def per_frame(detections: Detections, tiles: np.ndarray, layout: Layout,
     boxes, scores, classes = boxes[kept], detections.scores[kept], detections.classes[kept]
     ends = np.cumsum(np.bincount(tiles[kept], minlength=layout.tiles)).tolist()
     return [Detections(boxes[start:end], scores[start:end], classes[start:end])
-            for start, end in zip([0, *ends], ends)]
+            for start, end in zip([0, *ends], ends, strict=False)]
 
 
 class Pipeline:

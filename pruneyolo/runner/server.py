@@ -10,6 +10,7 @@ pipeline thread takes, so a slow client never slows inference.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.resources
 import ipaddress
 import json
@@ -170,10 +171,8 @@ def make_handler(state: LiveState, metrics: PrometheusMetrics, bound: str):
             self._send(json.dumps(data).encode(), "application/json")
 
         def do_GET(self) -> None:
-            try:
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # the client went away
                 self._route(self.path.split("?", 1)[0])
-            except (BrokenPipeError, ConnectionResetError):
-                pass  # the client went away
 
         def _route(self, path: str) -> None:
             if not host_allowed(self.headers.get("Host"), bound):

@@ -58,7 +58,7 @@ def torch_predictor(graph: Graph, weights: DarknetWeights) -> Predictor:
         boxed = [letterbox(image, *size) for image in images]
         with torch.inference_mode():
             rows = model(to_tensor([canvas for canvas, _ in boxed])).numpy()
-        return [rows_to_source(r, placement) for r, (_, placement) in zip(rows, boxed)]
+        return [rows_to_source(r, placement) for r, (_, placement) in zip(rows, boxed, strict=True)]
 
     return predict
 
@@ -102,7 +102,7 @@ def coco_records(detections: Detections, image_id: int) -> list[dict]:
     boxes = detections.boxes.astype(np.float64)
     return [{"image_id": image_id, "category_id": int(c) + 1, "score": float(s),
              "bbox": [float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])]}
-            for b, s, c in zip(boxes, detections.scores, detections.classes)]
+            for b, s, c in zip(boxes, detections.scores, detections.classes, strict=True)]
 
 
 def true_positives(detections: Detections, truth: np.ndarray, iou: float = 0.5) -> int:
@@ -160,7 +160,7 @@ def evaluate(predict: Predictor, data_dir, split: str = "test", conf: float = 0.
     for start in range(0, len(samples), BATCH):
         chunk = samples[start:start + BATCH]
         images = [read_image(sample.image) for sample in chunk]
-        for sample, image, rows in zip(chunk, images, predict(images)):
+        for sample, image, rows in zip(chunk, images, predict(images), strict=True):
             found = detect(rows, conf, iou)
             records += coco_records(found, image_id(sample))
             confident = found.take(np.flatnonzero(found.scores >= pr_conf))

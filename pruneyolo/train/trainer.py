@@ -93,7 +93,7 @@ def hsv_jitter(image: np.ndarray, gains: np.ndarray) -> np.ndarray:
     hue, saturation, value = cv2.split(cv2.cvtColor(image, cv2.COLOR_BGR2HSV))
     levels = np.arange(256, dtype=np.float32)
     tables = [(levels * gains[0]) % 180, np.clip(levels * gains[1], 0, 255), np.clip(levels * gains[2], 0, 255)]
-    channels = [cv2.LUT(channel, table.astype(np.uint8)) for channel, table in zip((hue, saturation, value), tables)]
+    channels = [cv2.LUT(channel, table.astype(np.uint8)) for channel, table in zip((hue, saturation, value), tables, strict=True)]
     return cv2.cvtColor(cv2.merge(channels), cv2.COLOR_HSV2BGR)
 
 
@@ -138,7 +138,7 @@ def batches(samples: list[Sample], batch: int, size: tuple[int, int], augment: A
         chosen = order[start:start + batch]
         if len(chosen) < 2:
             break
-        images, boxes = zip(*(load_sample(samples[i], size, augment, rng) for i in chosen))
+        images, boxes = zip(*(load_sample(samples[i], size, augment, rng) for i in chosen), strict=True)
         yield to_tensor(list(images)), to_targets(list(boxes))
 
 
@@ -212,7 +212,7 @@ def yolo_loss(outputs: list[torch.Tensor], targets: torch.Tensor, geometry: list
     first_anchor = torch.cumsum(torch.tensor([0] + [len(head.anchors) for head in geometry]), 0)
     target_index, anchor_index = assign(targets, anchors) if len(targets) else (torch.zeros(0, dtype=torch.long),) * 2
     box_loss = cls_loss = obj_loss = outputs[0].new_zeros(())
-    for index, (raw, head) in enumerate(zip(outputs, geometry)):
+    for index, (raw, head) in enumerate(zip(outputs, geometry, strict=True)):
         count, (n, _, height, width) = len(head.anchors), raw.shape
         p = raw.view(n, count, -1, height, width).permute(0, 1, 3, 4, 2)
         probabilities = head.decode == "new_coords"
@@ -331,7 +331,7 @@ class Ema:
     def update(self, model: nn.Module) -> None:
         self.updates += 1
         decay = self.decay * (1 - math.exp(-self.updates / self.ramp))
-        for mine, theirs in zip(self.model.state_dict().values(), model.state_dict().values()):
+        for mine, theirs in zip(self.model.state_dict().values(), model.state_dict().values(), strict=True):
             if mine.dtype.is_floating_point:
                 mine.mul_(decay).add_(theirs.detach(), alpha=1 - decay)
             else:

@@ -357,7 +357,7 @@ def detect(out: Emitter, record: ModuleRecord, sources: list[int], strides: np.n
     pixels = anchors * np.asarray(strides, np.float32)[:, None, None]
     anchor_text = ", ".join(f"{_number(w)},{_number(h)}" for w, h in pixels.reshape(-1, 2))
     activation = "linear" if out.dialect == "yolov5" else "logistic"
-    for level, (conv, source) in enumerate(zip(convs, sources)):
+    for level, (conv, source) in enumerate(zip(convs, sources, strict=True)):
         out.comment = f"Detect level {level}: stride {int(strides[level])}"
         out.conv2d(conv, None, activation, source, f"{where}.m.{level}")
         mask = ",".join(str(level * per_level + a) for a in range(per_level))
