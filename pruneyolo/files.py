@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import secrets
 import stat
@@ -37,3 +38,14 @@ def atomic_write(path: str | os.PathLike, data: bytes | str) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def write_png(path: str | os.PathLike, figure, dpi: int = 110) -> Path:
+    """A matplotlib figure written atomically as PNG, then closed."""
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=dpi)
+    plt.close(figure)
+    atomic_write(path, buffer.getvalue())
+    return Path(path)

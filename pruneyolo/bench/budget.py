@@ -8,7 +8,6 @@ device; `measure` is a parameter so the search can be driven by any measurement.
 
 from __future__ import annotations
 
-import io
 import math
 import statistics
 from collections.abc import Callable
@@ -22,7 +21,7 @@ from pruneyolo.darknet.graph import Graph
 from pruneyolo.darknet.weights import DarknetWeights
 from pruneyolo.errors import PruneyoloError
 from pruneyolo.export.precision import MEASURED
-from pruneyolo.files import atomic_write
+from pruneyolo.files import write_png
 from pruneyolo.prune.pruning import (
     PruneResult,
     abs_gammas,
@@ -278,8 +277,4 @@ def plot_search(found: Search, path, title: str) -> Path:
     axes.set_title(title, fontsize=9)
     axes.legend(fontsize=7)
     figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=110)
-    plt.close(figure)
-    atomic_write(path, buffer.getvalue())
-    return Path(path)
+    return write_png(path, figure)

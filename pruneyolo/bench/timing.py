@@ -4,7 +4,6 @@ ONNX Runtime and PyTorch eager, at batch 1 and one input size, against the machi
 from __future__ import annotations
 
 import copy
-import io
 import os
 import re
 import statistics
@@ -24,7 +23,7 @@ from pruneyolo.darknet.cfg import format_cfg
 from pruneyolo.darknet.graph import Graph
 from pruneyolo.errors import PruneyoloError
 from pruneyolo.export.precision import compile_config, precision_name
-from pruneyolo.files import atomic_write
+from pruneyolo.files import atomic_write, write_png
 
 MIN_RUNS = 3
 CALIB_IMAGES = 32
@@ -442,11 +441,7 @@ def plot(result: BenchResult, path) -> Path:
     axes.set_title(f"{result.model} @ {result.size[0]}x{result.size[1]}, {result.bflops:.2f} BFLOPs")
     axes.legend(loc="lower right")
     figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=110)
-    plt.close(figure)
-    atomic_write(path, buffer.getvalue())
-    return Path(path)
+    return write_png(path, figure)
 
 
 # --- where the time goes ---------------------------------------------------------------------------------------------

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import difflib
-import io
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,7 +13,7 @@ from rich.table import Table
 
 from pruneyolo.darknet.graph import Conv, Graph, Node
 from pruneyolo.darknet.weights import DarknetWeights
-from pruneyolo.files import atomic_write
+from pruneyolo.files import write_png
 from pruneyolo.prune.pruning import PruneResult, abs_gammas, channel_constraints, gamma_threshold, stride_of
 
 
@@ -181,7 +180,4 @@ def plot_gammas(graph: Graph, weights: DarknetWeights, path, percent: float | No
         axis.set_visible(False)
     figure.suptitle(f"BatchNorm |gamma| of {Path(graph.path).name}", fontsize=10)
     figure.tight_layout()
-    image = io.BytesIO()
-    figure.savefig(image, format="png", dpi=100)
-    plt.close(figure)
-    atomic_write(path, image.getvalue())
+    write_png(path, figure, dpi=100)
