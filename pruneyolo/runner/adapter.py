@@ -24,7 +24,7 @@ import openvino as ov
 
 from pruneyolo.detect.metadata import ModelInfo
 from pruneyolo.errors import PruneyoloError
-from pruneyolo.export.precision import compile_config
+from pruneyolo.export.precision import compile_config, precision_name
 
 VIRTUAL_DEVICES = ("AUTO", "MULTI", "HETERO", "BATCH")
 DEVICE_PROPERTIES = ("FULL_DEVICE_NAME", "DEVICE_ARCHITECTURE", "OPTIMIZATION_CAPABILITIES",
@@ -70,7 +70,7 @@ def device_properties(core: ov.Core, device: str) -> dict[str, str]:
 def compiled_precision(compiled: ov.CompiledModel) -> str:
     """The inference precision the device actually compiled with (its INFERENCE_PRECISION_HINT)."""
     try:
-        return property_text(compiled.get_property("INFERENCE_PRECISION_HINT"))
+        return precision_name(compiled.get_property("INFERENCE_PRECISION_HINT"))
     except RuntimeError:
         return "unknown"
 
