@@ -49,7 +49,7 @@ STOCK = ["yolov3-tiny", "yolov4-tiny", "yolov3-spp", "yolov4"]
 @pytest.mark.parametrize("cfg", cfgs([*OWN, DEMO_TINY], STOCK))
 def test_pruned_outputs_equal_original_when_cut_channels_are_zero(cfg, tmp_path):
     graph, weights = sparse_model(cfg, 160)
-    masks, _ = channel_masks(graph, weights, 0.8)
+    masks, _, _ = channel_masks(graph, weights, 0.8)
     zero_cut_channels(weights, masks)
     result = prune(graph, weights, 0.8)
     assert all(np.array_equal(result.masks[conv], masks[conv]) for conv in masks)
@@ -90,7 +90,7 @@ def _border_pixels(graph) -> int:
 @pytest.mark.parametrize("cfg", cfgs([own_cfg("tiny-maxpool")], ["yolov3-tiny"]))
 def test_folded_constants_keep_outputs_away_from_borders(cfg, tmp_path):
     graph, weights = sparse_model(cfg, 608)
-    masks, _ = channel_masks(graph, weights, 0.8)
+    masks, _, _ = channel_masks(graph, weights, 0.8)
     zero_cut_channels(weights, masks, beta=False)
     for conv, mask in masks.items():
         if weights.layers[conv].scales is not None:
@@ -117,7 +117,7 @@ def test_grouped_route_inputs_keep_equal_halves(cfg):
     grouped_sources = {source for node in graph.nodes if isinstance(node, Route) and node.groups > 1
                        for source in node.inputs}
     assert grouped_sources and all(constraints.slices[source] == 2 for source in grouped_sources)
-    masks, _ = channel_masks(graph, weights, 0.8)
+    masks, _, _ = channel_masks(graph, weights, 0.8)
     for source in grouped_sources:
         first, second = masks[source].reshape(2, -1).sum(axis=1)
         assert first == second
@@ -126,7 +126,7 @@ def test_grouped_route_inputs_keep_equal_halves(cfg):
 @pytest.mark.parametrize("cfg", cfgs([own_cfg("res-spp"), own_cfg("csp-newcoords")], ["yolov3-spp"]))
 def test_shortcut_inputs_share_one_mask_and_heads_keep_filters(cfg):
     graph, weights = sparse_model(cfg, 160)
-    masks, _ = channel_masks(graph, weights, 0.7)
+    masks, _, _ = channel_masks(graph, weights, 0.7)
     for node in graph.nodes:
         if isinstance(node, Shortcut):
             conv = node.inputs[0]
@@ -142,7 +142,7 @@ def test_shortcut_inputs_share_one_mask_and_heads_keep_filters(cfg):
 
 def test_every_layer_keeps_its_minimum():
     graph, weights = sparse_model(DEMO_TINY, 160)
-    masks, _ = channel_masks(graph, weights, 0.9, layer_keep=0.25)
+    masks, _, _ = channel_masks(graph, weights, 0.9, layer_keep=0.25)
     for conv in graph.convs:
         assert masks[conv.index].sum() >= math.ceil(conv.filters * 0.25)
 
@@ -200,7 +200,7 @@ def test_rounded_counts_are_multiples_from_the_next_largest_gammas(name, multipl
 @pytest.mark.parametrize("name", ["yolov4-tiny", "yolov4"])
 def test_rounded_prune_equals_original_when_cut_channels_are_zero(name, tmp_path):
     graph, weights = sparse_model(corpus_cfg(name), 160)
-    masks, _ = channel_masks(graph, weights, 0.85, round_to=16)
+    masks, _, _ = channel_masks(graph, weights, 0.85, round_to=16)
     zero_cut_channels(weights, masks)
     result = prune(graph, weights, 0.85, round_to=16)
     assert all(np.array_equal(result.masks[conv], masks[conv]) for conv in masks)

@@ -1,9 +1,11 @@
-"""Network slimming end to end on the synthetic task; writes docs/results.md and ships the pruned model.
+"""Network slimming end to end on the synthetic task; writes docs/results.md and ships cfgs/prune_<P>.*.
 
-synth dataset -> baseline training -> sparsity training from the baseline -> prune sweep -> fine-tune the
-chosen percent -> IR (FP32, FP16) -> eval and FPS -> docs/results.md, docs/img/*.png, cfgs/prune_<P>.*
+synth dataset -> baseline training (until val mAP50 stops rising) -> proximal sparsity training -> prune sweep
+(channels at --layer-keep, residual blocks) -> prune --percent P --layer-keep K --shortcuts N -> fine-tune ->
+IR FP32 / INT8 -> eval and inferences/s side by side -> docs/results.md, docs/img/*.png, cfgs/prune_<P>.*
 
-Stages whose outputs already exist in --out are reused, so a rerun only redoes what is missing.
+Stages whose outputs already exist in --out are reused (their wall time is read back from timing.json), so a
+rerun only redoes what is missing.
 """
 
 from __future__ import annotations
@@ -22,19 +24,26 @@ import openvino as ov
 import torch
 
 from pruneyolo.darknet.graph import Graph, load_graph
-from pruneyolo.darknet.weights import read_weights
-from pruneyolo.export.convert import read_names, save_ir, to_openvino
-from pruneyolo.prune.pruning import abs_gammas, channel_constraints, largest_safe_percent, prune, write_result
+from pruneyolo.darknet.weights import DarknetWeights, read_weights
+from pruneyolo.prune.pruning import (
+    PruneResult,
+    abs_gammas,
+    channel_constraints,
+    prune,
+    residual_blocks,
+    write_result,
+)
 from pruneyolo.prune.report import plot_gammas
 from pruneyolo.train.evaluate import Metrics, evaluate, ir_predictor, torch_predictor
 
 ROOT = Path(__file__).resolve().parent.parent
-BASE_CFG = ROOT / "cfgs" / "demo-tiny.cfg"
+BASE_CFG = ROOT / "cfgs" / "demo-csp.cfg"
 NAMES = ROOT / "cfgs" / "synth.names"
 SWEEP = (0.5, 0.7, 0.8, 0.85, 0.88, 0.9, 0.92, 0.95)
 FPS_SIZES = ((416, 416), (832, 832))  # one 416 camera, and the 2x2 mosaic tools/demo runs
-SPARSITY, GAMMA_LR = 2e-4, 50.0  # L1 strength and the gammas' SGD lr, as measured in docs/results.md
-FPS_ROUNDS, FPS_SECONDS = 3, 2.0  # best of 3 rounds: other work on the machine only ever slows a round
+FPS_ROUNDS, FPS_SECONDS = 3, 2.0  # best of 3 interleaved rounds: other work only ever slows a round
+CALIB_IMAGES = 300  # training images that calibrate the INT8 IRs
+HINTS = ("f32", None)  # inference precision: f32, then the device's default (bf16 where the CPU has it)
 
 
 @dataclass
@@ -45,63 +54,34 @@ class Row:
     graph: Graph
     weights_path: Path
     metrics: Metrics
-    fps: tuple[float, float] | None = None
+    fps: dict | None = None  # (hint, size) -> inferences/s
 
 
 def say(text: str) -> None:
     print(f"[slim_demo {time.strftime('%H:%M:%S')}] {text}", flush=True)
 
 
-def pruneyolo(*args: str) -> subprocess.Popen:
-    """Start one `pruneyolo` command with its output going to ours."""
-    return subprocess.Popen([str(Path(sys.executable).parent / "pruneyolo"), *map(str, args)])
+def pruneyolo(*args) -> None:
+    """Run one `pruneyolo` command, its output going to ours; a failure ends the run."""
+    command = [str(Path(sys.executable).parent / "pruneyolo"), *map(str, args)]
+    if subprocess.run(command).returncode:
+        raise SystemExit(f"failed: {' '.join(command)}")
 
 
-def wait_all(processes: list[subprocess.Popen]) -> None:
-    for process in processes:
-        if process.wait():
-            raise SystemExit(f"failed: {' '.join(process.args)}")
+class Stages:
+    """Wall time of each stage, kept in timing.json so a rerun that reuses a stage reports its first time."""
 
+    def __init__(self, path: Path):
+        self.path = path
+        self.minutes = json.loads(path.read_text()) if path.is_file() else {}
 
-def train_args(cfg: Path, data: Path, out: Path, epochs: int, batch: int, threads: int, *extra) -> list[str]:
-    return ["train", cfg, "--data", data, "-o", out, "--epochs", epochs, "--batch", batch, "--threads", threads,
-            *extra]
-
-
-def measure_fps(xml: Path, seconds: float = FPS_SECONDS) -> float:
-    """Images per second of an IR on CPU (throughput hint, async queue of requests), best of FPS_ROUNDS."""
-    core = ov.Core()
-    compiled = core.compile_model(str(xml), "CPU", {"PERFORMANCE_HINT": "THROUGHPUT"})
-    queue = ov.AsyncInferQueue(compiled)
-    shape = tuple(compiled.input(0).shape)
-    image = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
-    for _ in range(len(queue)):
-        queue.start_async({0: image})
-    queue.wait_all()
-    best = 0.0
-    for _ in range(FPS_ROUNDS):
-        count, started = 0, time.perf_counter()
-        while time.perf_counter() - started < seconds:
-            queue.start_async({0: image})
-            count += 1
-        queue.wait_all()
-        best = max(best, count / (time.perf_counter() - started))
-    return best
-
-
-def convert(cfg: Path, weights: Path, xml: Path, precision: str, size: tuple[int, int] | None = None) -> Path:
-    """`pruneyolo convert` in-process (decoded heads, synth labels)."""
-    if not xml.is_file():
-        graph = load_graph(cfg, size)
-        save_ir(to_openvino(graph, read_weights(weights, graph), "decoded", read_names(NAMES), precision), xml,
-                precision)
-    return xml
-
-
-def ir_fps(cfg: Path, weights: Path, folder: Path, precision: str) -> tuple[float, float]:
-    """FPS of the model converted at each of FPS_SIZES."""
-    return tuple(measure_fps(convert(cfg, weights, folder / f"{precision}_{w}x{h}" / f"{cfg.stem}.xml",
-                                     precision, (w, h))) for w, h in FPS_SIZES)
+    def run(self, name: str, work) -> None:
+        """Run `work` (which skips what exists), recording its time unless an earlier run did."""
+        started = time.perf_counter()
+        work()
+        if name not in self.minutes:
+            self.minutes[name] = (time.perf_counter() - started) / 60
+            self.path.write_text(json.dumps(self.minutes, indent=1) + "\n")
 
 
 def cached_metrics(path: Path, compute) -> Metrics:
@@ -122,55 +102,124 @@ def torch_row(name: str, cfg: Path, weights: Path, data: Path, scores: Path) -> 
     return Row(name, graph, weights, metrics)
 
 
+def convert(cfg: Path, weights: Path, folder: Path, precision: str, calib: Path,
+            size: tuple[int, int] | None = None) -> Path:
+    """`pruneyolo convert` (decoded heads, synth labels; int8 calibrated on CALIB_IMAGES training images)."""
+    xml = folder / f"{cfg.stem}.xml"
+    if not xml.is_file():
+        calib_size = min(CALIB_IMAGES, sum(1 for _ in calib.glob("*.jpg")))
+        extra = ["--calib", calib, "--calib-size", calib_size] if precision == "int8" else []
+        extra += ["--size", f"{size[0]}x{size[1]}"] if size else []
+        pruneyolo("convert", cfg, "--weights", weights, "--names", NAMES, "--precision", precision, "-o", folder,
+                  *extra)
+    return xml
+
+
 def ir_row(name: str, cfg: Path, weights: Path, data: Path, folder: Path, precision: str) -> Row:
-    xml = convert(cfg, weights, folder / precision / f"{cfg.stem}.xml", precision)
+    xml = convert(cfg, weights, folder / precision, precision, data / "images" / "train")
     metrics = cached_metrics(folder / f"{precision}.json", lambda: evaluate(ir_predictor(xml), data))
-    fps = ir_fps(cfg, weights, folder, precision)
-    say(f"{name}: mAP50 {metrics.map50:.3f}, FPS {fps[0]:.0f} / {fps[1]:.0f}")
-    return Row(name, load_graph(cfg), weights, metrics, fps)
+    say(f"{name}: mAP50 {metrics.map50:.3f}, mAP50-95 {metrics.map50_95:.3f}")
+    return Row(name, load_graph(cfg), weights, metrics)
 
 
-def percent_of(row: Row) -> float:
-    return float(row.name.split()[1])
+# ---- inferences/s, side by side ---------------------------------------------------------------------------
+
+def ran_at(compiled, xml: Path) -> str:
+    """The precision a compiled model runs at: the inference precision, 'i8+' before it for an INT8 IR."""
+    hint = str(compiled.get_property("INFERENCE_PRECISION_HINT")).replace("<Type: '", "").replace("'>", "")
+    name = {"float32": "f32", "bfloat16": "bf16", "float16": "f16"}.get(hint, hint)
+    quantized = any(op.get_type_name() == "FakeQuantize" for op in ov.Core().read_model(str(xml)).get_ops())
+    return f"i8+{name}" if quantized else name
 
 
-def highest_within(rows: list[Row], reference: Row, drop: float) -> float | None:
-    """The largest swept percent whose pruned (not fine-tuned) mAP50 is within `drop` of the reference's."""
-    kept = [percent_of(row) for row in rows if row.metrics.map50 >= reference.metrics.map50 - drop]
-    return max(kept) if kept else None
+def rate(queue: ov.AsyncInferQueue, image: np.ndarray, seconds: float) -> float:
+    """Inferences/s of a full queue of requests over `seconds`."""
+    count, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        queue.start_async({0: image})
+        count += 1
+    queue.wait_all()
+    return count / (time.perf_counter() - started)
 
 
-def gamma_shares(graph: Graph, weights_path: Path) -> str:
-    """'x% exactly 0, y% below 0.01, z% above 0.1' of the prunable |gamma| of a model."""
+def side_by_side(xmls: dict[str, Path], hint: str | None) -> tuple[dict[str, float], dict[str, str]]:
+    """Inferences/s of several IRs compiled at once (THROUGHPUT hint), measured in interleaved rounds, the best
+    round of each; and the precision each ran at."""
+    core = ov.Core()
+    config = {"PERFORMANCE_HINT": "THROUGHPUT", **({"INFERENCE_PRECISION_HINT": hint} if hint else {})}
+    compiled = {name: core.compile_model(str(xml), "CPU", config) for name, xml in xmls.items()}
+    queues = {name: ov.AsyncInferQueue(model) for name, model in compiled.items()}
+    images = {name: np.random.default_rng(0).integers(0, 256, tuple(model.input(0).shape), dtype=np.uint8)
+              for name, model in compiled.items()}
+    best = dict.fromkeys(xmls, 0.0)
+    for name in xmls:
+        rate(queues[name], images[name], 0.5)  # warm-up
+    for _ in range(FPS_ROUNDS):
+        for name in xmls:
+            best[name] = max(best[name], rate(queues[name], images[name], FPS_SECONDS))
+    ran = {name: ran_at(model, xmls[name]) for name, model in compiled.items()}
+    del queues
+    return best, ran
+
+
+# ---- choosing ----------------------------------------------------------------------------------------------
+
+def prune_to(graph: Graph, weights: DarknetWeights, folder: Path, percent: float, layer_keep: float,
+             shortcuts: int, round_to: int) -> tuple[Path, Path, PruneResult | None]:
+    """The pruned cfg and weights in `folder` (made the first time)."""
+    stem = f"prune_{percent:g}" + (f"_shortcut_{shortcuts}" if shortcuts else "") + f"_{BASE_CFG.stem}"
+    cfg, weights_path = folder / f"{stem}.cfg", folder / f"{stem}.weights"
+    result = None
+    if not weights_path.is_file():
+        result = prune(graph, weights, percent, layer_keep, shortcuts, round_to=round_to)
+        write_result(result, folder, str(BASE_CFG))
+    return cfg, weights_path, result
+
+
+def most_free_blocks(rows: list[Row], reference: Row, drop: float) -> int:
+    """The most residual blocks whose removal alone keeps mAP50 within `drop` of the reference."""
+    kept = [int(row.name.split()[1]) for row in rows if row.metrics.map50 >= reference.metrics.map50 - drop]
+    return max(kept, default=0)
+
+
+def gamma_shares(graph: Graph, weights_path: Path) -> dict[str, float]:
+    """Shares of the prunable |gamma| that are exactly 0, below 0.01 and above 0.1, and their median."""
     values = np.concatenate(list(abs_gammas(read_weights(weights_path, graph),
                                             channel_constraints(graph).prunable).values()))
-    return (f"{np.mean(values == 0):.0%} exactly 0, {np.mean(values < 0.01):.0%} below 0.01, "
-            f"{np.mean(values > 0.1):.0%} above 0.1 (median {np.median(values):.3g})")
+    return {"zero": float(np.mean(values == 0)), "below_0.01": float(np.mean(values < 0.01)),
+            "above_0.1": float(np.mean(values > 0.1)), "median": float(np.median(values))}
 
 
-# ---- plots and the report -------------------------------------------------------------------------------
+def log_records(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
 
-def plot_curves(logs: dict[str, Path], path: Path) -> None:
-    """Training loss per epoch of each run, one line each."""
+
+# ---- plots and the report ----------------------------------------------------------------------------------
+
+def plot_curves(runs: dict[str, Path], path: Path) -> None:
+    """Validation mAP50 per epoch of each training run, epochs counted on from the run before."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axis = plt.subplots(figsize=(6, 3.5))
-    for label, log in logs.items():
-        records = [json.loads(line) for line in log.read_text().splitlines()]
-        axis.plot([r["epoch"] for r in records], [r["loss"] for r in records], marker="o", label=label)
-    axis.set_xlabel("epoch")
-    axis.set_ylabel("training loss")
-    axis.legend()
+    figure, axis = plt.subplots(figsize=(7, 3.5))
+    offset = 0
+    for label, run in runs.items():
+        records = log_records(run)
+        axis.plot([offset + r["epoch"] for r in records], [r["val_mAP50"] for r in records], marker="o",
+                  markersize=3, label=label)
+        offset += len(records)
+    axis.set_xlabel("epoch (cumulative)")
+    axis.set_ylabel("val mAP50")
+    axis.legend(fontsize=8)
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
 
 
 def plot_sweep(rows: list[Row], base: Row, path: Path) -> None:
-    """mAP50 and parameters (as a fraction of the base model) across the prune sweep, before fine-tuning."""
+    """mAP50 and parameters (fraction of the unpruned model) across the channel-prune sweep, no fine-tuning."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -179,8 +228,8 @@ def plot_sweep(rows: list[Row], base: Row, path: Path) -> None:
     percents = [float(row.name.split()[1]) for row in rows]
     figure, axis = plt.subplots(figsize=(6, 3.5))
     axis.plot(percents, [row.metrics.map50 for row in rows], marker="o", label="mAP50 (no fine-tune)")
-    axis.plot(percents, [row.graph.params / base.graph.params for row in rows], marker="s",
-              label="params / base")
+    axis.plot(percents, [row.graph.params / base.graph.params for row in rows], marker="s", label="params / unpruned")
+    axis.plot(percents, [row.graph.bflops / base.graph.bflops for row in rows], marker="^", label="BFLOPs / unpruned")
     axis.axhline(base.metrics.map50, color="grey", linestyle="--", label="sparsity-trained mAP50")
     axis.set_xlabel("prune percent")
     axis.legend(fontsize=8)
@@ -189,190 +238,263 @@ def plot_sweep(rows: list[Row], base: Row, path: Path) -> None:
     plt.close(figure)
 
 
+def fps_cells(row: Row) -> list[str]:
+    if not row.fps:
+        return ["-"] * 4
+    return [f"{row.fps[hint, size]:.0f}" for hint in HINTS for size in FPS_SIZES]
+
+
 def table_line(row: Row, base: Row) -> str:
     m, size = row.metrics, row.weights_path.stat().st_size
-    fps = [f"{v:.0f}" for v in row.fps] if row.fps else ["-", "-"]
     change = row.graph.params / base.graph.params - 1
-    params = f"{row.graph.params:,}" + (f" ({change:+.0%})" if row.graph.params != base.graph.params else "")
-    return (f"| {row.name} | {m.precision:.3f} | {m.recall:.3f} | {m.map50:.3f} | {m.map50_95:.3f} | {params} | "
-            f"{size / 1e6:.2f} | {row.graph.bflops:.3f} | {fps[0]} | {fps[1]} |")
+    params = f"{row.graph.params:,}" + (f" ({change:+.1%})" if row.graph.params != base.graph.params else "")
+    bflops = f"{row.graph.bflops:.3f}" + (f" ({row.graph.bflops / base.graph.bflops - 1:+.0%})"
+                                          if row.graph.bflops != base.graph.bflops else "")
+    return (f"| {row.name} | {m.map50:.3f} | {m.map50_95:.3f} | {m.precision:.3f} | {m.recall:.3f} | {params} | "
+            f"{bflops} | {size / 1e6:.2f} | " + " | ".join(fps_cells(row)) + " |")
 
 
-def summary(base: Row, sparse: Row, tuned: Row, base_ir: Row, tuned_ir: Row, sweep: list[Row], drop: float) -> str:
-    """The headline: what pruning cost and bought, against the sparsity-trained model it came from."""
-    highest = highest_within(sweep, sparse, drop)
-    within = (f"the highest swept percent whose prune stays within {100 * drop:.0f} points of that model's mAP50 "
-              f"before any fine-tuning is {highest:g}" if highest is not None else
-              f"no swept percent stays within {100 * drop:.0f} points of that model's mAP50 before fine-tuning")
-    return (f"Pruned and fine-tuned, the model has {1 - tuned.graph.params / base.graph.params:.0%} fewer parameters "
-            f"and {1 - tuned.graph.bflops / base.graph.bflops:.0%} fewer BFLOPs; against the sparsity-trained model "
-            f"it came from (the unpruned reference), mAP50 changes by "
-            f"{100 * (tuned.metrics.map50 - sparse.metrics.map50):+.1f} points and mAP50-95 by "
-            f"{100 * (tuned.metrics.map50_95 - sparse.metrics.map50_95):+.1f}; {within}. The FP32 IR runs "
-            f"{tuned_ir.fps[0] / base_ir.fps[0]:.1f}x (416) and {tuned_ir.fps[1] / base_ir.fps[1]:.1f}x (832 mosaic) "
-            f"as fast as the baseline's.")
+def check(met: bool) -> str:
+    return "met" if met else "**missed**"
 
 
-def report(rows: list[Row], reference: Row, settings: dict, chosen: float, minutes: dict, headline: str,
-           shares: dict[str, str]) -> str:
-    header = ("| model | P | R | mAP50 | mAP50-95 | params | .weights MB | BFLOPs | IR FPS 416 | "
-              "IR FPS 832 (2x2) |\n|---|---|---|---|---|---|---|---|---|---|")
+def targets(base: Row, sparse: Row, tuned: Row, ir32: Row, ir8: Row, base_ir: Row, shares: dict,
+            plateau: float) -> list[str]:
+    """The issue's targets, each with what was measured."""
+    fps_ratio = {hint: ir32.fps[hint, FPS_SIZES[1]] / base_ir.fps[hint, FPS_SIZES[1]] for hint in HINTS}
+    return [
+        (f"baseline trained until val mAP50 stopped rising: {100 * plateau:+.1f} points over its last 2 epochs "
+        f"(target: under 1): {check(plateau < 0.01)}"),
+        (f"after sparsity training {shares['below_0.01']:.1%} of the prunable |gamma| are below 0.01 (target: at "
+        f"least 80%): {check(shares['below_0.01'] >= 0.8)}; mAP50 {sparse.metrics.map50:.3f} vs the baseline's "
+        f"{base.metrics.map50:.3f}, {100 * (sparse.metrics.map50 - base.metrics.map50):+.1f} points (target: no "
+        f"more than 1 point lower): {check(sparse.metrics.map50 >= base.metrics.map50 - 0.01)}"),
+        (f"fine-tuned mAP50 {tuned.metrics.map50:.3f} vs the sparsity model's {sparse.metrics.map50:.3f}, "
+        f"{100 * (tuned.metrics.map50 - sparse.metrics.map50):+.1f} points (target: within 2): "
+        f"{check(tuned.metrics.map50 >= sparse.metrics.map50 - 0.02)}"),
+        (f"{base.graph.params / tuned.graph.params:.1f}x fewer parameters (target: 10x): "
+        f"{check(base.graph.params >= 10 * tuned.graph.params)}; {base.graph.bflops / tuned.graph.bflops:.1f}x "
+        f"fewer BFLOPs (target: 4x): {check(base.graph.bflops >= 4 * tuned.graph.bflops)}"),
+        (f"FP32 IR at 832x832: {fps_ratio['f32']:.2f}x the baseline IR's inferences/s at f32 (target: 2.5x): "
+        f"{check(fps_ratio['f32'] >= 2.5)}; {fps_ratio[None]:.2f}x at the CPU's default precision "
+        f"({base_ir.fps['ran', None]})"),
+        (f"INT8 IR mAP50 {ir8.metrics.map50:.3f} vs the FP32 IR's {ir32.metrics.map50:.3f}, "
+        f"{100 * (ir8.metrics.map50 - ir32.metrics.map50):+.1f} points (target: within 1): "
+        f"{check(ir8.metrics.map50 >= ir32.metrics.map50 - 0.01)}"),
+    ]
+
+
+def report(rows: list[Row], settings: dict, minutes: dict, goals: list[str], shares: dict, blocks: list[Row],
+           chosen: str, machine: str) -> str:
+    fps_headers = " | ".join(f"IR inf/s {w} ({'f32' if hint else 'default'})" for hint in HINTS for w, _ in FPS_SIZES)
+    header = (f"| model | mAP50 | mAP50-95 | P | R | params | BFLOPs | .weights MB | {fps_headers} |\n"
+              "|---|---|---|---|---|---|---|---|" + "---|" * 4)
     lines = "\n".join(table_line(row, rows[0]) for row in rows)
-    stages = "\n".join(f"| {name} | {value:.1f} |" for name, value in minutes.items() if name != "total")
+    block_lines = "\n".join(f"| {row.name} | {row.graph.params:,} | {row.graph.bflops:.3f} | {row.metrics.map50:.3f} |"
+                            for row in blocks)
+    stage_lines = "\n".join(f"| {name} | {value:.1f} |" for name, value in minutes.items())
+    goal_lines = "\n".join(f"- {goal}" for goal in goals)
+    share_text = {name: (f"{s['zero']:.0%} exactly 0, {s['below_0.01']:.0%} below 0.01, {s['above_0.1']:.0%} "
+                         f"above 0.1 (median {s['median']:.3g})") for name, s in shares.items()}
     return f"""# Network slimming on the synthetic shapes task
 
-Measured by `tools/slim_demo` on a 2-core CPU shared with other work (about ten other processes: every
-figure of time here is several times what an idle machine takes): the whole run took {minutes["total"]:.0f} min.
-Settings: {json.dumps(settings)}.
+Measured by `tools/slim_demo` in one run on {machine}, with nothing else running: the whole run took
+{sum(minutes.values()):.0f} min. Settings: {json.dumps(settings)}.
 
-{headline}
+The model is `cfgs/demo-csp.cfg` (a small YOLOv4: CSPDarknet backbone with 10 residual blocks, SPP, PAN, three
+heads). The shipped `cfgs/prune_0.88.cfg` + `.weights` is {chosen}, fine-tuned.
 
-Scores are on the test split ({rows[0].metrics.images} images at {reference.graph.input_shape[2]}x{reference.graph.input_shape[1]}):
-P and R at confidence 0.25 and IoU 0.5; mAP by pycocotools from detections >= 0.001 after NMS 0.6.
-Params, .weights size and BFLOPs at the training size; FPS: the IR on this CPU (OpenVINO, throughput hint,
-async requests, best of 3 rounds of 2 s; other work on the machine makes these noisy) converted at 416x416
-and at 832x832 (the 2x2 mosaic of `tools/demo`). The prune rows are
-before fine-tuning. The cfg has no residual shortcuts, so there is no layer-prune variant.
+## Targets
 
-The sparsity model continues training from the baseline (AdamW for everything but the prunable BatchNorm
-gammas, which train by SGD at lr {settings["gamma_lr"]:g}; after each step a proximal L1 step moves every such
-|gamma| lr * SR towards 0 and stops at exactly 0), so it, not the shorter-trained baseline, is the reference
-for the pruned rows. Prunable |gamma| (of the EMA weights) of the baseline: {shares["baseline"]}; after
-sparsity training: {shares["sparsity"]}. A layer whose output the next BatchNorm renormalises can shrink as
-a whole at no cost to the loss; `prune` refuses percents whose threshold passes such a layer's largest
-|gamma|, and the shipped percent then falls back to the largest safe one swept.
+{goal_lines}
+
+## Every stage
+
+Scores are on the test split ({rows[0].metrics.images} images, the model at 256x256): mAP by pycocotools from
+detections >= 0.001 after NMS 0.6; P and R at confidence 0.25 and IoU 0.5. Params, BFLOPs and .weights at
+256x256. Inferences/s: the IR converted at 416x416 and at 832x832 (the 2x2 mosaic of `tools/demo`) on this
+CPU with OpenVINO's THROUGHPUT hint and a full AsyncInferQueue, all IRs compiled at once and measured in
+{FPS_ROUNDS} interleaved rounds of {FPS_SECONDS:g} s (best round), at inference precision f32 and at the CPU's
+default. The prune rows are before fine-tuning.
 
 {header}
 {lines}
 
-The shipped model is `cfgs/prune_{chosen:g}.cfg` + `cfgs/prune_{chosen:g}.weights` (the fine-tuned row).
+## Residual blocks
 
-| stage | minutes |
-|---|---|
-{stages}
+Removing blocks alone (no channel pruning) from the sparsity-trained model, lowest mean |gamma| of the last
+conv first, never the last block of a stage; the chosen count is the most whose removal keeps mAP50 within
+{settings["block_drop"] * 100:g} points of the sparsity model:
 
-![training loss](img/slim_loss.png)
+| model | params | BFLOPs | mAP50 (no fine-tune) |
+|---|---|---|---|
+{block_lines}
+
+## Sparsity
+
+The sparsity model continues from the baseline: AdamW for everything but the prunable BatchNorm gammas, which
+train by SGD at lr {settings["gamma_lr"]:g} (scaled by the same schedule); after each step a proximal L1 step
+moves every such |gamma| lr * SR towards 0 and stops at exactly 0 (SR {settings["sparsity"]:g}, constant).
+Prunable |gamma| (EMA weights) of the baseline: {share_text["baseline"]}; after sparsity training:
+{share_text["sparsity"]}.
 
 ![|gamma| after baseline training](img/gammas_baseline.png)
 
-![|gamma| after sparsity training, with the chosen threshold](img/gammas_sparse.png)
+![|gamma| after sparsity training, with the 0.88 threshold](img/gammas_sparse.png)
 
 ![prune sweep](img/prune_sweep.png)
+
+![validation mAP50 per epoch](img/slim_val.png)
+
+## Wall time of each stage (minutes)
+
+| stage | minutes |
+|---|---|
+{stage_lines}
 """
 
 
-# ---- the pipeline ---------------------------------------------------------------------------------------
+# ---- the pipeline ------------------------------------------------------------------------------------------
 
 @click.command()
 @click.option("--out", default=str(ROOT / "runs" / "slim"), show_default=True, type=click.Path(path_type=Path))
 @click.option("--train-images", default=2400, show_default=True)
 @click.option("--test-images", default=300, show_default=True)
-@click.option("--epochs", default=8, show_default=True, help="Baseline training epochs (batch 16, lr 2e-3).")
-@click.option("--sparsity-epochs", default=4, show_default=True, help="Sparsity training from the baseline (batch 8).")
-@click.option("--finetune-epochs", default=4, show_default=True, help="Fine-tuning the chosen prune (batch 8).")
-@click.option("--sparsity", default=SPARSITY, show_default=True, help="SR of `pruneyolo train --sparsity`.")
-@click.option("--gamma-lr", default=GAMMA_LR, show_default=True, help="`pruneyolo train --gamma-lr` (0: AdamW).")
-@click.option("--percent", "target", default=0.88, show_default=True, help="The prune to fine-tune and ship.")
-@click.option("--max-drop", default=0.02, show_default=True,
-              help="Also report the highest swept percent within this much mAP50 of the unpruned model.")
+@click.option("--epochs", default=18, show_default=True, help="Baseline epochs (batch 16, AdamW lr 2e-3, cosine).")
+@click.option("--sparsity-epochs", default=10, show_default=True, help="Sparsity training from the baseline.")
+@click.option("--finetune-epochs", default=10, show_default=True, help="Fine-tuning the chosen prune.")
+@click.option("--sparsity", default=2e-4, show_default=True, help="SR of `pruneyolo train --sparsity` (constant).")
+@click.option("--gamma-lr", default=50.0, show_default=True, help="`pruneyolo train --gamma-lr`.")
+@click.option("--percent", default=0.88, show_default=True, help="The channel prune to fine-tune and ship.")
+@click.option("--layer-keep", default=0.1, show_default=True, help="`prune --layer-keep`.")
+@click.option("--round", "round_to", default=4, show_default=True, help="`prune --round`.")
+@click.option("--block-drop", default=0.01, show_default=True,
+              help="Remove the most residual blocks whose removal alone costs at most this much mAP50.")
 @click.option("--ship/--no-ship", default=True, show_default=True, help="Write cfgs/ and docs/.")
 def main(out: Path, train_images: int, test_images: int, epochs: int, sparsity_epochs: int, finetune_epochs: int,
-         sparsity: float, gamma_lr: float, target: float, max_drop: float, ship: bool):
-    started = time.perf_counter()
+         sparsity: float, gamma_lr: float, percent: float, layer_keep: float, round_to: int, block_drop: float,
+         ship: bool):
     torch.set_num_threads(2)
+    out.mkdir(parents=True, exist_ok=True)
+    stages = Stages(out / "timing.json")
     data = out / "data"
-    if not (data / "data.json").is_file():
-        say("generating the dataset")
-        wait_all([pruneyolo("synth", data, "--train", train_images, "--val", 200, "--test", test_images, "--size", 320)])
-    base_weights, sparse_weights = out / "baseline" / "demo-tiny.weights", out / "sparse" / "demo-tiny.weights"
-    if not base_weights.is_file():
-        say("training the baseline")
-        wait_all([pruneyolo(*train_args(BASE_CFG, data, out / "baseline", epochs, 16, 2))])
-    if not sparse_weights.is_file():
-        say(f"sparsity training from the baseline (sr {sparsity:g}, proximal, gamma lr {gamma_lr:g})")
-        wait_all([pruneyolo(*train_args(BASE_CFG, data, out / "sparse", sparsity_epochs, 8, 2, "--sparsity", sparsity,
-                                        "--sparsity-step", "proximal", "--gamma-lr", gamma_lr,
-                                        "--weights", base_weights, "--lr", 1e-3, "--warmup", 50))])
+    stages.run("dataset", lambda: (data / "data.json").is_file() or pruneyolo(
+        "synth", data, "--train", train_images, "--val", 200, "--test", test_images, "--size", 320))
+    base_weights, sparse_weights = out / "baseline" / f"{BASE_CFG.stem}.weights", out / "sparse" / f"{BASE_CFG.stem}.weights"
+    common = ["--data", data, "--batch", 16, "--threads", 2, "--val", "val"]
+    stages.run("baseline training", lambda: base_weights.is_file() or pruneyolo(
+        "train", BASE_CFG, "-o", out / "baseline", "--epochs", epochs, "--lr", 2e-3, *common))
+    stages.run("sparsity training", lambda: sparse_weights.is_file() or pruneyolo(
+        "train", BASE_CFG, "-o", out / "sparse", "--epochs", sparsity_epochs, "--weights", base_weights,
+        "--lr", 1e-3, "--warmup", 50, "--sparsity", sparsity, "--sparsity-step", "proximal", "--sparsity-decay", 0,
+        "--gamma-lr", gamma_lr, *common))
     graph = load_graph(BASE_CFG)
-    clock = time.perf_counter()
-    base = torch_row("baseline", BASE_CFG, base_weights, data, out / "scores" / "baseline.json")
-    sparse = torch_row(f"sparsity {sparsity:g}", BASE_CFG, sparse_weights, data, out / "scores" / "sparse.json")
-    safe = largest_safe_percent(abs_gammas(read_weights(sparse_weights, graph), channel_constraints(graph).prunable))
-    sweep_rows = []
-    for percent in [p for p in SWEEP if p <= safe] or [safe]:
-        cfg_path, weights_path = out / "prune" / f"prune_{percent:g}_demo-tiny.cfg", \
-            out / "prune" / f"prune_{percent:g}_demo-tiny.weights"
-        if not weights_path.is_file():
-            write_result(prune(graph, read_weights(sparse_weights, graph), percent), out / "prune", str(BASE_CFG))
-        sweep_rows.append(torch_row(f"prune {percent:g}", cfg_path, weights_path, data,
-                                    out / "scores" / f"prune_{percent:g}.json"))
-    stage_seconds = {"prune sweep and its scores": time.perf_counter() - clock}
-    chosen = target if target <= safe else max(percent_of(row) for row in sweep_rows)
-    pruned_cfg = out / "prune" / f"prune_{chosen:g}_demo-tiny.cfg"
+    sparse_arrays = read_weights(sparse_weights, graph)
+    rows: dict[str, Row] = {}
+    sweep: list[Row] = []
+    blocks: list[Row] = []
+    found = residual_blocks(graph, sparse_arrays)
+    removable = len(found) - len({block.stride for block in found})  # every stage keeps its last block
+
+    def score_and_sweep():
+        rows["base"] = torch_row("baseline", BASE_CFG, base_weights, data, out / "scores" / "baseline.json")
+        rows["sparse"] = torch_row(f"sparsity {sparsity:g}", BASE_CFG, sparse_weights, data,
+                                   out / "scores" / "sparse.json")
+        for value in SWEEP:
+            cfg, weights, _ = prune_to(graph, sparse_arrays, out / "prune", value, layer_keep, 0, round_to)
+            sweep.append(torch_row(f"prune {value:g}", cfg, weights, data, out / "scores" / f"prune_{value:g}.json"))
+        for count in range(removable + 1):
+            cfg, weights, _ = prune_to(graph, sparse_arrays, out / "blocks", 0.0, layer_keep, count, round_to)
+            blocks.append(torch_row(f"blocks {count} removed", cfg, weights, data,
+                                    out / "scores" / f"blocks_{count}.json"))
+
+    stages.run("scores, prune sweep, block sweep", score_and_sweep)
+    shortcuts = most_free_blocks(blocks, rows["sparse"], block_drop)
+    pruned_cfg, pruned_weights, result = prune_to(graph, sparse_arrays, out / "prune", percent, layer_keep,
+                                                  shortcuts, round_to)
+    if result is not None and result.floored:
+        say("layers at the --layer-keep floor: " + ", ".join(
+            f"{conv} ({result.masks[conv].size} -> {int(result.masks[conv].sum())})" for conv in result.floored))
+    chosen = (f"the sparsity model pruned at {percent:g} (--layer-keep {layer_keep:g}, --round {round_to}) with "
+              f"{shortcuts} residual blocks removed")
+    rows["pruned"] = torch_row(f"prune {percent:g} + {shortcuts} blocks", pruned_cfg, pruned_weights, data,
+                               out / "scores" / "pruned.json")
     tuned_weights = out / "finetune" / f"{pruned_cfg.stem}.weights"
-    if not tuned_weights.is_file():
-        say(f"fine-tuning prune {chosen:g}")
-        wait_all([pruneyolo(*train_args(pruned_cfg, data, out / "finetune", finetune_epochs, 8, 2,
-                                         "--weights", pruned_cfg.with_suffix(".weights"), "--lr", 1e-3,
-                                         "--warmup", 50))])
-    clock = time.perf_counter()
-    tuned = torch_row(f"prune {chosen:g} fine-tuned", pruned_cfg, tuned_weights, data,
-                      out / "scores" / "finetuned.json")
-    base_ir = ir_row("baseline IR FP32", BASE_CFG, base_weights, data, out / "ir" / "baseline", "fp32")
-    tuned_irs = [ir_row(f"prune {chosen:g} fine-tuned IR {p.upper()}", pruned_cfg, tuned_weights, data,
-                        out / "ir" / "finetuned", p) for p in ("fp32", "fp16")]
-    stage_seconds["IRs, their scores and FPS"] = time.perf_counter() - clock
-    rows = [base, base_ir, sparse, *sweep_rows, tuned, *tuned_irs]
-    timing = out / "timing.json"
-    stages = {**training_minutes({"baseline training": out / "baseline", "sparsity training": out / "sparse",
-                                  f"fine-tuning prune {chosen:g}": out / "finetune"}),
-              **{name: seconds / 60 for name, seconds in stage_seconds.items()}}
-    if not timing.is_file() or stage_seconds["IRs, their scores and FPS"] > 60:  # not a rerun on cached scores
-        timing.write_text(json.dumps({**stages, "total": (time.perf_counter() - started) / 60}))
-    minutes = json.loads(timing.read_text())
+    stages.run("fine-tuning", lambda: tuned_weights.is_file() or pruneyolo(
+        "train", pruned_cfg, "-o", out / "finetune", "--epochs", finetune_epochs, "--weights", pruned_weights,
+        "--lr", 1e-3, "--warmup", 50, *common))
+    rows["tuned"] = torch_row(f"prune {percent:g} + {shortcuts} blocks, fine-tuned", pruned_cfg, tuned_weights,
+                              data, out / "scores" / "finetuned.json")
+    calib = data / "images" / "train"
+
+    def irs():
+        rows["base_ir"] = ir_row("baseline IR FP32", BASE_CFG, base_weights, data, out / "ir" / "baseline", "fp32")
+        rows["ir32"] = ir_row("fine-tuned IR FP32", pruned_cfg, tuned_weights, data, out / "ir" / "finetuned", "fp32")
+        rows["ir8"] = ir_row("fine-tuned IR INT8", pruned_cfg, tuned_weights, data, out / "ir" / "finetuned", "int8")
+
+    stages.run("IRs and their scores", irs)
+    speeds: dict = {}
+
+    def measure():
+        models = {"base_ir": (BASE_CFG, base_weights, "fp32"), "ir32": (pruned_cfg, tuned_weights, "fp32"),
+                  "ir8": (pruned_cfg, tuned_weights, "int8")}
+        for w, h in FPS_SIZES:
+            xmls = {key: convert(cfg, weights, out / "ir" / f"{key}_{w}x{h}", precision, calib, (w, h))
+                    for key, (cfg, weights, precision) in models.items()}
+            for hint in HINTS:
+                values, ran = side_by_side(xmls, hint)
+                for key in models:
+                    speeds.setdefault(key, {})[hint, (w, h)] = values[key]
+                    speeds[key]["ran", hint] = ran[key]
+                say(f"{w}x{h} at {hint or 'the default precision'}: " + ", ".join(
+                    f"{key} {values[key]:.1f}/s ({ran[key]})" for key in models))
+
+    stages.run("inferences/s", measure)
+    for key, values in speeds.items():
+        rows[key].fps = values
     if ship:
-        ship_model(pruned_cfg, tuned_weights, chosen)
+        base_records = log_records(out / "baseline")
+        plateau = base_records[-1]["val_mAP50"] - base_records[-3]["val_mAP50"]
+        shares = {"baseline": gamma_shares(graph, base_weights), "sparsity": gamma_shares(graph, sparse_weights)}
+        goals = targets(rows["base"], rows["sparse"], rows["tuned"], rows["ir32"], rows["ir8"], rows["base_ir"],
+                        shares["sparsity"], plateau)
         settings = {"train_images": train_images, "epochs": epochs, "sparsity_epochs": sparsity_epochs,
                     "finetune_epochs": finetune_epochs, "sparsity": sparsity, "gamma_lr": gamma_lr,
-                    "percent": target, "max_drop": max_drop}
-        shares = {name: gamma_shares(graph, path) for name, path in (("baseline", base_weights),
-                                                                      ("sparsity", sparse_weights))}
-        write_docs(rows, sweep_rows, out, graph, chosen, settings, minutes,
-                   summary(base, sparse, tuned, base_ir, tuned_irs[0], sweep_rows, max_drop), shares)
-    say(f"done in {(time.perf_counter() - started) / 60:.1f} min")
+                    "percent": percent, "layer_keep": layer_keep, "round": round_to, "block_drop": block_drop,
+                    "shortcuts": shortcuts}
+        ordered = [rows["base"], rows["base_ir"], rows["sparse"], *sweep, rows["pruned"], rows["tuned"],
+                   rows["ir32"], rows["ir8"]]
+        images = ROOT / "docs" / "img"
+        plot_gammas(graph, read_weights(base_weights, graph), images / "gammas_baseline.png")
+        plot_gammas(graph, sparse_arrays, images / "gammas_sparse.png", percent)
+        plot_sweep(sweep, rows["sparse"], images / "prune_sweep.png")
+        plot_curves({"baseline": out / "baseline", "sparsity": out / "sparse", "fine-tune": out / "finetune"},
+                    images / "slim_val.png")
+        (ROOT / "docs" / "results.md").write_text(report(ordered, settings, stages.minutes, goals, shares, blocks,
+                                                         chosen, machine_name()))
+        ship_model(pruned_cfg, tuned_weights, percent, chosen)
+        for goal in goals:
+            say(goal)
+    say(f"done: {sum(stages.minutes.values()):.1f} min of stages")
 
 
-def ship_model(pruned_cfg: Path, tuned_weights: Path, chosen: float) -> None:
-    """cfgs/prune_<P>.cfg (with a provenance header) and its fine-tuned .weights, replacing an earlier run's."""
-    for stale in (ROOT / "cfgs").glob("prune_*.weights"):  # tools/demo runs the first prune_*.weights
+def machine_name() -> str:
+    """The CPU's model name and core count."""
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), "an unknown CPU")
+    return f"{cpu} ({torch.get_num_threads()} threads)"
+
+
+def ship_model(pruned_cfg: Path, tuned_weights: Path, percent: float, chosen: str) -> None:
+    """cfgs/prune_<P>.cfg (with a provenance header) and its fine-tuned .weights, replacing earlier runs'."""
+    for stale in (ROOT / "cfgs").glob("prune_*.weights"):
         stale.unlink()
         stale.with_suffix(".cfg").unlink(missing_ok=True)
-    header = (f"# cfgs/demo-tiny.cfg channel-pruned at {chosen:g} by pruneyolo from its sparsity-trained weights,\n"
-              "# then fine-tuned; written by tools/slim_demo (see docs/results.md). Do not edit by hand.\n")
-    (ROOT / "cfgs" / f"prune_{chosen:g}.cfg").write_text(header + pruned_cfg.read_text())
-    shutil.copyfile(tuned_weights, ROOT / "cfgs" / f"prune_{chosen:g}.weights")
-    say(f"shipped cfgs/prune_{chosen:g}.cfg and .weights")
-
-
-def training_minutes(runs: dict[str, Path]) -> dict[str, float]:
-    """Minutes each training run took, from its log (so a rerun that reuses them reports the same)."""
-    return {name: sum(json.loads(line)["seconds"] for line in (run / "train_log.jsonl").read_text().splitlines()) / 60
-            for name, run in runs.items()}
-
-
-def write_docs(rows: list[Row], sweep_rows: list[Row], out: Path, graph: Graph, chosen: float, settings: dict,
-               minutes: dict, headline: str, shares: dict[str, str]) -> None:
-    """docs/results.md and its plots in docs/img/."""
-    sparse, base_weights = rows[2], out / "baseline" / "demo-tiny.weights"
-    images = ROOT / "docs" / "img"
-    images.mkdir(parents=True, exist_ok=True)
-    plot_gammas(graph, read_weights(base_weights, graph), images / "gammas_baseline.png")
-    plot_gammas(graph, read_weights(sparse.weights_path, graph), images / "gammas_sparse.png", chosen)
-    plot_curves({"baseline": out / "baseline" / "train_log.jsonl", "sparsity": out / "sparse" / "train_log.jsonl",
-                 f"fine-tune {chosen:g}": out / "finetune" / "train_log.jsonl"}, images / "slim_loss.png")
-    plot_sweep(sweep_rows, sparse, images / "prune_sweep.png")
-    (ROOT / "docs" / "results.md").write_text(report(rows, sparse, settings, chosen, minutes, headline, shares))
-    say("wrote docs/results.md")
+    header = (f"# cfgs/demo-csp.cfg network-slimmed by pruneyolo: {chosen}, then fine-tuned.\n"
+              "# Written by tools/slim_demo (see docs/results.md). Do not edit by hand.\n")
+    (ROOT / "cfgs" / f"prune_{percent:g}.cfg").write_text(header + pruned_cfg.read_text())
+    shutil.copyfile(tuned_weights, ROOT / "cfgs" / f"prune_{percent:g}.weights")
+    say(f"shipped cfgs/prune_{percent:g}.cfg and .weights")
 
 
 if __name__ == "__main__":

@@ -110,6 +110,9 @@ class Search:
     result: PruneResult | None
 
 
+MAX_FLOORED_PERCENT = 0.99  # with a per-layer floor every percent is allowed; the grid stops here
+
+
 def safe_percent(graph: Graph, weights: DarknetWeights, shortcuts: int) -> float:
     """The largest percent that leaves every layer a channel, after removing `shortcuts` residual blocks."""
     if shortcuts:
@@ -142,7 +145,7 @@ def smallest_passing(candidates: list[float], passes: Callable[[float], bool]) -
 
 
 def trial(graph: Graph, weights: DarknetWeights, budget: Budget, measure: Measure, shortcuts: int, percent: float,
-          layer_keep: float, round_to: int) -> Trial:
+          layer_keep: float | None, round_to: int) -> Trial:
     """Prune at one candidate, measure it and hold it against the budget."""
     result = prune(graph, weights, percent, layer_keep, shortcuts, round_to=round_to)
     measurement = measure(result)
@@ -152,7 +155,7 @@ def trial(graph: Graph, weights: DarknetWeights, budget: Budget, measure: Measur
 
 
 def search(graph: Graph, weights: DarknetWeights, budget: Budget, measure: Measure, shortcut_counts=(0,),
-           step: float = 0.01, layer_keep: float = 0.01, round_to: int = 1,
+           step: float = 0.01, layer_keep: float | None = None, round_to: int = 1,
            log: Callable[[str], None] = lambda _: None) -> Search:
     """For each shortcut count, the smallest percent on the grid whose IR meets the budget; of those, the one with
     the best mAP50 when measured, else the most parameters kept (ties: fewer shortcuts)."""
@@ -164,7 +167,8 @@ def search(graph: Graph, weights: DarknetWeights, budget: Budget, measure: Measu
             trials.append(trial(graph, weights, budget, measure, shortcuts, percent, layer_keep, round_to))
             return trials[-1].met
 
-        candidates = percent_grid(safe_percent(graph, weights, shortcuts), step)
+        top = safe_percent(graph, weights, shortcuts) if layer_keep is None else MAX_FLOORED_PERCENT
+        candidates = percent_grid(top, step)
         found = smallest_passing(candidates, passes)
         if found is not None:
             winners.append(next(t for t in trials if t.shortcuts == shortcuts and t.percent == candidates[found]))

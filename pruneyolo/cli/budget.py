@@ -55,7 +55,7 @@ def mosaic_tiles(streams: int, graph: Graph) -> int:
 
 
 def run_budget(cfg: str, graph: Graph, weights: DarknetWeights, budget_args: dict, shortcut_counts: tuple[int, ...],
-               layer_keep: float, round_to: int, directory: str) -> None:
+               layer_keep: float | None, round_to: int, directory: str) -> None:
     """Search, print the table, save the chart and write the chosen model (or exit 2 when nothing met)."""
     import openvino as ov
     from rich.console import Console

@@ -47,8 +47,10 @@ weights_option = click.option("--weights", "weights_path", type=click.Path(dir_o
 @click.option("--percent", "percents", callback=parse_percents,
               help="Fraction of prunable channels (lowest |gamma|) to cut; several, comma-separated, for a sweep "
                    "(or give --target-fps / --target-ms).")
-@click.option("--layer-keep", default=0.01, show_default=True, type=float,
-              help="Each layer keeps at least this fraction of its channels (and at least one).")
+@click.option("--layer-keep", type=click.FloatRange(0, 1),
+              help="Allow percents that would empty a layer: each layer keeps at least max(1, ceil(channels * K)) "
+                   "of its strongest channels (the published tools' --layer_keep, e.g. 0.01). Without it such "
+                   "percents are refused.")
 @click.option("--shortcuts", "shortcut_counts", default="0", show_default=True, callback=parse_counts,
               help="Also remove this many [conv][conv][shortcut] residual blocks (lowest mean |gamma|); with a "
                    "budget, several comma-separated counts are searched.")

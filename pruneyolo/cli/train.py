@@ -51,6 +51,8 @@ threads_option = click.option("--threads", type=click.IntRange(1), help="PyTorch
 @click.option("--sparsity-step", type=click.Choice(["proximal", "subgradient"]), default="proximal",
               show_default=True, help="proximal: after each optimiser step |gamma| -= lr * SR, stopping at 0 "
               "(exact zeros); subgradient: SR * sign(gamma) added to the gradient.")
+@click.option("--sparsity-decay", default=0.9, show_default=True, type=click.FloatRange(0, 1),
+              help="The L1 rate falls linearly over the run to (1 - this) of SR; 0 keeps it constant.")
 @click.option("--gamma-lr", default=0.0, show_default=True, type=click.FloatRange(0),
               help="With --sparsity: train the penalised gammas by SGD at this learning rate (same schedule) "
               "instead of --optimizer; 0 keeps them with the others.")
@@ -58,11 +60,12 @@ threads_option = click.option("--threads", type=click.IntRange(1), help="PyTorch
 @click.option("--augment/--no-augment", default=True, show_default=True,
               help="Random zoom, shift, flips and HSV jitter.")
 @click.option("--limit", type=click.IntRange(2), help="Train on the first N images only.")
+@click.option("--val", "val_split", help="Score the model on this split (e.g. val) after every epoch.")
 @click.option("--seed", default=0, show_default=True, type=int)
 @threads_option
 @size_option
 def train_command(cfg, data_dir, weights_path, out_dir, epochs, batch, lr, optimizer, warmup, sparsity,
-                  sparsity_step, gamma_lr, ema, augment, limit, seed, threads, size):
+                  sparsity_step, sparsity_decay, gamma_lr, ema, augment, limit, val_split, seed, threads, size):
     """Train CFG (or a YOLOv5 .pt, imported into -o first) on a dataset's train split and write Darknet .weights
     plus a checkpoint."""
     from pruneyolo.train.trainer import NO_AUGMENT, Augment, TrainOptions, train
@@ -71,8 +74,9 @@ def train_command(cfg, data_dir, weights_path, out_dir, epochs, batch, lr, optim
     set_threads(threads)
     graph, weights, _ = load_for_training(cfg, weights_path, size, out_dir)
     options = TrainOptions(epochs=epochs, batch=batch, lr=lr, optimizer=optimizer, warmup=warmup,
-                           sparsity=sparsity, sparsity_step=sparsity_step, gamma_lr=gamma_lr, ema=ema,
-                           augment=Augment() if augment else NO_AUGMENT, seed=seed, limit=limit)
+                           sparsity=sparsity, sparsity_step=sparsity_step, sparsity_decay=sparsity_decay,
+                           gamma_lr=gamma_lr, ema=ema, augment=Augment() if augment else NO_AUGMENT, seed=seed,
+                           limit=limit, val_split=val_split)
     result = train(graph, weights, data_dir, out_dir, options, log=click.echo)
     click.echo(f"wrote {result.weights_path}")
 

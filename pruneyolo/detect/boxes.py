@@ -51,8 +51,9 @@ def box_iou(first: np.ndarray, second: np.ndarray) -> np.ndarray:
     return inter / np.maximum(areas_first[:, None] + areas_second[None] - inter, 1e-9)
 
 
-def nms(boxes: np.ndarray, scores: np.ndarray, groups: np.ndarray, iou: float) -> np.ndarray:
-    """Greedy NMS that only suppresses within a group; returns kept indices, best score first.
+def nms(boxes: np.ndarray, scores: np.ndarray, groups: np.ndarray, iou: float, limit: int | None = None) -> np.ndarray:
+    """Greedy NMS that only suppresses within a group; returns kept indices, best score first (the first `limit`:
+    greedy NMS decides each box from better ones only, so stopping there changes none of them).
 
     Groups are separated by shifting each one's boxes into its own far-apart square, so one pass serves all.
     """
@@ -66,12 +67,14 @@ def nms(boxes: np.ndarray, scores: np.ndarray, groups: np.ndarray, iou: float) -
         suppressed = np.zeros(len(order), bool)
         keep = []
         for rank in range(len(order)):
+            if len(keep) == limit:
+                break
             if not suppressed[rank]:
                 keep.append(order[rank])
                 suppressed |= overlaps[rank]
         return np.asarray(keep, np.int64)
     keep = []
-    while len(order):
+    while len(order) and len(keep) != limit:
         best, order = order[0], order[1:]
         keep.append(best)
         order = order[box_iou(shifted[best][None], shifted[order])[0] <= iou]

@@ -67,6 +67,7 @@ class PruneResult:
     removed_layers: tuple[int, ...] = ()
     masks: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
     round_to: int = 1
+    floored: tuple[int, ...] = ()  # convs that kept their --layer-keep floor (the threshold cut them deeper)
 
 
 def stride_of(graph: Graph, node: Node) -> int:
@@ -206,21 +207,30 @@ def largest_safe_percent(gammas: dict[int, np.ndarray]) -> float:
     return math.floor(below / len(ordered) * 1000) / 1000
 
 
-def check_percent(gammas: dict[int, np.ndarray], percent: float, threshold: float) -> None:
-    """Refuse a percent whose threshold would cut every channel of some layer."""
+def check_percent(gammas: dict[int, np.ndarray], percent: float, threshold: float,
+                  layer_keep: float | None) -> None:
+    """Refuse a percent out of range, or (without a per-layer floor) one that would empty some layer."""
     if not 0 <= percent < 1:
         raise PruneyoloError(f"--percent {percent:g} must be in [0, 1)")
+    if layer_keep is not None:
+        return
     emptied = [conv for conv, values in gammas.items() if values.max() <= threshold]
     if emptied:
         raise PruneyoloError(
             f"--percent {percent:g} (threshold |gamma| {threshold:.4g}) would cut every channel of layer "
-            f"{emptied[0]}; the largest safe percent is {largest_safe_percent(gammas):.3f}")
+            f"{emptied[0]}; the largest safe percent is {largest_safe_percent(gammas):.3f}, or give --layer-keep K "
+            "to let every layer keep at least max(1, ceil(channels * K)) of its strongest channels")
 
 
-def layer_mask(values: np.ndarray, threshold: float, layer_keep: float) -> np.ndarray:
-    """Channels above the threshold, topped up with the largest to max(1, ceil(C * layer_keep))."""
+def layer_floor(width: int, layer_keep: float | None) -> int:
+    """The fewest channels a layer of `width` keeps: max(1, ceil(width * layer_keep))."""
+    return max(1, math.ceil(width * (layer_keep or 0)))
+
+
+def layer_mask(values: np.ndarray, threshold: float, layer_keep: float | None) -> np.ndarray:
+    """Channels above the threshold, topped up with the largest to the layer's floor."""
     mask = values > threshold
-    minimum = max(1, math.ceil(len(values) * layer_keep))
+    minimum = layer_floor(len(values), layer_keep)
     if mask.sum() < minimum:
         mask[np.argsort(-values, kind="stable")[:minimum]] = True
     return mask
@@ -242,10 +252,11 @@ def equal_slices(mask: np.ndarray, scores: np.ndarray, slices: int, multiple: in
     return mask.reshape(-1)
 
 
-def channel_masks(graph: Graph, weights: DarknetWeights, percent: float, layer_keep: float = 0.01,
-                  round_to: int = 1) -> tuple[dict[int, np.ndarray], float]:
-    """Kept output channels of every conv (all for frozen ones) and the global |gamma| threshold; each group's
-    count (per grouped-route slice) is rounded up to a multiple of `round_to` by keeping the next-largest."""
+def channel_masks(graph: Graph, weights: DarknetWeights, percent: float, layer_keep: float | None = None,
+                  round_to: int = 1) -> tuple[dict[int, np.ndarray], float, tuple[int, ...]]:
+    """Kept output channels of every conv (all for frozen ones), the global |gamma| threshold, and the convs
+    held at their floor; each group's count (per grouped-route slice) is rounded up to a multiple of
+    `round_to` by keeping the next-largest."""
     if round_to < 1:
         raise PruneyoloError(f"--round {round_to} must be >= 1")
     constraints = channel_constraints(graph)
@@ -253,15 +264,19 @@ def channel_masks(graph: Graph, weights: DarknetWeights, percent: float, layer_k
         raise PruneyoloError(f"{graph.path}: no conv can lose channels (pruning needs BatchNorm convs)")
     gammas = abs_gammas(weights, constraints.prunable)
     threshold = gamma_threshold(gammas, percent)
-    check_percent(gammas, percent, threshold)
+    check_percent(gammas, percent, threshold, layer_keep)
     masks = {conv.index: np.ones(conv.filters, bool) for conv in graph.convs}
+    floored = []
     for group in constraints.groups:
+        above = np.any([gammas[conv] > threshold for conv in group], axis=0)
         union = np.any([layer_mask(gammas[conv], threshold, layer_keep) for conv in group], axis=0)
+        if union.sum() > above.sum():
+            floored.extend(group)
         scores = np.max([gammas[conv] for conv in group], axis=0)
         union = equal_slices(union, scores, constraints.slices[group[0]], round_to)
         for conv in group:
             masks[conv] = union
-    return masks, threshold
+    return masks, threshold, tuple(sorted(floored))
 
 
 def node_masks(graph: Graph, conv_masks: dict[int, np.ndarray]) -> list[np.ndarray]:
@@ -353,13 +368,13 @@ def input_size(graph: Graph) -> tuple[int, int]:
     return graph.input_shape[2], graph.input_shape[1]
 
 
-def prune_channels(graph: Graph, weights: DarknetWeights, percent: float, layer_keep: float = 0.01,
+def prune_channels(graph: Graph, weights: DarknetWeights, percent: float, layer_keep: float | None = None,
                    fold: bool = True, round_to: int = 1) -> PruneResult:
     """Network slimming at one global |gamma| percentile; returns the pruned graph and weights."""
-    masks, threshold = channel_masks(graph, weights, percent, layer_keep, round_to)
+    masks, threshold, floored = channel_masks(graph, weights, percent, layer_keep, round_to)
     new_graph = build_graph(prune_sections(graph, masks), graph.path, input_size(graph), graph.dialect)
     return PruneResult(new_graph, prune_weights(graph, weights, masks, fold), percent, threshold, 0, (), masks,
-                       round_to)
+                       round_to, floored)
 
 
 # --- layer pruning --------------------------------------------------------------------------------------
@@ -453,10 +468,11 @@ def remove_blocks(graph: Graph, weights: DarknetWeights,
     return new_graph, DarknetWeights(weights.major, weights.minor, weights.revision, weights.seen, layers)
 
 
-def prune(graph: Graph, weights: DarknetWeights, percent: float, layer_keep: float = 0.01, shortcuts: int = 0,
-          fold: bool = True, round_to: int = 1) -> PruneResult:
-    """Remove `shortcuts` residual blocks, then prune channels at `percent`, counts rounded up to `round_to`."""
-    if not 0 <= layer_keep <= 1:
+def prune(graph: Graph, weights: DarknetWeights, percent: float, layer_keep: float | None = None,
+          shortcuts: int = 0, fold: bool = True, round_to: int = 1) -> PruneResult:
+    """Remove `shortcuts` residual blocks, then prune channels at `percent`, counts rounded up to `round_to`;
+    without `layer_keep` a percent that would empty a layer is refused, with it each layer keeps its floor."""
+    if layer_keep is not None and not 0 <= layer_keep <= 1:
         raise PruneyoloError(f"--layer-keep {layer_keep:g} must be in [0, 1]")
     if shortcuts < 0:
         raise PruneyoloError(f"--shortcuts {shortcuts} must be >= 0")
@@ -467,7 +483,7 @@ def prune(graph: Graph, weights: DarknetWeights, percent: float, layer_keep: flo
         graph, weights = remove_blocks(graph, weights, blocks)
     result = prune_channels(graph, weights, percent, layer_keep, fold, round_to)
     return PruneResult(result.graph, result.weights, percent, result.threshold, shortcuts, removed, result.masks,
-                       round_to)
+                       round_to, result.floored)
 
 
 # --- output -----------------------------------------------------------------------------------------------

@@ -55,6 +55,15 @@ def _count(count: int) -> str:
     return f"{count / 1e3:.1f}k" if count >= 1e3 else str(count)
 
 
+def floor_note(result: PruneResult) -> str:
+    """'; at the --layer-keep floor: layer 12 (64 -> 1), ...' for the convs the threshold would have cut deeper."""
+    if not result.floored:
+        return ""
+    layers = ", ".join(f"layer {conv} ({result.masks[conv].size} -> {int(result.masks[conv].sum())})"
+                       for conv in result.floored)
+    return f"; at the --layer-keep floor: {layers}"
+
+
 def stage_table(before: Graph, result: PruneResult) -> Table:
     """Per stage (stride): conv channels, params and BFLOPs before -> after, with totals and the threshold."""
     after = result.graph
@@ -63,7 +72,7 @@ def stage_table(before: Graph, result: PruneResult) -> Table:
                         + (f", channel counts rounded up to multiples of {result.round_to}" if result.round_to > 1
                            else ""),
                   caption=f"params {_ratio(after.params, before.params)}, BFLOPs "
-                          f"{_ratio(after.bflops, before.bflops)} of the original")
+                          f"{_ratio(after.bflops, before.bflops)} of the original" + floor_note(result))
     for header in ("stage", "convs", "channels", "params", "BFLOPs"):
         table.add_column(header, justify="left" if header == "stage" else "right", no_wrap=True)
     old, new = _stage_totals(before), _stage_totals(result.graph)

@@ -26,7 +26,6 @@ from pruneyolo.detect.boxes import Detections, box_iou, candidates, nms
 from pruneyolo.detect.letterbox import letterbox, rows_to_source
 from pruneyolo.errors import PruneyoloError
 from pruneyolo.nn.build import DecodedModel, build_model
-from pruneyolo.train.trainer import to_tensor
 
 Predictor = Callable[[list[np.ndarray]], list[np.ndarray]]
 MAX_DETECTIONS = 300  # per image, as COCO scores them
@@ -47,6 +46,12 @@ class Metrics:
     def as_dict(self) -> dict:
         return {"P": self.precision, "R": self.recall, "mAP50": self.map50, "mAP50-95": self.map50_95,
                 "images": self.images, "seconds": round(self.seconds, 1)}
+
+
+def to_tensor(images: list[np.ndarray]) -> torch.Tensor:
+    """BGR uint8 images -> float NCHW RGB in [0, 1] (channels-last memory, faster on CPU)."""
+    batch = torch.from_numpy(np.stack(images)[..., ::-1].copy()).permute(0, 3, 1, 2).float().div_(255)
+    return batch.contiguous(memory_format=torch.channels_last)
 
 
 def torch_predictor(graph: Graph, weights: DarknetWeights) -> Predictor:
@@ -94,7 +99,7 @@ def ir_predictor(xml, device: str = "CPU") -> Predictor:
 def detect(rows: np.ndarray, conf: float, iou: float) -> Detections:
     """Per-class NMS over rows scoring >= conf, best MAX_DETECTIONS kept (best score first)."""
     found = candidates(rows, conf)
-    return found.take(nms(found.boxes, found.scores, found.classes, iou)[:MAX_DETECTIONS])
+    return found.take(nms(found.boxes, found.scores, found.classes, iou, MAX_DETECTIONS))
 
 
 def coco_records(detections: Detections, image_id: int) -> list[dict]:

@@ -30,6 +30,7 @@ from pruneyolo.files import atomic_write
 from pruneyolo.nn.build import DarknetModel, build_model, export_weights, module_name
 from pruneyolo.prune.pruning import channel_constraints
 from pruneyolo.prune.report import plot_gammas
+from pruneyolo.train.evaluate import evaluate, to_tensor, torch_predictor
 
 ASSIGN_IOU = 0.25  # a target also trains every anchor whose w/h IoU with it is above this
 MAX_LOG_WH = 4.0  # raw w/h logits are clamped here in the loss so exp() cannot overflow early on
@@ -115,12 +116,6 @@ def load_sample(sample: Sample, size: tuple[int, int], augment: Augment,
     boxes = warp_boxes(pixel_boxes(sample.labels, *source), matrix)
     kept = clip_boxes(boxes, *size)
     return image, np.concatenate([sample.labels[kept, :1], boxes[kept]], 1).astype(np.float32)
-
-
-def to_tensor(images: list[np.ndarray]) -> torch.Tensor:
-    """BGR uint8 images -> float NCHW RGB in [0, 1] (channels-last memory, faster on CPU)."""
-    batch = torch.from_numpy(np.stack(images)[..., ::-1].copy()).permute(0, 3, 1, 2).float().div_(255)
-    return batch.contiguous(memory_format=torch.channels_last)
 
 
 def to_targets(boxes: list[np.ndarray]) -> torch.Tensor:
@@ -250,9 +245,9 @@ def sparsity_layers(model: DarknetModel, graph: Graph) -> list[nn.BatchNorm2d]:
     return [getattr(model, module_name(graph.nodes[index])).bn for index in channel_constraints(graph).prunable]
 
 
-def sparsity_rate(sparsity: float, epoch: int, epochs: int) -> float:
-    """The seed schedule: sr * (1 - 0.9 * epoch / epochs), epoch counted from 0."""
-    return sparsity * (1 - 0.9 * epoch / epochs)
+def sparsity_rate(sparsity: float, epoch: int, epochs: int, decay: float = 0.9) -> float:
+    """The seed schedule: sr * (1 - decay * epoch / epochs), epoch counted from 0 (decay 0: constant)."""
+    return sparsity * (1 - decay * epoch / epochs)
 
 
 def add_l1_gradient(layers: list[nn.BatchNorm2d], rate: float) -> None:
@@ -283,11 +278,13 @@ class TrainOptions:
     final_lr: float = 0.05  # cosine decays to lr * final_lr
     sparsity: float = 0.0
     sparsity_step: str = "proximal"  # 'proximal': shrink |gamma| by lr * rate after each step | 'subgradient'
+    sparsity_decay: float = 0.9  # the rate falls linearly to (1 - decay) of SR over the run; 0 keeps it constant
     gamma_lr: float = 0.0  # > 0: the penalised gammas train by SGD at this lr (same schedule)
     ema: bool = True
     augment: Augment = Augment()
     seed: int = 0
     limit: int | None = None  # train on the first N images only
+    val_split: str | None = None  # score the EMA model on this split after every epoch (mAP50 in the log)
 
 
 def make_optimizer(model: nn.Module, options: TrainOptions,
@@ -397,7 +394,7 @@ def train(graph: Graph, weights: DarknetWeights | None, data_dir, out_dir, optio
     step, seen, lines = 0, 0, []
     for epoch in range(options.epochs):
         started, parts_sum = time.perf_counter(), {"box": 0.0, "obj": 0.0, "cls": 0.0}
-        rate = sparsity_rate(options.sparsity, epoch, options.epochs)
+        rate = sparsity_rate(options.sparsity, epoch, options.epochs, options.sparsity_decay)
         for images, targets in batches(samples, options.batch, size, options.augment, rng):
             lr = learning_rate(step, steps, options)
             for group in optimizer.param_groups:
@@ -435,6 +432,10 @@ def train(graph: Graph, weights: DarknetWeights | None, data_dir, out_dir, optio
             record["gamma_below_0.01"] = gamma_fraction_below(sparsity_layers(final, graph), 0.01)
             record["gamma_zero"] = gamma_fraction_below(penalised, 1e-12)
             plot_gammas(graph, result.weights, Path(out_dir) / "gammas" / f"epoch_{epoch + 1:03d}.png")
+        if options.val_split:
+            metrics = evaluate(torch_predictor(graph, result.weights), data_dir, options.val_split)
+            record.update({"val_mAP50": round(metrics.map50, 4), "val_mAP50-95": round(metrics.map50_95, 4),
+                           "val_seconds": round(metrics.seconds, 1)})
         result.epochs.append(record)
         lines.append(json.dumps(record) + "\n")
         atomic_write(log_path, "".join(lines))
