@@ -29,7 +29,7 @@ from pruneyolo.runner.pipeline import RunOptions
 from pruneyolo.train.evaluate import ir_predictor
 
 CFGS = Path(__file__).parents[1] / "cfgs"
-CFG, WEIGHTS, NAMES = CFGS / "prune_0.5.cfg", CFGS / "prune_0.5.weights", CFGS / "synth.names"
+CFG, WEIGHTS, NAMES = CFGS / "prune_0.88.cfg", CFGS / "prune_0.88.weights", CFGS / "synth.names"
 F32 = {"INFERENCE_PRECISION_HINT": "f32"}
 SCENE = 6  # SceneStream seed of the main test frame
 EXACT_SIZE = (768, 576)  # 3x the 256x192 letterboxed content: cv2's and OpenVINO's bilinear resize agree exactly
@@ -47,7 +47,7 @@ def irs(tmp_path_factory) -> dict[str, Path]:
     out = tmp_path_factory.mktemp("irs")
     for mode in ("decoded", "raw", "scores"):
         invoke("convert", CFG, "--weights", WEIGHTS, "--names", NAMES, "--heads", mode, "-o", out / mode)
-    return {mode: out / mode / "prune_0.5.xml" for mode in ("decoded", "raw", "scores")}
+    return {mode: out / mode / "prune_0.88.xml" for mode in ("decoded", "raw", "scores")}
 
 
 def scene(size: tuple[int, int], seed: int = SCENE) -> tuple[np.ndarray, np.ndarray]:

@@ -147,14 +147,78 @@ def test_every_layer_keeps_its_minimum():
         assert masks[conv.index].sum() >= math.ceil(conv.filters * 0.25)
 
 
-def test_unsafe_percent_is_refused_with_the_largest_safe_one():
+def test_unsafe_percent_is_refused_with_the_largest_safe_one_and_the_flag_that_lifts_it():
     graph, weights = sparse_model(DEMO_TINY, 160)
     safe = largest_safe_percent(abs_gammas(weights, channel_constraints(graph).prunable))
-    with pytest.raises(PruneyoloError, match=rf"largest safe percent is {safe:.3f}$"):
+    with pytest.raises(PruneyoloError, match=rf"largest safe percent is {safe:.3f}, or give --layer-keep K"):
         prune(graph, weights, 0.99)
     with pytest.raises(PruneyoloError, match="would cut every channel of layer"):
         prune(graph, weights, safe + 0.002)
     assert all(mask.any() for mask in prune(graph, weights, safe).masks.values())
+
+
+def _collapsed(cfg, size: int, layers: int = 2):
+    """A sparse model in which the first `layers` prunable convs shrank as a whole (every |gamma| tiny, as L1
+    leaves a layer whose output the next BatchNorm renormalises), and the percent that first empties them."""
+    graph, weights = sparse_model(cfg, size)
+    prunable = channel_constraints(graph).prunable
+    rng = np.random.default_rng(1)
+    for conv in prunable[:layers]:
+        scales = weights.layers[conv].scales
+        scales[:] = rng.uniform(1e-4, 2e-3, scales.shape).astype(np.float32)
+    return graph, weights, prunable[:layers]
+
+
+@pytest.mark.parametrize("layer_keep, round_to", [(0.01, 1), (0.1, 4), (0.3, 1)])
+def test_layer_keep_goes_past_the_safe_percent_keeping_each_layers_floor(layer_keep, round_to):
+    graph, weights, collapsed = _collapsed(DEMO_TINY, 160)
+    gammas = abs_gammas(weights, channel_constraints(graph).prunable)
+    safe = largest_safe_percent(gammas)
+    assert safe < 0.1  # the collapsed layers' channels are the smallest of all
+    with pytest.raises(PruneyoloError, match="--layer-keep"):
+        prune(graph, weights, 0.88)
+    result = prune(graph, weights, 0.88, layer_keep=layer_keep, round_to=round_to)
+    threshold = result.threshold
+    for conv in graph.convs:
+        kept, width = int(result.masks[conv.index].sum()), conv.filters
+        floor = max(1, math.ceil(width * layer_keep))
+        assert kept >= min(width, -(-floor // round_to) * round_to)
+    floored = set(result.floored)
+    assert set(collapsed) <= floored
+    for conv, values in gammas.items():
+        constraints = channel_constraints(graph)
+        group = next(g for g in constraints.groups if conv in g)
+        above = int(np.any([gammas[c] > threshold for c in group], axis=0).sum())
+        assert (conv in floored) == (above < max(1, math.ceil(len(values) * layer_keep)))
+    for conv in collapsed:  # a floored layer keeps its strongest channels
+        kept = result.masks[conv]
+        assert gammas[conv][kept].min() >= gammas[conv][~kept].max()
+
+
+@pytest.mark.parametrize("cfg", cfgs([DEMO_TINY, own_cfg("res-spp")], ["yolov4"]))
+def test_pruning_past_the_safe_percent_with_a_floor_is_exact(cfg, tmp_path):
+    graph, weights, _ = _collapsed(cfg, 160)
+    result = prune(graph, weights, 0.88, layer_keep=0.05)
+    assert result.floored
+    zero_cut_channels(weights, result.masks)
+    image = random_image(graph)
+    expected = head_inputs(graph, weights, tmp_path / "original", image)
+    actual = head_inputs(result.graph, result.weights, tmp_path / "pruned", image)
+    for before, after in zip(expected, actual, strict=True):
+        assert before.shape == after.shape
+        assert relative_error(before, after) < 1e-4
+
+
+def test_the_floor_note_names_each_floored_layer_and_its_kept_channels():
+    from pruneyolo.prune.report import floor_note
+
+    graph, weights, collapsed = _collapsed(DEMO_TINY, 160)
+    result = prune(graph, weights, 0.88, layer_keep=0.1)
+    note = floor_note(result)
+    for conv in collapsed:
+        assert f"layer {conv} ({graph.nodes[conv].filters} -> {int(result.masks[conv].sum())})" in note
+    assert note.count("layer ") == len(result.floored)
+    assert floor_note(prune(graph, weights, 0.02)) == ""
 
 
 def test_written_files_are_named_and_read_back(tmp_path):

@@ -54,6 +54,20 @@ def test_unsafe_percent_exits_2_with_one_line_and_writes_nothing(tiny_weights, t
     assert not list(tmp_path.iterdir())
 
 
+def test_layer_keep_prunes_past_the_safe_percent_and_names_the_floored_layers(tiny_weights, tmp_path):
+    refused = invoke("prune", TINY, "--weights", tiny_weights, "--percent", "0.99", "-o", tmp_path)
+    assert refused.exit_code == 2 and "give --layer-keep K" in refused.output
+    result = invoke("prune", TINY, "--weights", tiny_weights, "--percent", "0.99", "--layer-keep", "0.05",
+                    "--round", "1", "-o", tmp_path)
+    assert result.exit_code == 0, result.output
+    graph = load_graph(tmp_path / "prune_0.99_demo-tiny.cfg")
+    floored = [index for index in channel_constraints(graph).prunable if f"layer {index} (" in result.output]
+    assert floored and all(graph.nodes[index].filters == max(1, -(-load_graph(TINY).nodes[index].filters * 5 // 100))
+                           for index in floored)
+    bad = invoke("prune", TINY, "--weights", tiny_weights, "--percent", "0.5", "--layer-keep", "1.5")
+    assert bad.exit_code == 2 and "--layer-keep" in bad.output
+
+
 def test_compare_and_gammas(tiny_weights, tmp_path):
     pruned = invoke("prune", TINY, "--weights", tiny_weights, "--percent", "0.8", "-o", tmp_path)
     assert pruned.exit_code == 0, pruned.output

@@ -1,6 +1,7 @@
 """Training and evaluation: a smoke train that learns and round-trips its weights, fine-tuning a pruned
 model, the sparsity penalty's reach, and the metrics on perfect and on shifted predictions."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,7 @@ from pruneyolo.train.trainer import (
     head_geometry,
     load_sample,
     load_split,
+    reached_plateau,
     shrink_gammas,
     sparsity_layers,
     sparsity_rate,
@@ -98,6 +100,7 @@ def test_sparsity_targets_prunable_layers_only(graph):
         else:
             assert not any(p.grad.any() for p in block.parameters())
     assert sparsity_rate(0.01, 0, 10) == 0.01 and sparsity_rate(0.01, 5, 10) == pytest.approx(0.0055)
+    assert sparsity_rate(0.01, 9, 10, decay=0) == 0.01 and sparsity_rate(0.01, 5, 10, 0.5) == pytest.approx(0.0075)
 
 
 def test_sparsity_training_shrinks_targeted_gammas(graph, data, tmp_path):
@@ -189,16 +192,34 @@ def test_augmentation_keeps_boxes_on_their_objects(data):
     np.testing.assert_allclose(warp_boxes(np.array([[0, 0, 100, 100.0]]), matrix), [[10, 0, 210, 200]])
 
 
+def test_plateau_is_under_the_rise_over_the_last_two_scored_epochs():
+    scores = [{"val_mAP50": v} for v in (0.10, 0.30, 0.35, 0.355)]
+    assert not reached_plateau(scores[:3], 0.01)  # +0.25 over 2 epochs
+    assert reached_plateau(scores, 0.06) and not reached_plateau(scores, 0.05)  # 0.355 - 0.30 = 0.055
+    assert not reached_plateau(scores[:2], 1.0) and not reached_plateau(scores, None)
+    assert not reached_plateau([{"loss": 1.0}] * 5, 1.0)
+
+
+def test_until_plateau_needs_a_val_split(data, tmp_path):
+    result = CliRunner().invoke(main, ["train", str(CFG), "--data", str(data), "-o", str(tmp_path),
+                                       "--until-plateau", "0.01"])
+    assert result.exit_code == 2 and "--until-plateau needs --val" in result.output
+    assert not tmp_path.exists() or not any(tmp_path.iterdir())
+
+
 def test_cli_train_and_eval(data, tmp_path):
     runner = CliRunner()
-    trained = runner.invoke(main, ["train", str(CFG), "--data", str(data), "-o", str(tmp_path), "--epochs", "1",
-                                   "--batch", "4", "--limit", "4", "--size", "96", "--threads", "1", "--no-ema"])
+    trained = runner.invoke(main, ["train", str(CFG), "--data", str(data), "-o", str(tmp_path), "--epochs", "2",
+                                   "--batch", "4", "--limit", "4", "--size", "96", "--threads", "1", "--no-ema",
+                                   "--val", "test"])
     assert trained.exit_code == 0, trained.output
     weights = tmp_path / "demo-tiny.weights"
     scored = runner.invoke(main, ["eval", str(CFG), "--weights", str(weights), "--data", str(data), "--size", "96",
                                   "--json", str(tmp_path / "m.json")])
     assert scored.exit_code == 0, scored.output
     assert "mAP50" in scored.output and (tmp_path / "m.json").is_file()
+    last = json.loads((tmp_path / "train_log.jsonl").read_text().splitlines()[-1])
+    assert last["epoch"] == 2 and last["val_mAP50"] == round(json.loads((tmp_path / "m.json").read_text())["mAP50"], 4)
     missing = runner.invoke(main, ["eval", str(CFG), "--data", str(data)])
     assert missing.exit_code == 2 and "needs --weights" in missing.output
 

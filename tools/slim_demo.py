@@ -42,6 +42,7 @@ NAMES = ROOT / "cfgs" / "synth.names"
 SWEEP = (0.5, 0.7, 0.8, 0.85, 0.88, 0.9, 0.92, 0.95)
 FPS_SIZES = ((416, 416), (832, 832))  # one 416 camera, and the 2x2 mosaic tools/demo runs
 FPS_ROUNDS, FPS_SECONDS = 3, 2.0  # best of 3 interleaved rounds: other work only ever slows a round
+PLATEAU = 0.01  # the baseline trains on until val mAP50 rises less than this over 2 epochs
 CALIB_IMAGES = 300  # training images that calibrate the INT8 IRs
 HINTS = ("f32", None)  # inference precision: f32, then the device's default (bf16 where the CPU has it)
 
@@ -64,7 +65,7 @@ def say(text: str) -> None:
 def pruneyolo(*args) -> None:
     """Run one `pruneyolo` command, its output going to ours; a failure ends the run."""
     command = [str(Path(sys.executable).parent / "pruneyolo"), *map(str, args)]
-    if subprocess.run(command).returncode:
+    if subprocess.run(command, check=False).returncode:
         raise SystemExit(f"failed: {' '.join(command)}")
 
 
@@ -80,8 +81,17 @@ class Stages:
         started = time.perf_counter()
         work()
         if name not in self.minutes:
-            self.minutes[name] = (time.perf_counter() - started) / 60
-            self.path.write_text(json.dumps(self.minutes, indent=1) + "\n")
+            self.record(name, (time.perf_counter() - started) / 60)
+
+    def train(self, name: str, run: Path, work) -> None:
+        """Run a training stage unless its weights exist; its time is what its log says its epochs took."""
+        if not any(run.glob("*.weights")):
+            work()
+        self.record(name, sum(r["seconds"] + r.get("val_seconds", 0) for r in log_records(run)) / 60)
+
+    def record(self, name: str, minutes: float) -> None:
+        self.minutes[name] = minutes
+        self.path.write_text(json.dumps(self.minutes, indent=1) + "\n")
 
 
 def cached_metrics(path: Path, compute) -> Metrics:
@@ -191,7 +201,13 @@ def gamma_shares(graph: Graph, weights_path: Path) -> dict[str, float]:
 
 
 def log_records(run: Path) -> list[dict]:
+    """The per-epoch records of a training run."""
     return [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
+
+
+def plateaued(records: list[dict]) -> bool:
+    """Val mAP50 rose less than PLATEAU over the last 2 epochs."""
+    return len(records) >= 3 and records[-1]["val_mAP50"] - records[-3]["val_mAP50"] < PLATEAU
 
 
 # ---- plots and the report ----------------------------------------------------------------------------------
@@ -361,6 +377,8 @@ Prunable |gamma| (EMA weights) of the baseline: {share_text["baseline"]}; after 
 @click.option("--train-images", default=2400, show_default=True)
 @click.option("--test-images", default=300, show_default=True)
 @click.option("--epochs", default=18, show_default=True, help="Baseline epochs (batch 16, AdamW lr 2e-3, cosine).")
+@click.option("--more-epochs", default=10, show_default=True,
+              help="At most this many more baseline epochs (AdamW lr 1e-3, cosine) until val mAP50 stops rising.")
 @click.option("--sparsity-epochs", default=10, show_default=True, help="Sparsity training from the baseline.")
 @click.option("--finetune-epochs", default=10, show_default=True, help="Fine-tuning the chosen prune.")
 @click.option("--sparsity", default=2e-4, show_default=True, help="SR of `pruneyolo train --sparsity` (constant).")
@@ -371,7 +389,8 @@ Prunable |gamma| (EMA weights) of the baseline: {share_text["baseline"]}; after 
 @click.option("--block-drop", default=0.01, show_default=True,
               help="Remove the most residual blocks whose removal alone costs at most this much mAP50.")
 @click.option("--ship/--no-ship", default=True, show_default=True, help="Write cfgs/ and docs/.")
-def main(out: Path, train_images: int, test_images: int, epochs: int, sparsity_epochs: int, finetune_epochs: int,
+def main(out: Path, train_images: int, test_images: int, epochs: int, more_epochs: int, sparsity_epochs: int,
+         finetune_epochs: int,
          sparsity: float, gamma_lr: float, percent: float, layer_keep: float, round_to: int, block_drop: float,
          ship: bool):
     torch.set_num_threads(2)
@@ -380,11 +399,21 @@ def main(out: Path, train_images: int, test_images: int, epochs: int, sparsity_e
     data = out / "data"
     stages.run("dataset", lambda: (data / "data.json").is_file() or pruneyolo(
         "synth", data, "--train", train_images, "--val", 200, "--test", test_images, "--size", 320))
-    base_weights, sparse_weights = out / "baseline" / f"{BASE_CFG.stem}.weights", out / "sparse" / f"{BASE_CFG.stem}.weights"
+    first_weights = out / "baseline" / f"{BASE_CFG.stem}.weights"
+    base_weights = out / "baseline_more" / f"{BASE_CFG.stem}.weights"
+    sparse_weights = out / "sparse" / f"{BASE_CFG.stem}.weights"
     common = ["--data", data, "--batch", 16, "--threads", 2, "--val", "val"]
-    stages.run("baseline training", lambda: base_weights.is_file() or pruneyolo(
+    stages.train("baseline training", out / "baseline", lambda: pruneyolo(
         "train", BASE_CFG, "-o", out / "baseline", "--epochs", epochs, "--lr", 2e-3, *common))
-    stages.run("sparsity training", lambda: sparse_weights.is_file() or pruneyolo(
+    if plateaued(log_records(out / "baseline")):
+        (out / "baseline_more").mkdir(exist_ok=True)
+        shutil.copyfile(first_weights, base_weights)
+        (out / "baseline_more" / "train_log.jsonl").write_text("")
+    stages.train("baseline training, continued until val mAP50 stops rising", out / "baseline_more",
+                 lambda: pruneyolo("train", BASE_CFG, "-o", out / "baseline_more", "--epochs", more_epochs,
+                                   "--weights", first_weights, "--lr", 1e-3, "--warmup", 50, "--until-plateau", PLATEAU,
+                                   *common))
+    stages.train("sparsity training", out / "sparse", lambda: pruneyolo(
         "train", BASE_CFG, "-o", out / "sparse", "--epochs", sparsity_epochs, "--weights", base_weights,
         "--lr", 1e-3, "--warmup", 50, "--sparsity", sparsity, "--sparsity-step", "proximal", "--sparsity-decay", 0,
         "--gamma-lr", gamma_lr, *common))
@@ -420,7 +449,7 @@ def main(out: Path, train_images: int, test_images: int, epochs: int, sparsity_e
     rows["pruned"] = torch_row(f"prune {percent:g} + {shortcuts} blocks", pruned_cfg, pruned_weights, data,
                                out / "scores" / "pruned.json")
     tuned_weights = out / "finetune" / f"{pruned_cfg.stem}.weights"
-    stages.run("fine-tuning", lambda: tuned_weights.is_file() or pruneyolo(
+    stages.train("fine-tuning", out / "finetune", lambda: pruneyolo(
         "train", pruned_cfg, "-o", out / "finetune", "--epochs", finetune_epochs, "--weights", pruned_weights,
         "--lr", 1e-3, "--warmup", 50, *common))
     rows["tuned"] = torch_row(f"prune {percent:g} + {shortcuts} blocks, fine-tuned", pruned_cfg, tuned_weights,
@@ -453,12 +482,13 @@ def main(out: Path, train_images: int, test_images: int, epochs: int, sparsity_e
     for key, values in speeds.items():
         rows[key].fps = values
     if ship:
-        base_records = log_records(out / "baseline")
+        base_records = log_records(out / "baseline") + log_records(out / "baseline_more")
         plateau = base_records[-1]["val_mAP50"] - base_records[-3]["val_mAP50"]
         shares = {"baseline": gamma_shares(graph, base_weights), "sparsity": gamma_shares(graph, sparse_weights)}
         goals = targets(rows["base"], rows["sparse"], rows["tuned"], rows["ir32"], rows["ir8"], rows["base_ir"],
                         shares["sparsity"], plateau)
-        settings = {"train_images": train_images, "epochs": epochs, "sparsity_epochs": sparsity_epochs,
+        settings = {"train_images": train_images, "epochs": epochs, "more_epochs": more_epochs,
+                    "sparsity_epochs": sparsity_epochs,
                     "finetune_epochs": finetune_epochs, "sparsity": sparsity, "gamma_lr": gamma_lr,
                     "percent": percent, "layer_keep": layer_keep, "round": round_to, "block_drop": block_drop,
                     "shortcuts": shortcuts}
@@ -468,7 +498,8 @@ def main(out: Path, train_images: int, test_images: int, epochs: int, sparsity_e
         plot_gammas(graph, read_weights(base_weights, graph), images / "gammas_baseline.png")
         plot_gammas(graph, sparse_arrays, images / "gammas_sparse.png", percent)
         plot_sweep(sweep, rows["sparse"], images / "prune_sweep.png")
-        plot_curves({"baseline": out / "baseline", "sparsity": out / "sparse", "fine-tune": out / "finetune"},
+        plot_curves({"baseline": out / "baseline", "baseline, continued": out / "baseline_more",
+                     "sparsity": out / "sparse", "fine-tune": out / "finetune"},
                     images / "slim_val.png")
         (ROOT / "docs" / "results.md").write_text(report(ordered, settings, stages.minutes, goals, shares, blocks,
                                                          chosen, machine_name()))

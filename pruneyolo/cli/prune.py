@@ -69,7 +69,7 @@ def prune_command(cfg, weights_path, percents, layer_keep, shortcut_counts, roun
     from pruneyolo.cli.budget import run_budget
     from pruneyolo.darknet.weights import write_weights
     from pruneyolo.prune.pruning import prune, write_result
-    from pruneyolo.prune.report import SweepRow, stage_table, sweep_table
+    from pruneyolo.prune.report import SweepRow, floor_note, stage_table, sweep_table
 
     budgeted = budget_args["target_fps"] is not None or budget_args["target_ms"] is not None
     if budgeted == bool(percents):
@@ -88,6 +88,8 @@ def prune_command(cfg, weights_path, percents, layer_keep, shortcut_counts, roun
         rows.append(SweepRow(result, cfg_out, weights_out))
         if len(results) == 1:
             console.print(stage_table(graph, result))
+        if result.floored:
+            console.print(f"prune {result.percent:g}: {floor_note(result)}", soft_wrap=True)
         console.print(f"wrote {cfg_out} and {weights_out}")
     if len(results) > 1:
         with tempfile.TemporaryDirectory(prefix="pruneyolo-prune-") as workdir:

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from pruneyolo.cli.options import load_model, size_option
+from pruneyolo.errors import PruneyoloError
 
 
 def metrics_table(title: str, metrics):
@@ -61,22 +62,27 @@ threads_option = click.option("--threads", type=click.IntRange(1), help="PyTorch
               help="Random zoom, shift, flips and HSV jitter.")
 @click.option("--limit", type=click.IntRange(2), help="Train on the first N images only.")
 @click.option("--val", "val_split", help="Score the model on this split (e.g. val) after every epoch.")
+@click.option("--until-plateau", "plateau", type=click.FloatRange(0, min_open=True),
+              help="With --val: stop once val mAP50 rose less than this over the last 2 epochs (e.g. 0.01).")
 @click.option("--seed", default=0, show_default=True, type=int)
 @threads_option
 @size_option
 def train_command(cfg, data_dir, weights_path, out_dir, epochs, batch, lr, optimizer, warmup, sparsity,
-                  sparsity_step, sparsity_decay, gamma_lr, ema, augment, limit, val_split, seed, threads, size):
+                  sparsity_step, sparsity_decay, gamma_lr, ema, augment, limit, val_split, plateau, seed, threads,
+                  size):
     """Train CFG (or a YOLOv5 .pt, imported into -o first) on a dataset's train split and write Darknet .weights
     plus a checkpoint."""
     from pruneyolo.train.trainer import NO_AUGMENT, Augment, TrainOptions, train
     from pruneyolo.yolov5.source import load_for_training
 
+    if plateau and not val_split:
+        raise PruneyoloError("--until-plateau needs --val SPLIT to score the epochs on")
     set_threads(threads)
     graph, weights, _ = load_for_training(cfg, weights_path, size, out_dir)
     options = TrainOptions(epochs=epochs, batch=batch, lr=lr, optimizer=optimizer, warmup=warmup,
                            sparsity=sparsity, sparsity_step=sparsity_step, sparsity_decay=sparsity_decay,
                            gamma_lr=gamma_lr, ema=ema, augment=Augment() if augment else NO_AUGMENT, seed=seed,
-                           limit=limit, val_split=val_split)
+                           limit=limit, val_split=val_split, plateau=plateau)
     result = train(graph, weights, data_dir, out_dir, options, log=click.echo)
     click.echo(f"wrote {result.weights_path}")
 

@@ -56,12 +56,13 @@ def _count(count: int) -> str:
 
 
 def floor_note(result: PruneResult) -> str:
-    """'; at the --layer-keep floor: layer 12 (64 -> 1), ...' for the convs the threshold would have cut deeper."""
+    """'at the --layer-keep floor: layer 12 (64 -> 1), ...' for the convs the threshold would have cut deeper
+    ('' when none)."""
     if not result.floored:
         return ""
     layers = ", ".join(f"layer {conv} ({result.masks[conv].size} -> {int(result.masks[conv].sum())})"
                        for conv in result.floored)
-    return f"; at the --layer-keep floor: {layers}"
+    return f"at the --layer-keep floor: {layers}"
 
 
 def stage_table(before: Graph, result: PruneResult) -> Table:
@@ -72,7 +73,7 @@ def stage_table(before: Graph, result: PruneResult) -> Table:
                         + (f", channel counts rounded up to multiples of {result.round_to}" if result.round_to > 1
                            else ""),
                   caption=f"params {_ratio(after.params, before.params)}, BFLOPs "
-                          f"{_ratio(after.bflops, before.bflops)} of the original" + floor_note(result))
+                          f"{_ratio(after.bflops, before.bflops)} of the original")
     for header in ("stage", "convs", "channels", "params", "BFLOPs"):
         table.add_column(header, justify="left" if header == "stage" else "right", no_wrap=True)
     old, new = _stage_totals(before), _stage_totals(result.graph)

@@ -285,6 +285,7 @@ class TrainOptions:
     seed: int = 0
     limit: int | None = None  # train on the first N images only
     val_split: str | None = None  # score the EMA model on this split after every epoch (mAP50 in the log)
+    plateau: float | None = None  # with val_split: stop once val mAP50 rose less than this over 2 epochs
 
 
 def make_optimizer(model: nn.Module, options: TrainOptions,
@@ -333,6 +334,12 @@ class Ema:
                 mine.mul_(decay).add_(theirs.detach(), alpha=1 - decay)
             else:
                 mine.copy_(theirs)
+
+
+def reached_plateau(records: list[dict], rise: float | None) -> bool:
+    """Whether val mAP50 rose by less than `rise` over the last 2 epochs (never before 3 scored epochs)."""
+    scores = [record["val_mAP50"] for record in records if "val_mAP50" in record]
+    return rise is not None and len(scores) >= 3 and scores[-1] - scores[-3] < rise
 
 
 # ---- the loop -------------------------------------------------------------------------------------------
@@ -440,5 +447,9 @@ def train(graph: Graph, weights: DarknetWeights | None, data_dir, out_dir, optio
         lines.append(json.dumps(record) + "\n")
         atomic_write(log_path, "".join(lines))
         log(" ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items()))
+        if reached_plateau(result.epochs, options.plateau):
+            log(f"val mAP50 rose {result.epochs[-1]['val_mAP50'] - result.epochs[-3]['val_mAP50']:+.4f} over the "
+                f"last 2 epochs (under {options.plateau:g}): stopping")
+            break
     result.model = result.model.to(memory_format=torch.contiguous_format).eval()
     return result
