@@ -48,7 +48,7 @@ def test_prune_keeps_residual_channels_tied_and_is_exact_with_dead_channels(tmp_
     _sparse_checkpoint(tmp_path / "m.pt")
     graph, imported = import_checkpoint(tmp_path / "m.pt", SIZE)
     weights = imported.weights
-    masks, _ = channel_masks(graph, weights, 0.5)
+    masks, _, _ = channel_masks(graph, weights, 0.5)
     kept = node_masks(graph, masks)
     shortcuts = [node for node in graph.nodes if isinstance(node, Shortcut)]
     assert len(shortcuts) == 3
