@@ -1,5 +1,15 @@
 """User-facing errors: each renders as one line that says what is wrong, where, and what to do."""
 
+import unicodedata
+
+UNPRINTABLE = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})  # controls, format (bidi), separators
+
+
+def printable(text: str) -> str:
+    """`text` with every control or format character (newlines, ANSI escapes, bidi overrides) written as an
+    escape, so that text from a file prints as itself on one terminal line."""
+    return "".join(ch if unicodedata.category(ch) not in UNPRINTABLE else ascii(ch)[1:-1] for ch in str(text))
+
 
 class PruneyoloError(Exception):
     """An error the CLI prints as one line (no traceback) before exiting with status 2."""

@@ -10,6 +10,7 @@ views of the archive's storages. The module tree is then walked once per object 
 from __future__ import annotations
 
 import os
+import reprlib
 import zipfile
 from dataclasses import dataclass, field
 
@@ -21,6 +22,7 @@ from pruneyolo.yolov5 import ZIP_MAGIC
 from pruneyolo.yolov5.torchzip import ArchiveError, Refused, StandIn, read_archive, refuse_other_formats
 
 MAX_DEPTH = 64  # module nesting deeper than this is not a YOLOv5 model (and could exhaust the stack)
+MAX_TREE = 100_000  # modules, shared ones counted where they appear; YOLOv5x has about 700
 HEAD_BYTES = 512  # enough to tell a zip, a pickle and a tar apart
 
 
@@ -67,31 +69,82 @@ def _is_module(value) -> bool:
     return isinstance(value, StandIn) and isinstance(value.__dict__.get("_modules"), dict)
 
 
-def _plain(value, depth: int = 0):
-    """An attribute value with nothing executable left: numbers, strings, containers, arrays, names."""
-    if depth > MAX_DEPTH:
-        raise CheckpointError("attributes nested too deeply")
-    if value is None or isinstance(value, (bool, int, float, str, bytes)):
-        return value
-    if isinstance(value, torch.Tensor):
-        return _array(value)
-    if isinstance(value, (torch.Size, tuple)):
-        return tuple(_plain(v, depth + 1) for v in value)
-    if isinstance(value, (list, set, frozenset)):
-        return [_plain(v, depth + 1) for v in value]
-    if isinstance(value, dict):
-        return {k if isinstance(k, (int, str)) else repr(k): _plain(v, depth + 1) for k, v in value.items()}
-    if isinstance(value, type):
-        return value.__name__
-    return type(value).__name__  # a stand-in record, dtype or storage: only its class name is kept
+class Walk:
+    """One walk over an unpickled model: every object converted once (memoised by id), cycles refused, and
+    the tree, counted with each shared module at every place it appears, capped at MAX_TREE modules."""
+
+    def __init__(self):
+        self.records: dict[int, tuple[ModuleRecord, int]] = {}  # id -> (record, modules in its tree)
+        self.values: dict[int, object] = {}
+        self.open: set[int] = set()
+
+    def plain(self, value, depth: int = 0):
+        """An attribute value with nothing executable left: numbers, strings, containers, arrays, names."""
+        if value is None or isinstance(value, (bool, int, float, str, bytes)):
+            return value
+        if isinstance(value, type):
+            return value.__name__
+        if not isinstance(value, (torch.Tensor, tuple, list, set, frozenset, dict)):
+            return type(value).__name__  # a stand-in record, dtype or storage: only its class name is kept
+        if id(value) not in self.values:
+            if depth > MAX_DEPTH:
+                raise CheckpointError("attributes nested too deeply")
+            if id(value) in self.open:
+                raise CheckpointError("an attribute that contains itself")
+            self.open.add(id(value))
+            self.values[id(value)] = self._convert(value, depth)
+            self.open.discard(id(value))
+        return self.values[id(value)]
+
+    def _convert(self, value, depth: int):
+        if isinstance(value, torch.Tensor):
+            return _array(value)
+        if isinstance(value, tuple):  # torch.Size too
+            return tuple(self.plain(v, depth + 1) for v in value)
+        if isinstance(value, (list, set, frozenset)):
+            return [self.plain(v, depth + 1) for v in value]
+        return {k if isinstance(k, (int, str)) else reprlib.repr(k): self.plain(v, depth + 1)
+                for k, v in value.items()}
+
+    def record(self, module: StandIn, where: str, depth: int = 0) -> ModuleRecord:
+        """The inert record of one pickled module and its children."""
+        return self._tree(module, where, depth)[0]
+
+    def _tree(self, module: StandIn, where: str, depth: int) -> tuple[ModuleRecord, int]:
+        key = id(module)
+        if key in self.records:
+            return self.records[key]
+        if depth > MAX_DEPTH:
+            raise CheckpointError(f"{where}: modules nested more than {MAX_DEPTH} deep")
+        if key in self.open:
+            raise CheckpointError(f"{where}: a module that contains itself")
+        self.open.add(key)
+        children, size = {}, 1
+        for name, child in module.__dict__["_modules"].items():
+            if child is None:
+                continue
+            if not _is_module(child):
+                raise CheckpointError(f"{where}.{name}: a {type(child).__name__} where a module belongs")
+            children[str(name)], count = self._tree(child, f"{where}.{name}", depth + 1)
+            size += count
+            if size > MAX_TREE:
+                raise CheckpointError(f"{where}: more than {MAX_TREE} modules (shared ones counted where they "
+                                      "appear), far more than any YOLOv5 model")
+        state = module.__dict__
+        attrs = {key: self.plain(value) for key, value in state.items()
+                 if isinstance(key, str) and not key.startswith("_")}
+        record = ModuleRecord(type(module).__name__, type(module).__module__, attrs, _tensors(state, where),
+                              children)
+        self.open.discard(key)
+        self.records[key] = (record, size)
+        return self.records[key]
 
 
-def _record(module: StandIn, where: str, depth: int = 0) -> ModuleRecord:
-    """The inert record of one pickled module and its children."""
-    if depth > MAX_DEPTH:
-        raise CheckpointError(f"{where}: modules nested more than {MAX_DEPTH} deep")
-    state = module.__dict__
-    skip = state.get("_non_persistent_buffers_set") or ()
+def _tensors(state: dict, where: str) -> dict[str, np.ndarray]:
+    """A module's parameters and persistent buffers as arrays."""
+    skip = state.get("_non_persistent_buffers_set") or set()
+    if not isinstance(skip, (set, frozenset, list, tuple)):
+        raise CheckpointError(f"{where}: _non_persistent_buffers_set is a {type(skip).__name__}, not a set")
     tensors = {}
     for group in ("_parameters", "_buffers"):
         entries = state.get(group) or {}
@@ -103,15 +156,7 @@ def _record(module: StandIn, where: str, depth: int = 0) -> ModuleRecord:
             if not isinstance(value, torch.Tensor):
                 raise CheckpointError(f"{where}.{name}: a {type(value).__name__} where a tensor belongs")
             tensors[str(name)] = _array(value)
-    children = {}
-    for name, child in state["_modules"].items():
-        if child is None:
-            continue
-        if not _is_module(child):
-            raise CheckpointError(f"{where}.{name}: a {type(child).__name__} where a module belongs")
-        children[str(name)] = _record(child, f"{where}.{name}", depth + 1)
-    attrs = {key: _plain(value) for key, value in state.items() if isinstance(key, str) and not key.startswith("_")}
-    return ModuleRecord(type(module).__name__, type(module).__module__, attrs, tensors, children)
+    return tensors
 
 
 def _is_state_dict(value) -> bool:
@@ -163,10 +208,8 @@ def load_checkpoint(path) -> Checkpoint:
         raise CheckpointError(f"{path}: cannot read the checkpoint: {exc.strerror}") from None
     model, where = find_model(loaded, path)
     try:
-        record = _record(model, type(model).__name__)
+        record = Walk().record(model, type(model).__name__)
     except CheckpointError as exc:
         raise CheckpointError(f"{path}: the model under {where}: {exc}") from None
-    except RecursionError:
-        raise CheckpointError(f"{path}: the model under {where} is nested too deeply") from None
     return Checkpoint(path, record)
 

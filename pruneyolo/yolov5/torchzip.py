@@ -381,11 +381,11 @@ class CheckpointUnpickler(pickle.Unpickler):
 
 def refuse_other_formats(head: bytes) -> None:
     """One line for what is not a torch.save zip: torch's legacy pickle and tar formats, or no checkpoint."""
+    if head[TAR_MAGIC_END - len(TAR_MAGIC):TAR_MAGIC_END] == TAR_MAGIC:
+        raise ArchiveError(f"a checkpoint in torch's legacy tar format, which pruneyolo does not read; {RESAVE}")
     if head[:1] == b"\x80":
         raise ArchiveError(f"a checkpoint in torch's legacy (pre-1.6, non-zip) format, which pruneyolo does not "
                            f"read; {RESAVE}")
-    if head[TAR_MAGIC_END - len(TAR_MAGIC):TAR_MAGIC_END] == TAR_MAGIC:
-        raise ArchiveError(f"a checkpoint in torch's legacy tar format, which pruneyolo does not read; {RESAVE}")
     raise ArchiveError("not a PyTorch checkpoint (not a torch.save zip)")
 
 
