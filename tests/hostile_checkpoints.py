@@ -49,21 +49,14 @@ def one_entry(value_ops: bytes) -> bytes:
     return b"\x80\x02}" + text("model") + value_ops + b"s."
 
 
-def zip_checkpoint(path: Path, data_pkl: bytes, records: dict[str, bytes] | None = None,
-                   zeros: dict[str, int] | None = None) -> Path:
-    """A torch.save-style zip: data.pkl, byteorder and `records` stored, `zeros` (name -> size) deflated."""
+def zip_checkpoint(path: Path, data_pkl: bytes, records: dict[str, bytes] | None = None) -> Path:
+    """A torch.save-style zip (torch.load reads it): data.pkl, byteorder, version and `records`."""
     with zipfile.ZipFile(path, "w") as archive:
         archive.writestr("archive/data.pkl", data_pkl)
         archive.writestr("archive/byteorder", "little")
+        archive.writestr("archive/version", "3\n")  # torch.load (the old reader) needs it
         for name, data in (records or {}).items():
             archive.writestr(f"archive/{name}", data)
-        for name, size in (zeros or {}).items():
-            info = zipfile.ZipInfo(f"archive/{name}")
-            info.compress_type = zipfile.ZIP_DEFLATED
-            chunk = bytes(1 << 20)
-            with archive.open(info, "w", force_zip64=True) as handle:
-                for start in range(0, size, len(chunk)):
-                    handle.write(chunk[: min(len(chunk), size - start)])
     return path
 
 
@@ -93,18 +86,27 @@ def nested_lists(directory: Path) -> Path:
     return zip_checkpoint(directory / "lists.pt", one_entry(b"]" * depth + b"a" * (depth - 1)))
 
 
-def zero_stride(directory: Path) -> Path:
-    """A one-element storage viewed as 600 million elements (stride 0): about 100 bytes of pickle."""
-    huge = torch.zeros(1).expand(600_000_000)
-    path = directory / "zero_stride.pt"
-    torch.save({"model": huge}, path)
+def _v5_model():
+    return y5.randomize(y5.v5_layout(np.random.default_rng(1)), 1)
+
+
+def _save_model(path: Path, model) -> Path:
+    torch.save({"model": model}, path)
     return path
 
 
+def zero_stride(directory: Path) -> Path:
+    """A Detect buffer viewing a one-element storage as 600 million elements (stride 0)."""
+    model = _v5_model()
+    model.model[-1].register_buffer("grid", torch.zeros(1).expand(600_000_000))
+    return _save_model(directory / "zero_stride.pt", model)
+
+
 def four_terabytes(directory: Path) -> Path:
-    """A one-element storage viewed as 10**12 float32 elements."""
-    return zip_checkpoint(directory / "4tb.pt", one_entry(tensor(storage("0", 1), 0, (10**6, 10**6), (0, 0))),
-                          {"data/0": bytes(4)})
+    """A Detect buffer viewing a one-element storage as 10**12 float32 elements (4 TB)."""
+    model = _v5_model()
+    model.model[-1].register_buffer("grid", torch.zeros(1).expand(10**6, 10**6))
+    return _save_model(directory / "4tb.pt", model)
 
 
 def out_of_bounds(directory: Path) -> Path:
@@ -114,18 +116,46 @@ def out_of_bounds(directory: Path) -> Path:
 
 
 def many_views(directory: Path) -> Path:
-    """Forty full views of one 1M-float storage: 40M elements made from a 4 MB file."""
-    first = tensor(storage("0", 1 << 20) + b"r\xe8\x03\x00\x00", 0, (1 << 20,), (1,))
-    again = tensor(b"j\xe8\x03\x00\x00", 0, (1 << 20,), (1,))
-    views = b"](" + first + again * 39 + b"e"
-    return zip_checkpoint(directory / "views.pt", one_entry(views), {"data/0": bytes(4 << 20)})
+    """200 Detect buffers, each a full view of one 1M-float storage: 800 MB of arrays from a 4 MB file."""
+    model, shared = _v5_model(), torch.zeros(1 << 20)
+    for index in range(200):
+        model.model[-1].register_buffer(f"view{index}", shared[:])
+    return _save_model(directory / "views.pt", model)
+
+
+MARKER = 123457  # the element count of a buffer whose declared size is then rewritten
 
 
 def deflate_bomb(directory: Path) -> Path:
-    """A storage declaring 2.3 GB (64 MB in the tests) stored as a deflated run of zeros."""
-    count = (600_000_000 if FULL else 16 << 20)
-    return zip_checkpoint(directory / "bomb.pt", one_entry(tensor(storage("0", count), 0, (count,), (1,))),
-                          zeros={"data/0": count * 4})
+    """A real checkpoint, re-zipped, whose Detect buffer declares 2.3 GB (64 MB in the tests) stored as a
+    deflated run of zeros (a 1.2 MB file at full size)."""
+    count = 600_000_000 if FULL else 16 << 20
+    model = _v5_model()
+    model.model[-1].register_buffer("grid", torch.zeros(MARKER))
+    saved = _save_model(directory / "saved.pt", model)
+    marker, declared = b"J" + MARKER.to_bytes(4, "little"), b"J" + count.to_bytes(4, "little")
+    path = directory / "bomb.pt"
+    with zipfile.ZipFile(saved) as source, zipfile.ZipFile(path, "w") as archive:
+        for info in source.infolist():
+            data = source.read(info)
+            if info.filename.endswith("data.pkl"):
+                assert data.count(marker) == 2  # the storage's count and the tensor's shape
+                archive.writestr(info.filename, data.replace(marker, declared))
+            elif info.file_size == 4 * MARKER:
+                _write_zeros(archive, info.filename, 4 * count)
+            else:
+                archive.writestr(info.filename, data)
+    saved.unlink()
+    return path
+
+
+def _write_zeros(archive: zipfile.ZipFile, name: str, size: int) -> None:
+    info = zipfile.ZipInfo(name)
+    info.compress_type = zipfile.ZIP_DEFLATED
+    chunk = bytes(1 << 20)
+    with archive.open(info, "w", force_zip64=True) as handle:
+        for start in range(0, size, len(chunk)):
+            handle.write(chunk[: min(len(chunk), size - start)])
 
 
 def pickle_bomb(directory: Path) -> Path:
@@ -259,8 +289,8 @@ HOSTILE = {
     "dag": (dag, "more than 100000 modules"),
     "nested-tuple": (nested_tuple, "nested more than 200 deep"),
     "nested-lists": (nested_lists, "nested more than 200 deep"),
-    "zero-stride": (zero_stride, "views a storage of 1"),
-    "4tb-view": (four_terabytes, "views a storage of 1"),
+    "zero-stride": (zero_stride, "a tensor of shape (600000000,) (600000000 elements) views a storage of 1;"),
+    "4tb-view": (four_terabytes, "views a storage of 1;"),
     "out-of-bounds": (out_of_bounds, "reaches element 5 of storage '0', which holds 4"),
     "many-views": (many_views, "far more than it holds"),
     "deflate-bomb": (deflate_bomb, "storages declaring"),
