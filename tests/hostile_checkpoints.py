@@ -268,6 +268,22 @@ def _parameter(path: str, value):
     return change
 
 
+def _module(path: str, key, value):
+    """Put `value` into the `_modules` of the module at `path` under `key` (any pickled key, not only a str)."""
+    def change(model):
+        target = model
+        for owner in path.split("."):
+            target = target[int(owner)] if owner.isdigit() else getattr(target, owner)
+        target._modules[key] = value
+    return change
+
+
+def huge_shape(directory: Path) -> Path:
+    """A tensor whose shape holds a 166-digit integer (the product alone would be costly to compute)."""
+    return zip_checkpoint(directory / "huge_shape.pt", one_entry(tensor(storage("0", 4), 0, (10**50, 10**50),
+                                                                        (1, 1))), {"data/0": bytes(16)})
+
+
 FORGED = "Conv\n\x1b[2J\x1b[Herror: everything is fine"
 
 
@@ -311,6 +327,10 @@ HOSTILE = {
     "int-for-set": (_model(_set("model.1.bn._non_persistent_buffers_set", 5), "set"),
                     "_non_persistent_buffers_set is a int, not a set"),
     "forged-class-name": (forged_class, "Conv\\n\\x1b[2J\\x1b[Herror: everything is fine"),
+    "huge-int-nc": (_model(_set("model.14.nc", 10**5000), "hugeint"), "nc=<an integer of 16610 bits>"),
+    "huge-int-module-name": (_model(_module("model", 10**5000, nn.ReLU()), "hugename"),
+                             "layer 15 (ReLU): ReLU is not a YOLOv5 layer"),
+    "huge-int-shape": (huge_shape, "a tensor whose shape is not a short list of non-negative integers"),
 }
 
 

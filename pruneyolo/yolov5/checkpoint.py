@@ -10,19 +10,19 @@ views of the archive's storages. The module tree is then walked once per object 
 from __future__ import annotations
 
 import os
-import reprlib
 import zipfile
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from pruneyolo.errors import PruneyoloError
+from pruneyolo.errors import PruneyoloError, show
 from pruneyolo.yolov5 import ZIP_MAGIC
 from pruneyolo.yolov5.torchzip import ArchiveError, Refused, StandIn, read_archive, refuse_other_formats
 
 MAX_DEPTH = 64  # module nesting deeper than this is not a YOLOv5 model (and could exhaust the stack)
 MAX_TREE = 100_000  # modules, shared ones counted where they appear; YOLOv5x has about 700
+MAX_NAME = 100  # characters of a module or tensor name (YOLOv5's are like "model.24.m.0")
 HEAD_BYTES = 512  # enough to tell a zip, a pickle and a tar apart
 
 
@@ -103,7 +103,7 @@ class Walk:
             return tuple(self.plain(v, depth + 1) for v in value)
         if isinstance(value, (list, set, frozenset)):
             return [self.plain(v, depth + 1) for v in value]
-        return {k if isinstance(k, (int, str)) else reprlib.repr(k): self.plain(v, depth + 1)
+        return {k if isinstance(k, (int, str)) else show(k): self.plain(v, depth + 1)
                 for k, v in value.items()}
 
     def record(self, module: StandIn, where: str, depth: int = 0) -> ModuleRecord:
@@ -125,7 +125,8 @@ class Walk:
                 continue
             if not _is_module(child):
                 raise CheckpointError(f"{where}.{name}: a {type(child).__name__} where a module belongs")
-            children[str(name)], count = self._tree(child, f"{where}.{name}", depth + 1)
+            name = _name(name)
+            children[name], count = self._tree(child, f"{where}.{name}", depth + 1)
             size += count
             if size > MAX_TREE:
                 raise CheckpointError(f"{where}: more than {MAX_TREE} modules (shared ones counted where they "
@@ -138,6 +139,11 @@ class Walk:
         self.open.discard(key)
         self.records[key] = (record, size)
         return self.records[key]
+
+
+def _name(key) -> str:
+    """A module or tensor name from the file as text: names longer than a real one's, or not strings, shortened."""
+    return key if isinstance(key, str) and len(key) <= MAX_NAME else show(key)
 
 
 def _tensors(state: dict, where: str) -> dict[str, np.ndarray]:
@@ -155,7 +161,7 @@ def _tensors(state: dict, where: str) -> dict[str, np.ndarray]:
                 continue
             if not isinstance(value, torch.Tensor):
                 raise CheckpointError(f"{where}.{name}: a {type(value).__name__} where a tensor belongs")
-            tensors[str(name)] = _array(value)
+            tensors[_name(name)] = _array(value)
     return tensors
 
 
@@ -175,7 +181,7 @@ def find_model(loaded, path: str) -> tuple[StandIn, str]:
             raise CheckpointError(
                 f"{path}: holds only a state_dict (tensor names and values), not the model object; pruneyolo needs "
                 "the pickled model, as YOLOv5's train.py and the pruning tools save it ({'model': model})")
-        keys = ", ".join(repr(k) for k in list(loaded)[:8])
+        keys = ", ".join(show(k) for k in list(loaded)[:8])
         raise CheckpointError(f"{path}: no model object under 'model' or 'ema' (keys: {keys or 'none'}); "
                               "is this a YOLOv5 checkpoint?")
     raise CheckpointError(f"{path}: holds a {type(loaded).__name__}, not a YOLOv5 checkpoint")

@@ -13,14 +13,13 @@ Every width comes from the tensors (a pruned model's stored yaml holds the unpru
 from __future__ import annotations
 
 import math
-import reprlib
 from dataclasses import dataclass
 
 import numpy as np
 
 from pruneyolo import __version__
 from pruneyolo.darknet.weights import ConvWeights, DarknetWeights
-from pruneyolo.errors import printable
+from pruneyolo.errors import printable, show
 from pruneyolo.yolov5.checkpoint import ModuleRecord
 
 DARKNET_BN_EPS = 1e-6
@@ -66,11 +65,6 @@ class Imported:
     names: list[str]
     dialect: str
     strides: tuple[int, ...]
-
-
-def show(value) -> str:
-    """A value from the file, shortened for a message (a hostile file may hold huge or deep values)."""
-    return reprlib.repr(value)
 
 
 def _is_int(value) -> bool:

@@ -21,6 +21,7 @@ from pathlib import PurePosixPath
 
 import torch
 
+from pruneyolo.errors import show
 from pruneyolo.yolov5 import TAR_MAGIC, TAR_MAGIC_END
 
 MAX_PICKLE_BYTES = 32 << 20  # data.pkl of a real YOLOv5x checkpoint is well under 1 MB (tensors are separate)
@@ -30,6 +31,7 @@ MAX_GLOBALS = 1000  # distinct classes and functions named; a real checkpoint na
 STORAGE_BYTES_PER_FILE_BYTE = 2  # storages stored deflated may expand this much; torch itself stores them raw
 MAX_BROADCAST_ELEMENTS = 1 << 22  # a tensor with more elements than its storage (YOLOv5's cached grids) is smaller
 MAX_DIMENSIONS = 8
+MAX_EXTENT = 1 << 40  # any one dimension, stride, offset or storage size (keeps the arithmetic on them cheap)
 STORAGE_DTYPES = {
     "FloatStorage": torch.float32, "HalfStorage": torch.float16, "BFloat16Storage": torch.bfloat16,
     "DoubleStorage": torch.float64, "LongStorage": torch.int64, "IntStorage": torch.int32,
@@ -59,10 +61,10 @@ class Sealed:
         return self._call(*args)
 
     def __setattr__(self, name, value):
-        raise Refused(f"the file sets attribute {name!r} on {self._name}")
+        raise Refused(f"the file sets attribute {show(name)} on {self._name}")
 
     def __delattr__(self, name):
-        raise Refused(f"the file deletes attribute {name!r} of {self._name}")
+        raise Refused(f"the file deletes attribute {show(name)} of {self._name}")
 
     def __setstate__(self, state):
         raise Refused(f"the file sets the state of {self._name}")
@@ -84,7 +86,7 @@ class StorageType:
         object.__setattr__(self, "dtype", dtype)
 
     def __setattr__(self, name, value):
-        raise Refused(f"the file sets attribute {name!r} on torch.{self.name}")
+        raise Refused(f"the file sets attribute {show(name)} on torch.{self.name}")
 
     def __setstate__(self, state):
         raise Refused(f"the file sets the state of torch.{self.name}")
@@ -100,7 +102,7 @@ class Storage:
         object.__setattr__(self, "flat", flat)
 
     def __setattr__(self, name, value):
-        raise Refused(f"the file sets attribute {name!r} on a storage")
+        raise Refused(f"the file sets attribute {show(name)} on a storage")
 
     def __setstate__(self, state):
         raise Refused("the file sets the state of a storage")
@@ -309,7 +311,7 @@ class Archive:
 
 def _ints(value, what: str) -> tuple[int, ...]:
     if not isinstance(value, (tuple, list, torch.Size)) or len(value) > MAX_DIMENSIONS \
-            or not all(type(v) is int and v >= 0 for v in value):
+            or not all(type(v) is int and 0 <= v <= MAX_EXTENT for v in value):
         raise Refused(f"a tensor whose {what} is not a short list of non-negative integers")
     return tuple(value)
 
@@ -346,7 +348,8 @@ class CheckpointUnpickler(pickle.Unpickler):
             what = kind.__name__ if isinstance(kind, type) else type(kind).__name__
             raise Refused(f"a storage of type {what}; YOLOv5 checkpoints hold "
                           f"{', '.join(STORAGE_DTYPES)} only")
-        if not (isinstance(key, str) and key.isdigit() and len(key) < 20 and type(count) is int and count >= 0):
+        if not (isinstance(key, str) and key.isdigit() and len(key) < 20 and type(count) is int
+                and 0 <= count <= MAX_EXTENT):
             raise Refused("a storage with a malformed key or size")
         storage = self.storages.get(key)
         if storage is None:
@@ -360,7 +363,7 @@ class CheckpointUnpickler(pickle.Unpickler):
         if not isinstance(storage, Storage):
             raise Refused(f"a tensor's storage is a {type(storage).__name__}")
         size, stride = _ints(size, "shape"), _ints(stride, "strides")
-        if type(offset) is not int or offset < 0 or len(size) != len(stride):
+        if type(offset) is not int or not 0 <= offset <= MAX_EXTENT or len(size) != len(stride):
             raise Refused("a tensor with a malformed offset, shape or strides")
         elements, available = math.prod(size), storage.flat.numel()
         if elements == 0:
