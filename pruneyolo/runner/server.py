@@ -23,6 +23,7 @@ import ipaddress
 import json
 import logging
 import socket
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -322,6 +323,10 @@ class LimitedServer(ThreadingHTTPServer):
         with self.guard:
             if self.waiting.pop(request, None) is not None:
                 self.answered.add(request)
+
+    def handle_error(self, request, client_address) -> None:
+        """A client that broke off or was closed mid-request: logged at debug level, not printed to stderr."""
+        log.debug("client %s: %s", client_address[0], sys.exc_info()[1])
 
     def shutdown_request(self, request) -> None:
         with self.guard:
