@@ -278,6 +278,12 @@ def _module(path: str, key, value):
     return change
 
 
+def _repeat_bottleneck(model) -> None:
+    """One Bottleneck object 3000 times in a C3 (pickled once): 9000 darknet layers from a small file."""
+    block = model.model[2].m[0]
+    model.model[2].m = nn.Sequential(*([block] * 3000))
+
+
 def huge_shape(directory: Path) -> Path:
     """A tensor whose shape holds a 166-digit integer (the product alone would be costly to compute)."""
     return zip_checkpoint(directory / "huge_shape.pt", one_entry(tensor(storage("0", 4), 0, (10**50, 10**50),
@@ -331,6 +337,7 @@ HOSTILE = {
     "huge-int-module-name": (_model(_module("model", 10**5000, nn.ReLU()), "hugename"),
                              "layer 15 (ReLU): ReLU is not a YOLOv5 layer"),
     "huge-int-shape": (huge_shape, "a tensor whose shape is not a short list of non-negative integers"),
+    "repeated-block": (_model(_repeat_bottleneck, "repeated", y5.v6_layout), "more than 4000 darknet layers"),
 }
 
 

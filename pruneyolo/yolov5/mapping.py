@@ -35,6 +35,7 @@ DEFAULT_SIZE = (640, 640)
 MAX_GEOMETRY = 1024  # kernel sizes, strides, paddings, groups, upsample factors: YOLOv5's are at most 64
 MAX_STRIDE = 1024  # Detect strides; YOLOv5's are 8 to 64
 MAX_CLASSES = 100_000
+MAX_LAYERS = 4000  # darknet layers emitted; YOLOv5x6 needs about 600 (a file could repeat one shared block)
 
 
 class LayerError(Exception):
@@ -183,6 +184,9 @@ class Emitter:
         return self.input_channels if index < 0 else self.channels[index]
 
     def add(self, name: str, options: dict, channels: int) -> int:
+        if len(self.channels) >= MAX_LAYERS:
+            raise LayerError(f"more than {MAX_LAYERS} darknet layers, far more than any YOLOv5 model (one block "
+                             "repeated?)")
         lines = ([f"# {self.comment}"] if self.comment else []) + [f"[{name}]"]
         lines += [f"{key}={value}" for key, value in options.items()]
         self.blocks.append("\n".join(lines))
