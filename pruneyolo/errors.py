@@ -1,5 +1,26 @@
 """User-facing errors: each renders as one line that says what is wrong, where, and what to do."""
 
+import reprlib
+import unicodedata
+
+UNPRINTABLE = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})  # controls, format (bidi), separators
+
+
+def show(value) -> str:
+    """A value from a file, shortened for a message: long strings, big containers and deep nesting cut, and an
+    integer too long to write in decimal (Python refuses) given by its size."""
+    try:
+        return reprlib.repr(value)
+    except ValueError:
+        return f"<an integer of {value.bit_length()} bits>" if isinstance(value, int) else \
+            f"<a {type(value).__name__} holding an integer too long to print>"
+
+
+def printable(text: str) -> str:
+    """`text` with every control or format character (newlines, ANSI escapes, bidi overrides) written as an
+    escape, so that text from a file prints as itself on one terminal line."""
+    return "".join(ch if unicodedata.category(ch) not in UNPRINTABLE else ascii(ch)[1:-1] for ch in str(text))
+
 
 class PruneyoloError(Exception):
     """An error the CLI prints as one line (no traceback) before exiting with status 2."""

@@ -8,6 +8,10 @@ import secrets
 import stat
 from pathlib import Path
 
+from pruneyolo.errors import PruneyoloError
+
+PERMISSIONS = 0o777  # what a written file keeps of an existing file's mode: no setuid, setgid or sticky bit
+
 
 def _create_sibling(path: Path) -> tuple[int, Path]:
     """A new temporary file beside `path`, open for writing, mode 0666 less the umask (mkstemp would give 0600)."""
@@ -19,15 +23,32 @@ def _create_sibling(path: Path) -> tuple[int, Path]:
             continue
 
 
+def _existing_mode(path: Path) -> int | None:
+    """The permission bits of the regular file at `path` (None if there is none); anything else that is there
+    (a FIFO, a device, a directory, a socket), which renaming over would replace, is one PruneyoloError."""
+    try:
+        found = path.stat()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise PruneyoloError(f"{path}: cannot write it ({exc.strerror})") from None
+    if not stat.S_ISREG(found.st_mode):
+        kind = ("a directory" if stat.S_ISDIR(found.st_mode) else "a named pipe (FIFO)" if stat.S_ISFIFO(found.st_mode)
+                else "a device" if stat.S_ISCHR(found.st_mode) or stat.S_ISBLK(found.st_mode) else "not a regular file")
+        raise PruneyoloError(f"{path}: is {kind}, which pruneyolo never replaces; write to a regular file's path")
+    return stat.S_IMODE(found.st_mode) & PERMISSIONS
+
+
 def atomic_write(path: str | os.PathLike, data: bytes | str) -> None:
     """Write a file via a temporary sibling and rename, so a failure never leaves half a file.
 
-    The file gets the mode open() would give it: an existing file's own, else 0666 less the umask.
+    The file gets the mode open() would give it: an existing file's permissions (without setuid, setgid or
+    sticky bits), else 0666 less the umask. A FIFO, device or directory at `path` is refused, not replaced.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = data.encode() if isinstance(data, str) else data
-    mode = stat.S_IMODE(path.stat().st_mode) if path.is_file() else None
+    mode = _existing_mode(path)
     fd, tmp = _create_sibling(path)
     try:
         with os.fdopen(fd, "wb") as handle:

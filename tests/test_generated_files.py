@@ -1,4 +1,5 @@
-"""Generated files are safe and readable: codegen escapes what it renders, atomic_write honours the umask."""
+"""Generated files are safe and readable: codegen escapes what it renders (and writes valid UTF-8 whatever the
+cfg's name), atomic_write honours the umask, drops setuid/setgid/sticky bits and never replaces a FIFO or device."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 import torch
 
 from pruneyolo.darknet.graph import load_graph
-from pruneyolo.errors import CfgError
+from pruneyolo.errors import CfgError, PruneyoloError
 from pruneyolo.files import atomic_write
 from pruneyolo.nn.codegen import class_name_for, render_model
 
@@ -136,3 +137,38 @@ def test_atomic_write_failure_leaves_neither_file_nor_temporary(tmp_path):
     with pytest.raises(TypeError):
         atomic_write(tmp_path / "out.bin", 123)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_cfg_name_that_is_not_utf8_gives_a_utf8_file_that_imports(tmp_path):
+    cfg = tmp_path / os.fsdecode(b"m\xff\xfe.cfg")
+    cfg.write_text(SMALL)
+    text = render_model(load_graph(cfg), str(tmp_path / os.fsdecode(b"w\xff.weights")))
+    generated = tmp_path / "generated.py"
+    generated.write_bytes(text.encode("utf-8"))  # strict: a lone surrogate would raise here
+    module = import_generated(generated)
+    assert "m\\xff\\xfe.cfg" in module.__doc__
+    assert "m\\xff\\xfe.cfg" in getattr(module, class_name_for(str(cfg))).__doc__
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device"])
+def test_atomic_write_refuses_a_fifo_or_device_in_one_line(kind, tmp_path):
+    path = tmp_path / "out.cfg"
+    if kind == "fifo":
+        os.mkfifo(path)
+    else:
+        path.symlink_to("/dev/null")  # writing "to" it must not replace the device (nor the link)
+    with pytest.raises(PruneyoloError) as error:
+        atomic_write(path, "[net]\n")
+    assert str(error.value).startswith(f"{path}: is a ") and "\n" not in str(error.value)
+    assert ("named pipe" if kind == "fifo" else "device") in str(error.value)
+    assert stat.S_ISFIFO(path.stat().st_mode) if kind == "fifo" else path.is_symlink()
+    assert [p.name for p in tmp_path.iterdir()] == ["out.cfg"]  # no temporary left
+
+
+def test_atomic_write_over_a_setuid_file_drops_setuid_setgid_and_sticky(tmp_path):
+    path = tmp_path / "tool"
+    path.write_bytes(b"old")
+    path.chmod(0o7755)
+    assert stat.S_IMODE(path.stat().st_mode) & 0o7000  # the file system kept them (not nosuid)
+    atomic_write(path, b"new")
+    assert path.read_bytes() == b"new" and stat.S_IMODE(path.stat().st_mode) == 0o755

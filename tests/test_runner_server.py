@@ -2,6 +2,8 @@
 the cap on MJPEG viewers, a stalled client never holding the lock the pipeline takes, the warning on a
 non-loopback bind, and `/metrics` in the Prometheus format agreeing with the JSONL of the same run."""
 
+import contextlib
+import errno
 import http.client
 import json
 import socket
@@ -24,7 +26,7 @@ from pruneyolo.runner.adapter import Adapter
 from pruneyolo.runner.outputs import JsonlSink, frame_record
 from pruneyolo.runner.pipeline import FrameResult, MosaicResult, Pipeline
 from pruneyolo.runner.prometheus import PrometheusMetrics, source_label
-from pruneyolo.runner.server import MAX_STREAM_CLIENTS, LiveState, ViewerServer, host_allowed
+from pruneyolo.runner.server import MAX_STREAM_CLIENTS, LiveState, ServerLimits, ViewerServer, host_allowed
 from pruneyolo.runner.sources import CapturePolicy, Frame, parse_source
 
 LABELS = ["blue", "red"]
@@ -298,3 +300,156 @@ def test_pruneyolo_run_serves_prometheus_metrics(tmp_path):
         count = value(parsed, "pruneyolo_frames", "pruneyolo_frames_total", **labels)
         assert 0 < count <= sum(r["stream"] == stream for r in records)
         assert value(parsed, "pruneyolo_latency_seconds", "pruneyolo_latency_seconds_count", **labels) == count
+
+
+# --- hostile clients ---------------------------------------------------------------------------------------
+
+@pytest.fixture
+def limited():
+    """A server factory with the given ServerLimits over one mosaic; all closed at the end."""
+    opened = []
+
+    def start(**limits) -> tuple[ViewerServer, LiveState]:
+        state = LiveState(LABELS, 2)
+        state.write(mosaic_result(0))
+        server = ViewerServer("127.0.0.1:0", state, PrometheusMetrics(["cam0", "cam1"], LABELS),
+                              ServerLimits(**limits))
+        opened.append((server, state))
+        return server, state
+
+    yield start
+    for server, state in opened:
+        state.close()
+        server.close()
+
+
+def connect(server: ViewerServer) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", server.server.server_address[1]), timeout=LIMIT)
+
+
+def seconds_until_closed(sock: socket.socket, trickle: bytes = b"") -> float:
+    """Send `trickle` a byte every 0.2 s (none if empty) and read until the server closes; seconds taken."""
+    started = time.monotonic()
+    sock.settimeout(0.2)
+    for byte in trickle or b"\0" * 10**6:
+        with contextlib.suppress(TimeoutError):
+            if sock.recv(1024) == b"":
+                break
+        if trickle:
+            with contextlib.suppress(OSError):
+                sock.send(bytes([byte]))
+        if time.monotonic() - started > LIMIT:
+            break
+    sock.close()
+    return time.monotonic() - started
+
+
+def test_idle_and_trickling_requests_are_closed_at_the_request_deadline(limited):
+    server, _ = limited(request_seconds=1.0)
+    assert seconds_until_closed(connect(server)) < 3.0  # connected, sent nothing
+    trickled = seconds_until_closed(connect(server), b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Pad: " + b"a" * 200)
+    assert trickled < 3.0  # a byte every 0.2 s: each read is quick, the request as a whole is not
+    assert request(server, "/detections")[0] == 200  # a real client is served
+
+
+def test_at_the_connection_cap_idle_connections_make_room_for_real_requests(limited, capfd):
+    server, _ = limited(max_connections=4, request_seconds=LIMIT)
+    threads = threading.active_count()
+    idle = [connect(server) for _ in range(12)]
+    for sock in idle[::2]:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: 127.0")  # half a request: closed mid-headers
+    started = time.monotonic()
+    assert request(server, "/detections")[0] == 200
+    assert time.monotonic() - started < 2.0
+    time.sleep(0.5)
+    assert threading.active_count() - threads <= 4  # one thread per admitted connection, never 13
+    closed = 0
+    for sock in idle:
+        sock.settimeout(0.5)
+        with contextlib.suppress(TimeoutError, ConnectionResetError):
+            closed += sock.recv(1) == b""
+        sock.close()
+    assert closed >= 12 - 4  # the longest-waiting ones were closed to make room
+    assert "Traceback" not in capfd.readouterr().err  # closed clients are no error worth printing
+
+
+def test_at_the_cap_with_every_connection_answered_a_new_one_gets_503(limited):
+    server, state = limited(max_connections=2)
+    viewers = [open_stream(server) for _ in range(2)]
+    assert all(status == b"HTTP/1.0 200 OK" for _, status in viewers)
+    refused = connect(server)
+    answer = refused.recv(4096)
+    assert answer.startswith(b"HTTP/1.0 503") and b"too many connections" in answer
+    assert refused.recv(4096) == b""  # and closed at once
+    for sock, _ in viewers:
+        sock.close()
+    deadline, index = time.monotonic() + LIMIT, 1
+    while time.monotonic() < deadline:
+        state.write(mosaic_result(index))  # the closed viewers' next writes fail and end them
+        index += 1
+        with contextlib.suppress(ConnectionResetError, http.client.RemoteDisconnected):
+            if request(server, "/detections")[0] == 200:
+                break
+        time.sleep(0.05)
+    assert time.monotonic() < deadline
+
+
+class FailingAccept:
+    """The listening socket, except that accept() fails (no file descriptor left) while `failing` is set."""
+
+    def __init__(self, sock: socket.socket):
+        self.sock, self.failing, self.calls = sock, True, 0
+
+    def accept(self):
+        self.calls += 1
+        if self.failing:
+            raise OSError(errno.EMFILE, "Too many open files")
+        return self.sock.accept()
+
+    def __getattr__(self, name):
+        return getattr(self.sock, name)
+
+
+def test_a_failing_accept_backs_off_instead_of_spinning(limited):
+    server, _ = limited(accept_backoff=(0.05, 0.4))
+    listening = FailingAccept(server.server.socket)
+    server.server.socket = listening
+    pending = connect(server)  # the listening socket stays readable: without back-off, a busy loop
+    time.sleep(2.0)
+    assert 2 <= listening.calls <= 12, listening.calls  # 0.05, 0.1, 0.2, then every 0.4 s
+    listening.failing = False
+    pending.sendall(b"GET /detections HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    pending.settimeout(LIMIT)
+    assert pending.recv(64).startswith(b"HTTP/1.0 200")
+    pending.close()
+    server.server.socket = listening.sock
+
+
+def noisy_result(index: int) -> MosaicResult:
+    """A mosaic whose view is noise: large JPEGs, which fill a stalled viewer's buffers in a few frames."""
+    result = mosaic_result(index)
+    view = np.random.default_rng(index).integers(0, 256, (256, 256, 3), dtype=np.uint8)
+    return MosaicResult(result.group, result.frames, view)
+
+
+def test_viewers_that_stop_reading_are_dropped_after_the_write_timeout(limited):
+    server, state = limited(write_seconds=1.0)
+    stalled = []
+    for _ in range(MAX_STREAM_CLIENTS):
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", server.server.server_address[1]))
+        sock.sendall(b"GET /stream.mjpg HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        stalled.append(sock)  # and never read
+    time.sleep(0.5)
+    started, index, status = time.monotonic(), 1, b""
+    while status != b"HTTP/1.0 200 OK" and time.monotonic() - started < 30:
+        state.write(noisy_result(index))
+        index += 1
+        sock, status = open_stream(server)
+        sock.close()
+        time.sleep(0.1)
+    assert status == b"HTTP/1.0 200 OK", "the stalled viewers still hold every slot"
+    assert time.monotonic() - started < 15
+    for sock in stalled:
+        sock.close()

@@ -3,9 +3,11 @@ plain PyTorch forward, OpenCV reading the emitted cfg, the CLI, and one-line ref
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
 import pickletools
+import tarfile
 import warnings
 import zipfile
 from pathlib import Path
@@ -25,9 +27,10 @@ from pruneyolo.darknet.graph import Shortcut, load_graph
 from pruneyolo.darknet.weights import read_weights
 from pruneyolo.detect.metadata import ModelInfo
 from pruneyolo.nn.build import DecodedModel, build_model
-from pruneyolo.yolov5.checkpoint import RESTRICTED_PICKLE, StandIn, load_checkpoint
+from pruneyolo.yolov5.checkpoint import StandIn, load_checkpoint
 from pruneyolo.yolov5.mapping import focus_kernel
 from pruneyolo.yolov5.source import import_checkpoint, write_import
+from pruneyolo.yolov5.torchzip import SEALED, STORAGE_TYPES, Refused, read_archive
 
 SIZE = (96, 64)  # non-square; multiples of the stand-ins' largest stride, 16
 
@@ -243,6 +246,44 @@ def open_write_pickle(path: Path) -> bytes:
             + _text("write") + b"\x86R" + _text("pwned") + b"\x85R.")
 
 
+LEGACY = "torch's legacy (pre-1.6, non-zip) format, which pruneyolo does not read; re-save it with a recent torch"
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+def legacy_patch_writer(stem: Path) -> bytes:
+    """A legacy-format checkpoint on which torch's loader writes `stem`.patch (content chosen by the file).
+
+    Its persistent id ('module', class, file, source) makes torch compare `source` with the class's source and,
+    if the class has `dump_patches`, append a diff to `<class __name__>.patch`; BUILD sets both on the function
+    the allow-list returned for torch._utils._rebuild_tensor_v2.
+    """
+    header = b"".join(pickle.dumps(value, protocol=2) for value in (
+        0x1950A86A20F9469CFC6C, 1001, {"protocol_version": 1001, "little_endian": True,
+                                       "type_sizes": {"short": 2, "int": 4, "long": 4}}))
+    body = (b"\x80\x02(" + _text("module") + b"ctorch._utils\n_rebuild_tensor_v2\n"
+            + b"N}" + _text("dump_patches") + b"\x88s" + _text("__name__") + _text(str(stem)) + b"s\x86b"
+            + _text("src.py") + _text("written by the checkpoint") + b"tQ.")
+    return header + body + pickle.dumps([], protocol=2)
+
+
+def legacy_tar(value) -> bytes:
+    """torch's oldest format: a tar of sys_info, pickle, storages and tensors records."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as archive:
+        for name, data in (("sys_info", pickle.dumps({"protocol_version": 1001, "little_endian": True,
+                                                      "type_sizes": {"short": 2, "int": 4, "long": 4}})),
+                           ("pickle", pickle.dumps(value, protocol=2)), ("storages", pickle.dumps(0)),
+                           ("tensors", pickle.dumps(0))):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
 def _bad_files(tmp_path: Path) -> dict[str, tuple[Path, str]]:
     """name -> (file, words its one-line error must contain)."""
     model, _ = MODELS["v5-pruned"]
@@ -270,13 +311,16 @@ def _bad_files(tmp_path: Path) -> dict[str, tuple[Path, str]]:
                                  "no model object")
     legacy = tmp_path / "legacy.pt"
     torch.save(Payload(os.system, f"touch {marker}"), legacy, _use_new_zipfile_serialization=False)
-    files["payload-legacy-format"] = (legacy, "not a YOLOv5 checkpoint")
+    files["payload-legacy-format"] = (legacy, LEGACY)
     raw_pickle = tmp_path / "raw.pt"
     raw_pickle.write_bytes(pickle.dumps(Payload(os.system, f"touch {marker}"), protocol=2))
-    files["payload-plain-pickle"] = (raw_pickle, "cannot read it as a PyTorch checkpoint")
+    files["payload-plain-pickle"] = (raw_pickle, LEGACY)
     writer = tmp_path / "writer.pt"
     writer.write_bytes(open_write_pickle(marker))
-    files["payload-open-write"] = (writer, "cannot read it as a PyTorch checkpoint")
+    files["payload-open-write"] = (writer, LEGACY)
+    files["legacy-patch-writer"] = (_write(tmp_path / "patch.pt", legacy_patch_writer(tmp_path / "ran")), LEGACY)
+    files["legacy-tar"] = (_write(tmp_path / "tar.pt", legacy_tar(Payload(os.system, f"touch {marker}"))),
+                           "legacy tar format")
     scripted = tmp_path / "scripted.pt"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit.script is deprecated, not gone
@@ -291,7 +335,8 @@ def _bad_files(tmp_path: Path) -> dict[str, tuple[Path, str]]:
 
 BAD = ["truncated", "zip-not-checkpoint", "state-dict", "bare-state-dict", "unknown-class", "unknown-activation",
        "payload-as-model",
-       "payload-legacy-format", "payload-plain-pickle", "payload-open-write", "torchscript", "text", "missing"]
+       "payload-legacy-format", "payload-plain-pickle", "payload-open-write", "legacy-patch-writer", "legacy-tar",
+       "torchscript", "text", "missing"]
 
 
 @pytest.fixture(scope="module")
@@ -312,7 +357,7 @@ def test_bad_files_give_one_line_exit_2_and_write_nothing(bad_files, name, tmp_p
         assert len(lines) == 1 and lines[0].startswith(f"error: {path}: ") and words in lines[0], lines
         assert "Traceback" not in result.output
         assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
-    assert not (directory / "ran").exists()
+    assert not (directory / "ran").exists() and not (directory / "ran.patch").exists()
 
 
 def test_size_must_be_a_multiple_of_the_largest_stride(pruned_checkpoint, tmp_path):
@@ -327,7 +372,8 @@ def test_loader_keeps_hostile_objects_inert(tmp_path):
     path = _save(tmp_path / "m.pt", {"model": model, "evil": Payload(os.system, f"touch {marker}")})
     checkpoint = load_checkpoint(path)
     assert checkpoint.model.kind == "DetectionModel" and not marker.exists()
-    loaded = torch.load(path, map_location="cpu", weights_only=False, pickle_module=RESTRICTED_PICKLE)
+    with open(path, "rb") as handle:
+        loaded = read_archive(handle, path.stat().st_size)
     assert isinstance(loaded["evil"], StandIn) and type(loaded["evil"]).__name__ == "system"
     assert loaded["evil"]._standin_args == (f"touch {marker}",) and not marker.exists()
 
@@ -338,3 +384,39 @@ def test_residual_channels_stay_tied_in_the_imported_graph(saved):
     shortcuts = [node for node in graph.nodes if isinstance(node, Shortcut)]
     assert shortcuts and all(graph.nodes[i].out_channels == node.out_channels for node in shortcuts
                              for i in node.inputs)
+
+
+def test_a_legacy_checkpoint_writes_no_patch_file(tmp_path, monkeypatch):
+    """torch's legacy loader, given this file, appended the file's text to <any path>.patch (before the fix)."""
+    monkeypatch.chdir(tmp_path)
+    path = _write(tmp_path / "patch.pt", legacy_patch_writer(tmp_path / "elsewhere" / "pwned"))
+    (tmp_path / "elsewhere").mkdir()
+    result = CliRunner().invoke(main, ["import", str(path), "-o", str(tmp_path / "out")])
+    assert result.exit_code == 2 and LEGACY in result.output
+    assert not (tmp_path / "elsewhere/pwned.patch").exists() and not list(tmp_path.rglob("*.patch"))
+
+
+def test_build_cannot_change_what_the_allow_list_returns(tmp_path):
+    """A zip checkpoint whose pickle BUILDs dump_patches/__name__ onto each allow-listed global is refused."""
+    targets = [*SEALED, *STORAGE_TYPES, ("torch._utils", "_rebuild_tensor_v2")]
+    for module, name in targets:
+        body = (b"\x80\x02c" + f"{module}\n{name}\n".encode() + b"N}" + _text("dump_patches") + b"\x88s"
+                + _text("__name__") + _text("pwned") + b"s\x86b.")
+        path = _zip_checkpoint(tmp_path / "build.pt", body)
+        with open(path, "rb") as handle, pytest.raises(Refused, match=f"sets the state of (torch.)?{module}.{name}"):
+            read_archive(handle, path.stat().st_size)
+    for value in (*SEALED.values(), *STORAGE_TYPES.values()):
+        assert not hasattr(value, "__dict__")
+        with pytest.raises(Refused, match="sets attribute 'dump_patches'"):
+            value.dump_patches = True
+    assert all(repr(value) == f"{module}.{name}" for (module, name), value in SEALED.items())
+
+
+def _zip_checkpoint(path: Path, data_pkl: bytes, records: dict[str, bytes] | None = None) -> Path:
+    """A torch.save-style zip holding `data_pkl` and the given records (e.g. data/0)."""
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("archive/data.pkl", data_pkl)
+        archive.writestr("archive/byteorder", "little")
+        for name, data in (records or {}).items():
+            archive.writestr(f"archive/{name}", data)
+    return path

@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 import openvino as ov
 
-from pruneyolo.bench.variants import HINTS, IR_FILES, LABELS, OPENVINO_VARIANTS, VARIANTS
+from pruneyolo.bench.variants import HINTS, IR_FILES, LABELS, OPENVINO_VARIANTS, VARIANTS, cpu_capabilities
 from pruneyolo.darknet.cfg import format_cfg
 from pruneyolo.darknet.graph import Graph
 from pruneyolo.errors import PruneyoloError
@@ -261,7 +261,7 @@ def kernel_peak(core: ov.Core, kind: str, precision: str, seconds: float) -> flo
 def measure_peaks(core: ov.Core, seconds: float) -> dict[str, float]:
     """The machine's GFLOP/s at f32, bf16 (if the CPU has it) and int8 (VNNI), measured now: the better of a
     large GEMM and a large 3x3 convolution."""
-    capabilities = core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    capabilities = cpu_capabilities(core)
     precisions = ["f32"] + (["bf16"] if "BF16" in capabilities else []) + (["i8"] if "INT8" in capabilities else [])
     return {precision: max(kernel_peak(core, kind, precision, seconds) for kind in ("gemm", "conv"))
             for precision in precisions}
@@ -281,8 +281,14 @@ def available_variants(core: ov.Core, wanted: tuple[str, ...]) -> tuple[str, ...
     unknown = [v for v in wanted if v not in VARIANTS]
     if unknown:
         raise PruneyoloError(f"unknown bench variant {unknown[0]!r}: choose from {', '.join(VARIANTS)}")
-    has_bf16 = "BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    has_bf16 = "BF16" in cpu_capabilities(core)
     return tuple(v for v in wanted if v != "ir-bf16" or has_bf16)
+
+
+def default_precision(core: ov.Core) -> str:
+    """The precision the CPU compiles at by default (bf16 only where it has bf16)."""
+    default = precision_name(core.get_property("CPU", "INFERENCE_PRECISION_HINT"))
+    return "f32" if default == "bf16" and "BF16" not in cpu_capabilities(core) else default
 
 
 def write_irs(graph: Graph, weights, workdir: Path, variants: tuple[str, ...], calib: list[Path] | None,
@@ -337,7 +343,7 @@ def bench(graph: Graph, weights, weights_path: Path, workdir: Path, seconds: flo
     if peaks is None:
         log("measuring the peaks")
         peaks = measure_peaks(core, min(seconds, 2.0))
-    default = precision_name(core.get_property("CPU", "INFERENCE_PRECISION_HINT"))
+    default = default_precision(core)
     return BenchResult(name or Path(graph.path).stem, (width, height), graph.bflops, timings, peaks, default, notes,
                        os.getloadavg())
 

@@ -8,7 +8,7 @@ import sys
 import click
 
 from pruneyolo import __version__
-from pruneyolo.errors import PruneyoloError
+from pruneyolo.errors import PruneyoloError, printable
 
 # command name -> "module:attribute"; each module imports its heavy libraries inside the command
 COMMANDS = {
@@ -30,7 +30,8 @@ COMMANDS = {
 
 
 class Group(click.Group):
-    """Commands loaded on first use; a PruneyoloError becomes one line on stderr and exit status 2."""
+    """Commands loaded on first use; a PruneyoloError becomes one line on stderr (control characters
+    escaped) and exit status 2."""
 
     def list_commands(self, ctx) -> list[str]:
         return list(COMMANDS)
@@ -45,7 +46,7 @@ class Group(click.Group):
         try:
             return super().invoke(ctx)
         except PruneyoloError as exc:
-            click.echo(f"error: {exc}", err=True)
+            click.echo(f"error: {printable(exc)}", err=True)  # names from a file may hold escapes
             sys.exit(2)
 
 

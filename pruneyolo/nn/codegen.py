@@ -42,6 +42,13 @@ def docstring_text(text: str) -> str:
                    else char.encode("unicode_escape").decode("ascii") for char in text)
 
 
+def display_name(name: str) -> str:
+    """A file name as text that is valid UTF-8: bytes the file system gave that are not UTF-8 (which Python
+    holds as lone surrogates, and which no UTF-8 file can contain) written as \\xNN."""
+    return "".join(f"\\x{ord(char) - 0xDC00:02x}" if "\udc80" <= char <= "\udcff" else
+                   f"\\u{ord(char):04x}" if "\ud800" <= char <= "\udfff" else char for char in name)
+
+
 def layer_call(node: Node) -> str:
     """`ClassName(arg, key=value)` constructing a node's layer, leaving out arguments at their defaults."""
     layer_class = LAYERS[type(node)][0]
@@ -99,12 +106,12 @@ def render_model(graph: Graph, default_weights: str | None = None) -> str:
                    "# share_index" for conv in graph.convs if conv.share is not None]
     heads = [{"index": head.index, "out_shape": head.out_shape, "stride": head.stride,
               "anchors_text": ", ".join(f"{w:g}x{h:g}" for w, h in head.head_anchors)} for head in graph.heads]
-    cfg_name = Path(graph.path).name
+    cfg_name = display_name(Path(graph.path).name)
     channels, height, width = graph.input_shape
     return environment.get_template(TEMPLATE).render(
         class_name=class_name_for(graph.path), cfg_name=cfg_name, version=__version__, dialect=graph.dialect,
         width=width, height=height, channels=channels, heads=heads, params=graph.params, bflops=graph.bflops,
-        file_name=f"{Path(graph.path).stem}.py", layers_source=_layers_source(), layer_count=len(graph.nodes),
+        file_name=display_name(f"{Path(graph.path).stem}.py"), layers_source=_layers_source(), layer_count=len(graph.nodes),
         init_lines=init_lines, forward_lines=[_forward_line(graph, node) for node in graph.nodes],
         outputs=[_variable(graph, head.inputs[0]) for head in graph.heads],
         conv_names=[module_name(conv) for conv in graph.weighted_convs], default_weights=repr(default_weights))

@@ -6,17 +6,27 @@ snapshot (JSON), `/metrics` the same for Prometheus. There is no authentication:
 server in their Host header (a web page that re-points its own domain at 127.0.0.1 cannot read the cameras),
 and binding a non-loopback address logs a warning. No response is written while holding the lock that the
 pipeline thread takes, so a slow client never slows inference.
+
+Hostile or broken clients cost little (limits in ServerLimits): a request (line and headers) must arrive within
+`request_seconds` or its connection is closed; at most `max_connections` are open, and at the cap a new one
+takes the place of the one that has waited longest without sending its request, or, if every connection is
+being answered, gets a 503 and is closed at once; a failing accept() (out of file descriptors) backs off
+instead of spinning; and a response or MJPEG viewer that accepts no data for `write_seconds` is dropped.
 """
 
 from __future__ import annotations
 
 import contextlib
 import importlib.resources
+import io
 import ipaddress
 import json
 import logging
 import socket
+import sys
 import threading
+import time
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import cv2
@@ -30,6 +40,7 @@ BOUNDARY = "pruneyoloframe"
 JPEG_QUALITY = 80
 MAX_STREAM_CLIENTS = 8
 KEEPALIVE_SECONDS = 5.0  # an idle MJPEG stream repeats its frame this often (and so notices gone clients)
+STREAM_SEND_BUFFER = 1 << 16  # bytes the kernel queues for one viewer, so a stalled one blocks soon
 LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
 WILDCARDS = {"0.0.0.0", "::"}
 
@@ -46,6 +57,37 @@ def parse_address(text: str) -> tuple[str, int]:
     if not 0 <= number < 65536:
         raise PruneyoloError(f"--serve {text!r}: port out of range")
     return host.strip("[]") or "127.0.0.1", number
+
+
+@dataclass(frozen=True)
+class ServerLimits:
+    """What one client may cost: time to send a request, time a write may block, open connections, and the
+    back-off after a failed accept()."""
+
+    request_seconds: float = 10.0
+    write_seconds: float = 10.0
+    max_connections: int = 64
+    accept_backoff: tuple[float, float] = (0.05, 1.0)  # first and longest pause after accept() fails
+
+
+BUSY = (b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n"
+        b"too many connections; try again in a few seconds\n")
+
+
+class DeadlineReader(socket.SocketIO):
+    """The reading side of a connection: every read must end before one deadline for the whole request, so
+    neither an idle client nor one sending a byte at a time holds a thread for longer."""
+
+    def __init__(self, sock: socket.socket, seconds: float):
+        super().__init__(sock, "rb")
+        self.deadline = time.monotonic() + seconds
+
+    def readinto(self, buffer) -> int:
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("request not received in time")
+        self._sock.settimeout(remaining)
+        return super().readinto(buffer)
 
 
 class LiveState:
@@ -159,6 +201,20 @@ def make_handler(state: LiveState, metrics: PrometheusMetrics, bound: str):
         def log_message(self, *args) -> None:
             pass
 
+        def setup(self) -> None:
+            super().setup()
+            self.rfile.close()
+            self.rfile = io.BufferedReader(DeadlineReader(self.connection, self.server.limits.request_seconds))
+
+        def parse_request(self) -> bool:
+            """Once the request is in: writes may block for write_seconds, and the connection is being
+            answered (no longer one a new connection may take the place of)."""
+            parsed = super().parse_request()
+            if parsed:
+                self.connection.settimeout(self.server.limits.write_seconds)
+                self.server.answering(self.connection)
+            return parsed
+
         def _send(self, body: bytes, content_type: str, status: int = 200) -> None:
             self.send_response(status)
             self.send_header("Content-Type", content_type)
@@ -171,7 +227,7 @@ def make_handler(state: LiveState, metrics: PrometheusMetrics, bound: str):
             self._send(json.dumps(data).encode(), "application/json")
 
         def do_GET(self) -> None:
-            with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # the client went away
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError, TimeoutError):  # gone or stalled
                 self._route(self.path.split("?", 1)[0])
 
         def _route(self, path: str) -> None:
@@ -207,6 +263,7 @@ def make_handler(state: LiveState, metrics: PrometheusMetrics, bound: str):
                 self._send(b"not found", "text/plain", 404)
 
         def _stream(self) -> None:
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, STREAM_SEND_BUFFER)
             self.send_response(200)
             self.send_header("Content-Type", f"multipart/x-mixed-replace; boundary={BOUNDARY}")
             self.send_header("Cache-Control", "no-store")
@@ -222,20 +279,83 @@ def make_handler(state: LiveState, metrics: PrometheusMetrics, bound: str):
     return Handler
 
 
+class LimitedServer(ThreadingHTTPServer):
+    """A thread per connection, with the connection cap and the accept() back-off of ServerLimits."""
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], handler, limits: ServerLimits):
+        self.limits = limits
+        self.waiting: dict[socket.socket, float] = {}  # connection -> when it opened, until its request is in
+        self.answered: set[socket.socket] = set()
+        self.guard = threading.Lock()
+        self.pause = 0.0
+        super().__init__(address, handler)
+
+    def get_request(self):
+        """accept(); after a failure (no file descriptor left) pause, doubling up to the limit, so that the
+        loop does not spin on a listening socket that stays readable."""
+        try:
+            request = super().get_request()
+        except OSError:
+            first, longest = self.limits.accept_backoff
+            self.pause = min(longest, max(first, 2 * self.pause))
+            time.sleep(self.pause)
+            raise
+        self.pause = 0.0
+        return request
+
+    def verify_request(self, request, client_address) -> bool:
+        """Admit below the cap; at it, take the place of the longest-waiting request, or refuse with 503."""
+        with self.guard:
+            if len(self.waiting) + len(self.answered) >= self.limits.max_connections:
+                if not self.waiting:
+                    _refuse(request)
+                    return False
+                oldest = min(self.waiting, key=self.waiting.get)
+                del self.waiting[oldest]
+                with contextlib.suppress(OSError):
+                    oldest.shutdown(socket.SHUT_RDWR)  # its handler's read ends, and so does its thread
+            self.waiting[request] = time.monotonic()
+        return True
+
+    def answering(self, request: socket.socket) -> None:
+        with self.guard:
+            if self.waiting.pop(request, None) is not None:
+                self.answered.add(request)
+
+    def handle_error(self, request, client_address) -> None:
+        """A client that broke off or was closed mid-request: logged at debug level, not printed to stderr."""
+        log.debug("client %s: %s", client_address[0], sys.exc_info()[1])
+
+    def shutdown_request(self, request) -> None:
+        with self.guard:
+            self.waiting.pop(request, None)
+            self.answered.discard(request)
+        super().shutdown_request(request)
+
+
+def _refuse(request: socket.socket) -> None:
+    """A short 503 on a connection over the cap, without waiting for the client."""
+    with contextlib.suppress(OSError):
+        request.setblocking(False)
+        request.send(BUSY)
+
+
 class ViewerServer:
     """The HTTP server on its own daemon thread; `close()` shuts it down."""
 
-    def __init__(self, address: str, state: LiveState, metrics: PrometheusMetrics):
+    def __init__(self, address: str, state: LiveState, metrics: PrometheusMetrics,
+                 limits: ServerLimits = ServerLimits()):
         host, port = parse_address(address)
         try:
-            self.server = ThreadingHTTPServer((host, port), make_handler(state, metrics, host))
+            self.server = LimitedServer((host, port), make_handler(state, metrics, host), limits)
         except OSError as exc:
             raise PruneyoloError(f"--serve {address}: cannot listen ({exc.strerror})") from None
         if not is_loopback(host):
             log.warning("--serve %s: reachable from the network with no authentication (anyone who can connect "
                         "sees the cameras); bind 127.0.0.1 and use an SSH tunnel or an authenticating proxy",
                         address)
-        self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, name="viewer", daemon=True)
         self.thread.start()
 

@@ -12,12 +12,14 @@ Every width comes from the tensors (a pruned model's stored yaml holds the unpru
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from pruneyolo import __version__
 from pruneyolo.darknet.weights import ConvWeights, DarknetWeights
+from pruneyolo.errors import printable, show
 from pruneyolo.yolov5.checkpoint import ModuleRecord
 
 DARKNET_BN_EPS = 1e-6
@@ -30,6 +32,10 @@ ACTIVATIONS = {"SiLU": "swish", "LeakyReLU": "leaky", "Hardswish": "hardswish", 
                "Identity": "linear"}
 DARKNET_LEAKY_SLOPE = 0.1
 DEFAULT_SIZE = (640, 640)
+MAX_GEOMETRY = 1024  # kernel sizes, strides, paddings, groups, upsample factors: YOLOv5's are at most 64
+MAX_STRIDE = 1024  # Detect strides; YOLOv5's are 8 to 64
+MAX_CLASSES = 100_000
+MAX_LAYERS = 4000  # darknet layers emitted; YOLOv5x6 needs about 600 (a file could repeat one shared block)
 
 
 class LayerError(Exception):
@@ -62,12 +68,40 @@ class Imported:
     strides: tuple[int, ...]
 
 
-def _pair(value, what: str, where: str) -> int:
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def whole(value, what: str, where: str, low: int = 0, high: int = MAX_GEOMETRY) -> int:
+    """An integer attribute within [low, high]; anything else is one LayerError line."""
+    if not _is_int(value) or not low <= value <= high:
+        raise LayerError(f"{where}: {what}={show(value)}, where YOLOv5 has an integer from {low} to {high}")
+    return value
+
+
+def number(value, what: str, where: str, low: float, high: float) -> float:
+    """A finite number attribute within [low, high]; anything else is one LayerError line."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or not low <= value <= high:
+        raise LayerError(f"{where}: {what}={show(value)}, where YOLOv5 has a number from {low:g} to {high:g}")
+    return float(value)
+
+
+def flag(value, what: str, where: str) -> bool:
+    """A True/False attribute (None counts as False)."""
+    if value is not None and not isinstance(value, bool):
+        raise LayerError(f"{where}: {what}={show(value)}, where YOLOv5 has True or False")
+    return bool(value)
+
+
+def _pair(value, what: str, where: str, low: int = 0) -> int:
     """An int, or a tuple of two equal ints (PyTorch's kernel_size/stride/padding), as one int."""
     values = value if isinstance(value, (tuple, list)) else (value, value)
-    if len(values) != 2 or values[0] != values[1] or not isinstance(values[0], (int, float)):
-        raise LayerError(f"{where}: {what} {value!r} is not square; darknet layers are")
-    return int(values[0])
+    if len(values) != 2 or not all(_is_int(v) for v in values):
+        raise LayerError(f"{where}: {what}={show(value)}, where PyTorch has an integer or a pair of them")
+    if values[0] != values[1]:
+        raise LayerError(f"{where}: {what} {show(value)} is not square; darknet layers are")
+    return whole(values[0], what, where, low)
 
 
 def _tensor(record: ModuleRecord, name: str, where: str) -> np.ndarray:
@@ -91,7 +125,7 @@ def _norm(record: ModuleRecord, where: str) -> Norm:
     arrays = [_tensor(record, name, where) for name in ("weight", "bias", "running_mean", "running_var")]
     if arrays[0].ndim != 1 or any(array.shape != arrays[0].shape for array in arrays):
         raise LayerError(f"{where}: BatchNorm2d arrays of unequal shapes {[a.shape for a in arrays]}")
-    return Norm(*arrays, float(record.attrs.get("eps", 1e-5)))
+    return Norm(*arrays, number(record.attrs.get("eps", 1e-5), "eps", where, 0, 1))
 
 
 def activation_name(record: ModuleRecord | None, where: str) -> str:
@@ -102,7 +136,7 @@ def activation_name(record: ModuleRecord | None, where: str) -> str:
         raise LayerError(f"{where}: activation {record.kind} is not supported (SiLU, LeakyReLU(0.1), Hardswish, "
                          "ReLU, Identity are)")
     if record.kind == "LeakyReLU":
-        slope = float(record.attrs.get("negative_slope", 0.01))
+        slope = number(record.attrs.get("negative_slope", 0.01), "negative_slope", where, -1e6, 1e6)
         if abs(slope - DARKNET_LEAKY_SLOPE) > 1e-9:
             raise LayerError(f"{where}: LeakyReLU(negative_slope={slope:g}); darknet's leaky has slope 0.1")
     return ACTIVATIONS[record.kind]
@@ -150,6 +184,9 @@ class Emitter:
         return self.input_channels if index < 0 else self.channels[index]
 
     def add(self, name: str, options: dict, channels: int) -> int:
+        if len(self.channels) >= MAX_LAYERS:
+            raise LayerError(f"more than {MAX_LAYERS} darknet layers, far more than any YOLOv5 model (one block "
+                             "repeated?)")
         lines = ([f"# {self.comment}"] if self.comment else []) + [f"[{name}]"]
         lines += [f"{key}={value}" for key, value in options.items()]
         self.blocks.append("\n".join(lines))
@@ -211,17 +248,18 @@ class Emitter:
         if _pair(attrs.get("dilation", 1), "dilation", where) != 1:
             raise LayerError(f"{where}: dilated convolutions are not supported")
         if attrs.get("padding_mode", "zeros") != "zeros":
-            raise LayerError(f"{where}: padding_mode {attrs['padding_mode']!r}; darknet pads with zeros")
+            raise LayerError(f"{where}: padding_mode {show(attrs['padding_mode'])}; darknet pads with zeros")
         padding = attrs.get("padding", 0)
         if isinstance(padding, str):
-            raise LayerError(f"{where}: padding={padding!r}; give explicit padding")
+            raise LayerError(f"{where}: padding={show(padding)}; give explicit padding")
         norm = None
         if norm_record is not None:
-            full = _norm(norm_record, where)
+            full = _norm(norm_record, f"{where} (its BatchNorm)")
             norm = full.part(*channels.indices(len(full.gamma))[:2])
         return self.conv(kernel, record.tensors.get("bias"), norm, activation,
-                         stride=_pair(attrs.get("stride", 1), "stride", where),
-                         padding=_pair(padding, "padding", where), groups=int(attrs.get("groups", 1)),
+                         stride=_pair(attrs.get("stride", 1), "stride", where, 1),
+                         padding=_pair(padding, "padding", where), groups=whole(attrs.get("groups", 1), "groups",
+                                                                                 where, 1),
                          source=source, where=where)
 
     def conv_block(self, record: ModuleRecord, source: int, where: str) -> int:
@@ -235,11 +273,12 @@ class Emitter:
         """A stride-1 'same' MaxPool2d: darknet's [maxpool] pads size-1 in total, as PyTorch's k//2 each side."""
         if record.kind != "MaxPool2d":
             raise LayerError(f"{where}: a {record.kind}, where pruneyolo expects MaxPool2d")
-        size = _pair(record.attrs.get("kernel_size"), "kernel_size", where)
-        stride = _pair(record.attrs.get("stride") or size, "stride", where)
+        size = _pair(record.attrs.get("kernel_size"), "kernel_size", where, 1)
+        stride = _pair(record.attrs.get("stride") or size, "stride", where, 1)
         padding = _pair(record.attrs.get("padding", 0), "padding", where)
-        dilation = _pair(record.attrs.get("dilation", 1), "dilation", where)
-        if stride != 1 or size % 2 == 0 or padding != size // 2 or dilation != 1 or record.attrs.get("ceil_mode"):
+        dilation = _pair(record.attrs.get("dilation", 1), "dilation", where, 1)
+        ceil_mode = flag(record.attrs.get("ceil_mode"), "ceil_mode", where)
+        if stride != 1 or size % 2 == 0 or padding != size // 2 or dilation != 1 or ceil_mode:
             raise LayerError(f"{where}: MaxPool2d(kernel {size}, stride {stride}, padding {padding}) is not the "
                              "stride-1 'same' pooling of SPP/SPPF")
         self.route([source], where)
@@ -251,7 +290,7 @@ class Emitter:
 def _bottleneck(out: Emitter, record: ModuleRecord, source: int, where: str) -> int:
     hidden = out.conv_block(_child(record, "cv1", where), source, f"{where}.cv1")
     result = out.conv_block(_child(record, "cv2", where), hidden, f"{where}.cv2")
-    if not record.attrs.get("add"):
+    if not flag(record.attrs.get("add"), "add", where):
         return result
     if out.channels[result] != out.channels_of(source):
         raise LayerError(f"{where}: adds {out.channels[result]} channels to its {out.channels_of(source)}-channel "
@@ -308,11 +347,13 @@ def focus(out: Emitter, record: ModuleRecord, source: int, where: str) -> int:
     block = _child(record, "conv", where, ("Conv",))
     conv = _child(block, "conv", f"{where}.conv", ("Conv2d",))
     kernel = _tensor(conv, "weight", f"{where}.conv.conv")
+    if kernel.ndim != 4 or kernel.shape[2] != kernel.shape[3]:
+        raise LayerError(f"{where}.conv.conv: kernel of shape {kernel.shape} is not a square 2-D kernel")
     size = kernel.shape[2]
-    stride = _pair(conv.attrs.get("stride", 1), "stride", where)
+    stride = _pair(conv.attrs.get("stride", 1), "stride", where, 1)
     padding = _pair(conv.attrs.get("padding", 0), "padding", where)
-    if stride != 1 or padding != size // 2 or size % 2 == 0 or int(conv.attrs.get("groups", 1)) != 1 \
-            or kernel.shape[1] % 4:
+    if stride != 1 or padding != size // 2 or size % 2 == 0 or whole(conv.attrs.get("groups", 1), "groups",
+                                                                     where, 1) != 1 or kernel.shape[1] % 4:
         raise LayerError(f"{where}: Focus over a {size}x{size} stride-{stride} pad-{padding} conv is not the "
                          "standard form")
     norm_record = block.child("bn")
@@ -323,19 +364,20 @@ def focus(out: Emitter, record: ModuleRecord, source: int, where: str) -> int:
 
 
 def concat(out: Emitter, record: ModuleRecord, sources: list[int], where: str) -> int:
-    if record.attrs.get("d", 1) != 1:
-        raise LayerError(f"{where}: Concat along dimension {record.attrs['d']}; only channels (1) are supported")
+    if record.attrs.get("d", 1) != 1 or not _is_int(record.attrs.get("d", 1)):
+        raise LayerError(f"{where}: Concat along dimension {show(record.attrs['d'])}; only channels (1) are "
+                         "supported")
     return out.route(sources, where)
 
 
 def upsample(out: Emitter, record: ModuleRecord, source: int, where: str) -> int:
     factor = record.attrs.get("scale_factor")
     factors = factor if isinstance(factor, (tuple, list)) else (factor, factor)
-    whole = (len(factors) == 2 and factors[0] == factors[1] and isinstance(factors[0], (int, float))
-             and factors[0] >= 1 and float(factors[0]).is_integer())
-    if not whole or record.attrs.get("mode", "nearest") != "nearest" or record.attrs.get("size") is not None:
-        raise LayerError(f"{where}: Upsample(scale_factor={factor}, mode={record.attrs.get('mode')!r}); only "
-                         "integer nearest-neighbour factors are supported")
+    integral = (len(factors) == 2 and all(isinstance(f, (int, float)) and not isinstance(f, bool) for f in factors)
+                and factors[0] == factors[1] and 1 <= factors[0] <= MAX_GEOMETRY and float(factors[0]).is_integer())
+    if not integral or record.attrs.get("mode", "nearest") != "nearest" or record.attrs.get("size") is not None:
+        raise LayerError(f"{where}: Upsample(scale_factor={show(factor)}, mode={show(record.attrs.get('mode'))}); "
+                         "only integer nearest-neighbour factors are supported")
     out.route([source], where)
     return out.add("upsample", {"stride": int(factors[0])}, out.channels_of(source))
 
@@ -344,12 +386,14 @@ def detect(out: Emitter, record: ModuleRecord, sources: list[int], strides: np.n
     """Per level: the 1x1 conv (logistic, or linear in the yolov5 dialect) and a new_coords [yolo]."""
     convs = list(_child(record, "m", where).children.values())
     anchors = _tensor(record, "anchors", where)
-    levels, per_level = anchors.shape[0], anchors.shape[1] if anchors.ndim == 3 else 0
+    levels, per_level = anchors.shape[:2] if anchors.ndim == 3 else (0, 0)
     if anchors.ndim != 3 or anchors.shape[2] != 2 or len(convs) != levels or len(sources) != levels \
             or len(strides) != levels:
         raise LayerError(f"{where}: {len(convs)} convs, {len(sources)} inputs, {len(strides)} strides and anchors "
                          f"of shape {anchors.shape} do not describe the same levels")
-    classes = int(record.attrs.get("nc", -1))
+    if not (np.isfinite(anchors).all() and (anchors > 0).all()):
+        raise LayerError(f"{where}: anchors {show(anchors.tolist())} are not all positive numbers")
+    classes = whole(record.attrs.get("nc"), "nc", where, 1, MAX_CLASSES)
     for level, conv in enumerate(convs):
         if _tensor(conv, "weight", f"{where}.m.{level}").shape[0] != per_level * (classes + 5):
             raise LayerError(f"{where}: {per_level} anchors x ({classes} classes + 5) does not match head conv "
@@ -374,34 +418,41 @@ def _layer_sources(record: ModuleRecord, index: int, outputs: dict[int, int], wh
     references = origin if isinstance(origin, (list, tuple)) else [origin]
     sources = []
     for reference in references:
-        if not isinstance(reference, int):
-            raise LayerError(f"{where}: from={origin!r} is not a layer index")
+        if not _is_int(reference):
+            raise LayerError(f"{where}: from={show(origin)} is not a layer index")
         absolute = index + reference if reference < 0 else reference
         if absolute == -1:
             sources.append(-1)
         elif absolute in outputs:
             sources.append(outputs[absolute])
         else:
-            raise LayerError(f"{where}: from={origin!r} refers to layer {absolute}, not an earlier layer")
+            raise LayerError(f"{where}: from={show(origin)} refers to layer {absolute}, not an earlier layer")
     return sources
 
 
-def _strides(root: ModuleRecord, head: ModuleRecord) -> np.ndarray:
+def _strides(root: ModuleRecord, head: ModuleRecord, where: str) -> np.ndarray:
+    """The Detect levels' strides: whole numbers from 1 to MAX_STRIDE."""
     for owner in (head, root):
         value = owner.attrs.get("stride")
         if isinstance(value, np.ndarray) and value.size:
-            return value.reshape(-1)
-    raise LayerError("Detect: no strides stored in the model")
+            strides = value.reshape(-1)
+            if not (np.isfinite(strides).all() and (strides >= 1).all() and (strides <= MAX_STRIDE).all()
+                    and (strides == np.round(strides)).all()):
+                raise LayerError(f"{where}: strides {show(strides.tolist())}, where YOLOv5 has whole numbers from 1 "
+                                 f"to {MAX_STRIDE} (8, 16, 32)")
+            return strides
+    raise LayerError(f"{where}: no strides stored in the model")
 
 
 def class_names(root: ModuleRecord, classes: int) -> list[str]:
-    """The model's class names (dict or list), or class_<i> where they are missing."""
+    """The model's class names (dict or list), or class_<i> where they are missing; control characters
+    (ANSI escapes) written as escapes, since names are printed and drawn."""
     names = root.attrs.get("names")
     if isinstance(names, dict):
         names = [names.get(i, names.get(str(i))) for i in range(classes)]
     if not isinstance(names, (list, tuple)) or len(names) != classes or not all(isinstance(n, str) for n in names):
         return [f"class_{i}" for i in range(classes)]
-    return [" ".join(name.split()) or f"class_{i}" for i, name in enumerate(names)]
+    return [printable(" ".join(name.split())) or f"class_{i}" for i, name in enumerate(names)]
 
 
 def _uses_hardswish(record: ModuleRecord) -> bool:
@@ -423,7 +474,7 @@ SUPPORTED = (*SINGLE_INPUT, "Concat", "Detect")
 def _header(root: ModuleRecord, source_name: str, dialect: str) -> str:
     note = ("darknet form (Darknet and OpenCV load it)" if dialect == "darknet" else
             "pruneyolo's yolov5 dialect (Hardswish has no darknet activation)")
-    return (f"# imported by pruneyolo {__version__} from {source_name} ({root.kind}); {note}.\n"
+    return (f"# imported by pruneyolo {__version__} from {printable(source_name)} ({root.kind}); {note}.\n"
             "# Every width comes from the checkpoint's tensors.\n")
 
 
@@ -449,10 +500,10 @@ def to_darknet(root: ModuleRecord, size: tuple[int, int] = DEFAULT_SIZE, source_
         if record.kind == "Concat":
             outputs[index] = concat(out, record, sources, where)
         elif record.kind == "Detect":
-            strides, classes = _strides(root, record), int(record.attrs.get("nc", 0))
+            strides, classes = _strides(root, record, where), whole(record.attrs.get("nc"), "nc", where, 1, MAX_CLASSES)
             outputs[index] = detect(out, record, sources, strides, where)
         elif len(sources) != 1:
-            raise LayerError(f"{where}: takes one input, but from={record.attrs.get('f')!r}")
+            raise LayerError(f"{where}: takes one input, but from={show(record.attrs.get('f'))}")
         else:
             outputs[index] = SINGLE_INPUT[record.kind](out, record, sources[0], where)
     if strides is None:

@@ -10,7 +10,7 @@ from pruneyolo.darknet.graph import Graph, build_graph, load_graph
 from pruneyolo.darknet.weights import DarknetWeights, read_weights, weights_bytes
 from pruneyolo.errors import PruneyoloError
 from pruneyolo.files import atomic_write
-from pruneyolo.yolov5 import PICKLE_PROTOCOL_OPCODE, ZIP_MAGIC
+from pruneyolo.yolov5 import PICKLE_PROTOCOL_OPCODE, TAR_MAGIC, TAR_MAGIC_END, ZIP_MAGIC
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth")
 
@@ -24,16 +24,18 @@ class LoadedModel(NamedTuple):
 
 
 def is_checkpoint(path) -> bool:
-    """A .pt/.pth file, or any file that starts like a torch.save zip or a pickle (a cfg is text)."""
+    """A .pt/.pth file, or any file that starts like a torch.save zip, a pickle or a tar (a cfg is text); the
+    loader refuses all but the zip in one line."""
     path = Path(path)
     if path.suffix.lower() in CHECKPOINT_SUFFIXES:
         return True
     try:
         with path.open("rb") as handle:
-            head = handle.read(4)
+            head = handle.read(TAR_MAGIC_END)
     except OSError:
         return False
-    return head == ZIP_MAGIC or head[:1] == bytes([PICKLE_PROTOCOL_OPCODE])
+    return head[:4] == ZIP_MAGIC or head[:1] == bytes([PICKLE_PROTOCOL_OPCODE]) \
+        or head[TAR_MAGIC_END - len(TAR_MAGIC):] == TAR_MAGIC
 
 
 def import_checkpoint(path, size: tuple[int, int] | None = None):

@@ -1,0 +1,87 @@
+"""Every tools/bench* runs its smallest mode on a CPU without bf16: PRUNEYOLO_NO_BF16=1 hides the CPU's BF16
+capability from pruneyolo (bench/variants.py), as a CPU without it would show it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import openvino as ov
+import pytest
+from click.testing import CliRunner
+from fixtures import random_weights
+
+from pruneyolo.bench.timing import VARIANTS, available_variants, default_precision, measure_peaks
+from pruneyolo.bench.variants import NO_BF16
+from pruneyolo.cli.main import main
+from pruneyolo.darknet.graph import load_graph
+from pruneyolo.darknet.weights import write_weights
+
+ROOT = Path(__file__).parents[1]
+DEMO = ROOT / "cfgs" / "demo-tiny.cfg"
+TOOLS = sorted(path.name for path in (ROOT / "tools").glob("bench*"))
+
+
+def run_tool(name: str, *args: str) -> subprocess.CompletedProcess:
+    """tools/<name> with this interpreter (no .venv set-up), this tree's pruneyolo and bf16 hidden."""
+    path = ROOT / "tools" / name
+    python = path.read_text().startswith("#!/usr/bin/env python")
+    env = {**os.environ, NO_BF16: "1", "PRUNEYOLO_PYTHON": sys.executable,
+           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    command = [sys.executable if python else "bash", str(path), *args]
+    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=540, check=False)
+
+
+@pytest.fixture(scope="module")
+def demo_ir(tmp_path_factory) -> Path:
+    directory = tmp_path_factory.mktemp("ir")
+    graph = load_graph(DEMO, (64, 64))
+    write_weights(directory / "demo.weights", graph, random_weights(graph, 0))
+    result = CliRunner().invoke(main, ["convert", str(DEMO), "--weights", str(directory / "demo.weights"),
+                                       "--size", "64", "-o", str(directory)])
+    assert result.exit_code == 0, result.output
+    return directory / "demo-tiny.xml"
+
+
+def smallest_run(name: str, tmp_path: Path, ir: Path) -> tuple[list[str], list[str]]:
+    """The tool's smallest arguments and words its output must hold."""
+    demo = str(DEMO.relative_to(ROOT))
+    return {
+        "bench_convert": ([demo], ["1 cfgs converted"]),
+        "bench_ingraph": (["--input", "64x64", "--layout", "1x1", "--size", "64x48", "--repeat", "2"],
+                          ["CPU ms per mosaic"]),
+        "bench_peers": (["--tiny", demo, "--base", demo, "--size", "64", "--seconds", "0.05", "--calib-size", "10",
+                         "--no-benchmark-app", "--out", str(tmp_path)],
+                        ["IR f32 vs OpenCV DNN", "skip IR bf16: this CPU does not have it", "IR default (f32)"]),
+        "bench_round": (["--cfg", demo, "--size", "64", "--rounds", "1,4", "--percent", "0.3", "--seconds", "0.05",
+                         "--repeat", "1", "--peak-seconds", "0.05"], ["least CPU per inference at IR f32"]),
+        "bench_run": ([str(ir), "--seconds", "1", "--streams", "1", "--layout", "1x1", "--size", "64x48",
+                       "--replay-frames", "2"], ["runner alone"]),
+        "bench_synth": (["10", "2"], ["frames/s", "images/s"]),
+    }[name]
+
+
+def test_every_bench_tool_is_tested():
+    assert TOOLS == ["bench_convert", "bench_ingraph", "bench_peers", "bench_round", "bench_run", "bench_synth"]
+
+
+@pytest.mark.parametrize("name", TOOLS)
+def test_bench_tool_runs_its_smallest_mode_without_bf16(name, tmp_path, demo_ir):
+    args, words = smallest_run(name, tmp_path, demo_ir)
+    had_venv = (ROOT / ".venv").exists()
+    done = run_tool(name, *args)
+    assert done.returncode == 0, (done.stdout[-3000:], done.stderr[-3000:])
+    assert "Traceback" not in done.stderr and "IR bf16 " not in done.stdout.replace("skip IR bf16:", "")
+    for word in words:
+        assert word in done.stdout, done.stdout[-3000:]
+    assert (ROOT / ".venv").exists() == had_venv  # PRUNEYOLO_PYTHON: no .venv set up by tools/_venv.sh
+
+
+def test_no_bf16_hides_the_variant_the_peak_and_the_default(monkeypatch):
+    monkeypatch.setenv(NO_BF16, "1")
+    core = ov.Core()
+    assert "ir-bf16" not in available_variants(core, VARIANTS) and "ir-f32" in available_variants(core, VARIANTS)
+    assert default_precision(core) == "f32"
+    assert "bf16" not in measure_peaks(core, 0.01)
