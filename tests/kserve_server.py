@@ -17,6 +17,7 @@ import queue
 import signal
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import grpc
 import numpy as np
@@ -108,7 +109,7 @@ class BearerToken(aio.ServerInterceptor):
         await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
 
 
-async def serve(args: argparse.Namespace) -> None:
+async def serve(args: argparse.Namespace, credentials: grpc.ServerCredentials | None) -> None:
     model = OpenVinoModel(args.name, args.model, args.precision, args.requests, args.hang)
     model.load()
     repository = ModelRepository()
@@ -119,11 +120,7 @@ async def serve(args: argparse.Namespace) -> None:
                                                             ("grpc.max_send_message_length", MESSAGE_BYTES)])
     grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)
     address = f"{args.host}:{args.port}"
-    if args.tls_cert:
-        with open(args.tls_key, "rb") as key, open(args.tls_cert, "rb") as cert:
-            port = server.add_secure_port(address, grpc.ssl_server_credentials([(key.read(), cert.read())]))
-    else:
-        port = server.add_insecure_port(address)
+    port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
     await server.start()
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
@@ -144,7 +141,12 @@ def main() -> None:
     parser.add_argument("--tls-cert")
     parser.add_argument("--tls-key")
     parser.add_argument("--token")
-    asyncio.run(serve(parser.parse_args()))
+    args = parser.parse_args()
+    credentials = None
+    if args.tls_cert:
+        pair = (Path(args.tls_key).read_bytes(), Path(args.tls_cert).read_bytes())
+        credentials = grpc.ssl_server_credentials([pair])
+    asyncio.run(serve(args, credentials))
     sys.exit(0)
 
 

@@ -3,9 +3,9 @@ so a client that sends frames to a model server needs only the .xml."""
 
 from __future__ import annotations
 
-import xml.etree.ElementTree as ElementTree
 from dataclasses import dataclass
 from pathlib import Path
+from xml.etree import ElementTree
 
 from pruneyolo.detect.metadata import SECTION, ModelInfo
 from pruneyolo.errors import PruneyoloError
