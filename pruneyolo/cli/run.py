@@ -45,7 +45,7 @@ def make_adapter(model: str, device: str, hint: str, precision: str | None, nire
     refused in one line."""
     if not backend:
         if extra := [option_flag(name) for name in BACKEND_ONLY if given(name)]:
-            raise PruneyoloError(f"{', '.join(extra)} only apply with --backend kserve://...")
+            raise PruneyoloError(f"{', '.join(extra)}: only used with --backend kserve://HOST:PORT/NAME")
         from pruneyolo.runner.adapter import Adapter
 
         return Adapter(model, device, hint, precision, nireq)
