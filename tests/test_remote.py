@@ -5,6 +5,7 @@ load, a server killed mid-run loses no frame, mismatches and silence end in one 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -221,12 +222,17 @@ def test_all_servers_gone_ends_in_one_line_after_the_retry_window_with_every_res
                                  f"kserve://{server.address}/demo: no server answered for 2 s",
                                  "every result received was written")
     assert 2 <= took < 30, took
-    frames = detections_by_frame(jsonl)  # each at most once, and in order per stream
-    assert len(frames) >= 40
-    for stream in range(2):
-        numbers = sorted(frame for s, frame in frames if s == stream)
-        assert numbers == list(range(len(numbers)))
-    assert "mosaics not inferred" in last
+    frames = detections_by_frame(jsonl)  # each at most once
+    assert len(frames) >= 20  # what was written before the kill is still there
+    lost = int(re.search(r"(\d+) mosaics not inferred", last).group(1))
+    last_frame = max(frame for _, frame in frames)
+    skipped = [(s, f) for s in range(2) for f in range(last_frame + 1) if (s, f) not in frames]
+    assert lost >= 1 and len(skipped) <= 2 * lost, (lost, skipped)  # only the lost mosaics' frames are missing
+    local = run_cli(irs["raw"], *synthetic(2), "--max-frames", last_frame + 1, "--layout", "2x1", "--precision",
+                    "f32", "--jsonl", tmp_path / "local.jsonl")
+    assert local.returncode == 0, local.stderr[-3000:]
+    expected = detections_by_frame(tmp_path / "local.jsonl")
+    assert all(frames[key] == expected[key] for key in frames)  # results received after a lost one are its own
 
 
 def test_a_wrong_model_name_shape_or_dtype_is_one_line(irs, tmp_path):
