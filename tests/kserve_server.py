@@ -2,10 +2,10 @@
 (a kserve.Model whose async predict runs OpenVINO in a thread pool, so requests overlap), gRPC only (no REST),
 optionally behind TLS and a bearer token, as OpenVINO Model Server would serve it.
 
-    python tests/kserve_server.py MODEL.xml --name NAME [--port 0] [--precision f32] [--requests N] [--hang]
-        [--tls-cert CERT --tls-key KEY] [--token TOKEN]
+    python tests/kserve_server.py MODEL.xml --name NAME [--port 0] [--precision f32] [--requests N] [--threads N]
+        [--hang] [--tls-cert CERT --tls-key KEY] [--token TOKEN]
 
-Prints `ready PORT` on stdout once it serves; SIGTERM ends it. `--hang`: predict never answers (readiness and
+Prints `ready PORT PRECISION` (the precision OpenVINO compiled with) on stdout once it serves; SIGTERM ends it. `--hang`: predict never answers (readiness and
 metadata still do), for timeout tests.
 """
 
@@ -34,7 +34,7 @@ from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 from kserve.protocol.model_repository_extension import ModelRepositoryExtension
 
 from pruneyolo.detect.interface import DATATYPES
-from pruneyolo.export.precision import compile_config
+from pruneyolo.export.precision import compile_config, precision_name
 
 MESSAGE_BYTES = 64 << 20  # a 1664x1664 mosaic is 8 MB; gRPC's default limit is 4 MB
 
@@ -48,13 +48,16 @@ def tensor_type(port) -> dict:
 class OpenVinoModel(Model):
     """One compiled IR and a pool of its infer requests; each predict borrows one in an executor thread."""
 
-    def __init__(self, name: str, xml: str, precision: str | None, requests: int | None, hang: bool):
+    def __init__(self, name: str, xml: str, precision: str | None, requests: int | None, threads: int | None,
+                 hang: bool):
         super().__init__(name)
         self.xml, self.precision, self.requests, self.hang = xml, precision, requests, hang
+        self.config = compile_config("throughput", precision, requests)
+        if threads:
+            self.config["INFERENCE_NUM_THREADS"] = str(threads)
 
     def load(self) -> bool:
-        self.compiled = ov.Core().compile_model(self.xml, "CPU", compile_config("throughput", self.precision,
-                                                                                self.requests))
+        self.compiled = ov.Core().compile_model(self.xml, "CPU", self.config)
         count = self.requests or int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
         self.idle: queue.Queue = queue.Queue()
         for _ in range(count):
@@ -110,7 +113,7 @@ class BearerToken(aio.ServerInterceptor):
 
 
 async def serve(args: argparse.Namespace, credentials: grpc.ServerCredentials | None) -> None:
-    model = OpenVinoModel(args.name, args.model, args.precision, args.requests, args.hang)
+    model = OpenVinoModel(args.name, args.model, args.precision, args.requests, args.threads, args.hang)
     model.load()
     repository = ModelRepository()
     repository.update(model)
@@ -124,7 +127,8 @@ async def serve(args: argparse.Namespace, credentials: grpc.ServerCredentials | 
     await server.start()
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    print(f"ready {port}", flush=True)
+    precision = precision_name(model.compiled.get_property("INFERENCE_PRECISION_HINT"))
+    print(f"ready {port} {precision}", flush=True)
     await stop.wait()
     await server.stop(grace=0.2)
 
@@ -137,6 +141,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=0, help="0: any free port (printed)")
     parser.add_argument("--precision", choices=["f32", "bf16", "f16"])
     parser.add_argument("--requests", type=int, help="infer requests (default: the device's optimum)")
+    parser.add_argument("--threads", type=int, help="inference threads (default: all cores)")
     parser.add_argument("--hang", action="store_true", help="predict never answers")
     parser.add_argument("--tls-cert")
     parser.add_argument("--tls-key")

@@ -25,7 +25,7 @@ SKIP_REASON = "needs the remote and test extras (tritonclient[grpc], kserve): pi
 
 
 class ServerProcess:
-    """One tests/kserve_server.py serving `xml` as `name`; `port` once `wait_ready` returns."""
+    """One tests/kserve_server.py serving `xml` as `name`; `port` and `precision` once `wait_ready` returns."""
 
     def __init__(self, xml: Path, name: str, *extra: str, log: Path | None = None):
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
@@ -33,13 +33,14 @@ class ServerProcess:
         self.log = open(log or os.devnull, "w")  # noqa: SIM115 - closed by stop()
         self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=self.log, text=True, env=env)
         self.port: int | None = None
+        self.precision = ""
 
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
     def wait_ready(self, limit: float = START_LIMIT) -> int:
-        """Block until the server prints `ready PORT` (or fail, naming its exit status)."""
+        """Block until the server prints `ready PORT PRECISION` (or fail, naming its exit status)."""
         lines: list[str] = []
         reader = threading.Thread(target=lambda: lines.append(self.process.stdout.readline()), daemon=True)
         reader.start()
@@ -47,7 +48,8 @@ class ServerProcess:
         if not lines or not lines[0].startswith("ready "):
             self.stop()
             raise RuntimeError(f"test server did not start (exit status {self.process.poll()}); see {self.log.name}")
-        self.port = int(lines[0].split()[1])
+        _, port, self.precision = lines[0].split()
+        self.port = int(port)
         return self.port
 
     def kill(self) -> None:

@@ -206,7 +206,7 @@ class RemoteAdapter:
         self.outputs = len(self.output_specs)
         self.headers = {"authorization": f"Bearer {options.token}"} if options.token else None
         self.requests = options.inflight * len(self.spec.addresses)
-        self.precision_used = "server's"
+        self.precision_used = "set by the server"
         self.on_result: Callable[[object, list[np.ndarray] | None, float], None] = lambda *_: None
         self.lock = threading.Condition()
         self.servers = [Server(address, self._client(address)) for address in self.spec.addresses]
