@@ -32,6 +32,9 @@ ROOT = Path(__file__).resolve().parents[1]
 PRUNEYOLO = str(Path(sys.executable).with_name("pruneyolo"))
 RUN_LIMIT = 240  # seconds for one `pruneyolo run` subprocess (a loaded 2-core machine)
 SERVER_ARGS = ("--precision", "f32", "--requests", "2")  # f32 as the in-process runs below; small
+# One frame per mosaic: which frames share a mosaic depends on timing, and a neighbouring tile's pixels reach
+# across the border into a tile's detections, so only single-frame mosaics compare frame by frame across runs.
+ONE_FRAME = "1x1"
 
 
 def converted_ir(directory: Path, heads: str, size: tuple[int, int] | None = None) -> Path:
@@ -153,20 +156,20 @@ def test_remote_outputs_are_bit_identical_to_in_process_and_in_order(irs, pair, 
 
 def test_run_through_two_servers_matches_in_process_and_shares_the_load(irs, pair, tmp_path):
     client_xml = xml_only(irs["raw"], tmp_path / "client")
-    sources = [*synthetic(2), "--max-frames", 60, "--layout", "2x1", "--conf", 0.01, "--quiet"]
+    sources = [*synthetic(2), "--max-frames", 40, "--layout", ONE_FRAME, "--conf", 0.01, "--quiet"]
     remote = run_cli(client_xml, *sources, "--backend", f"kserve://{pair[0].address},{pair[1].address}/demo",
                      "--jsonl", tmp_path / "remote.jsonl", "--summary-json", tmp_path / "remote.json")
     assert remote.returncode == 0, remote.stderr[-3000:]
     local = run_cli(irs["raw"], *sources, "--precision", "f32", "--jsonl", tmp_path / "local.jsonl")
     assert local.returncode == 0, local.stderr[-3000:]
     remote_frames = detections_by_frame(tmp_path / "remote.jsonl")
-    assert sorted(remote_frames) == [(stream, frame) for stream in range(2) for frame in range(60)]
+    assert sorted(remote_frames) == [(stream, frame) for stream in range(2) for frame in range(40)]
     assert remote_frames == detections_by_frame(tmp_path / "local.jsonl")
     assert sum(len(d) for d in remote_frames.values()) > 0
     summary = json.loads((tmp_path / "remote.json").read_text())
     assert summary["device"].startswith("kserve://") and summary["requests"] == 8  # 4 in flight on each
     requests = [server["requests"] for server in summary["servers"]]
-    assert sum(requests) == summary["mosaics"] == 60 and min(requests) >= 15, requests  # both took a share
+    assert sum(requests) == summary["mosaics"] == 80 and min(requests) >= 20, requests  # both took a share
     assert all(server["errors"] == 0 and server["latency_ms"] > 0 for server in summary["servers"])
 
 
@@ -174,8 +177,8 @@ def test_a_server_killed_mid_run_loses_no_frame(irs, tmp_path):
     jsonl = tmp_path / "dets.jsonl"
     with served((irs["raw"], "demo", *SERVER_ARGS), (irs["raw"], "demo", *SERVER_ARGS)) as (doomed, survivor):
         run = subprocess.Popen(
-            [PRUNEYOLO, "run", xml_only(irs["raw"], tmp_path / "client"), *synthetic(2), "--max-frames", "150",
-             "--layout", "2x1", "--conf", "0.01", "--quiet", "--jsonl", jsonl, "--summary-json",
+            [PRUNEYOLO, "run", xml_only(irs["raw"], tmp_path / "client"), *synthetic(2), "--max-frames", "80",
+             "--layout", ONE_FRAME, "--conf", "0.01", "--quiet", "--jsonl", jsonl, "--summary-json",
              tmp_path / "summary.json", "--backend", f"kserve://{doomed.address},{survivor.address}/demo"],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         try:
@@ -189,15 +192,15 @@ def test_a_server_killed_mid_run_loses_no_frame(irs, tmp_path):
     assert run.returncode == 0, stderr[-3000:]
     assert f"kserve://{doomed.address}/demo failed" in stderr
     frames = detections_by_frame(jsonl)
-    assert sorted(frames) == [(stream, frame) for stream in range(2) for frame in range(150)]
-    local = run_cli(irs["raw"], *synthetic(2), "--max-frames", 150, "--layout", "2x1", "--conf", 0.01,
+    assert sorted(frames) == [(stream, frame) for stream in range(2) for frame in range(80)]
+    local = run_cli(irs["raw"], *synthetic(2), "--max-frames", 80, "--layout", ONE_FRAME, "--conf", 0.01,
                     "--precision", "f32", "--jsonl", tmp_path / "local.jsonl")
     assert local.returncode == 0, local.stderr[-3000:]
     assert frames == detections_by_frame(tmp_path / "local.jsonl")  # resent mosaics came back as themselves
     summary = json.loads((tmp_path / "summary.json").read_text())
     by_address = {server["server"]: server for server in summary["servers"]}
     assert by_address[doomed.address]["state"] == "down" and by_address[doomed.address]["errors"] >= 1
-    assert sum(server["requests"] for server in summary["servers"]) == summary["mosaics"] == 150
+    assert sum(server["requests"] for server in summary["servers"]) == summary["mosaics"] == 160
     assert summary["lost"] == 0
 
 
@@ -205,7 +208,7 @@ def test_all_servers_gone_ends_in_one_line_after_the_retry_window_with_every_res
     jsonl = tmp_path / "dets.jsonl"
     with served((irs["raw"], "demo", *SERVER_ARGS)) as (server,):
         run = subprocess.Popen(
-            [PRUNEYOLO, "run", irs["raw"], *synthetic(2), "--max-frames", "400", "--layout", "2x1", "--quiet",
+            [PRUNEYOLO, "run", irs["raw"], *synthetic(2), "--max-frames", "400", "--layout", ONE_FRAME, "--quiet",
              "--jsonl", jsonl, "--backend", f"kserve://{server.address}/demo", "--backend-retry", "2",
              "--backend-timeout", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         try:
@@ -227,12 +230,13 @@ def test_all_servers_gone_ends_in_one_line_after_the_retry_window_with_every_res
     lost = int(re.search(r"(\d+) mosaics not inferred", last).group(1))
     last_frame = max(frame for _, frame in frames)
     skipped = [(s, f) for s in range(2) for f in range(last_frame + 1) if (s, f) not in frames]
-    assert lost >= 1 and len(skipped) <= 2 * lost, (lost, skipped)  # only the lost mosaics' frames are missing
-    local = run_cli(irs["raw"], *synthetic(2), "--max-frames", last_frame + 1, "--layout", "2x1", "--precision",
+    assert lost >= 1 and len(skipped) <= lost, (lost, skipped)  # only the lost mosaics' frames are missing
+    local = run_cli(irs["raw"], *synthetic(2), "--max-frames", last_frame + 1, "--layout", ONE_FRAME, "--precision",
                     "f32", "--jsonl", tmp_path / "local.jsonl")
     assert local.returncode == 0, local.stderr[-3000:]
     expected = detections_by_frame(tmp_path / "local.jsonl")
-    assert all(frames[key] == expected[key] for key in frames)  # results received after a lost one are its own
+    wrong = [key for key in frames if frames[key] != expected[key]]
+    assert not wrong, wrong[:8]  # results received after a lost one are their own
 
 
 def test_a_wrong_model_name_shape_or_dtype_is_one_line(irs, tmp_path):

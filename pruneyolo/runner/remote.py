@@ -216,7 +216,11 @@ class RemoteAdapter:
         self.troubled_since: float | None = None
         self.error: BaseException | None = None
         self.fatal: PruneyoloError | None = None
-        self._connect()
+        try:
+            self._connect()
+        except BaseException:
+            self._close_clients()
+            raise
         self.in_order: queue.Queue[Job | None] = queue.Queue()
         self.closing = threading.Event()
         self.results = threading.Thread(target=self._deliver, name="remote-results", daemon=True)
@@ -289,6 +293,9 @@ class RemoteAdapter:
         self.closing.set()
         self.monitor.join()
         self.results = None
+        self._close_clients()
+
+    def _close_clients(self) -> None:
         for server in self.servers:
             server.client.close()
 
@@ -351,7 +358,7 @@ class RemoteAdapter:
         try:
             server.client.async_infer(self.spec.model, job.inputs, reply, outputs=requested,
                                       client_timeout=self.options.timeout, headers=self.headers)
-        except self.grpc.InferenceServerException as exc:
+        except Exception as exc:  # noqa: BLE001 - any failure to send is the server's: the job goes elsewhere
             server.outstanding -= 1
             self._failed(job, server, error_text(exc))
 
@@ -360,9 +367,13 @@ class RemoteAdapter:
         seconds = time.perf_counter() - sent
         outputs, failure = None, error_text(error) if error is not None else None
         if failure is None:
-            outputs = [result.as_numpy(name) for name in server.output_names]
-            missing = [name for name, array in zip(server.output_names, outputs, strict=True) if array is None]
-            failure = f"the reply lacks {', '.join(missing)}" if missing else None
+            try:
+                outputs = [result.as_numpy(name) for name in server.output_names]
+            except Exception as exc:  # noqa: BLE001 - raised here it would be lost on gRPC's thread
+                failure = f"unreadable reply ({error_text(exc)})"
+            missing = [name for name, array in zip(server.output_names, outputs or (), strict=False)
+                       if array is None]
+            failure = failure or (f"the reply lacks {', '.join(missing)}" if missing else None)
         with self.lock:
             server.outstanding -= 1
             if job.done.is_set():  # given up on meanwhile
