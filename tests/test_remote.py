@@ -221,16 +221,17 @@ def test_all_servers_gone_ends_in_one_line_after_the_retry_window_with_every_res
             if run.poll() is None:
                 run.kill()
                 run.wait()
-    last = assert_one_line_error(subprocess.CompletedProcess([], run.returncode, "", stderr),
-                                 f"kserve://{server.address}/demo: no server answered for 2 s",
-                                 "every result received was written")
-    assert 2 <= took < 30, took
+    message = assert_one_line_error(subprocess.CompletedProcess([], run.returncode, "", stderr),
+                                    f"kserve://{server.address}/demo: no server answered for 2 s",
+                                    "every result received was written")
+    assert 2 <= took < 60, took  # the 2 s window, a 1 s call, the teardown
     frames = detections_by_frame(jsonl)  # each at most once
     assert len(frames) >= 20  # what was written before the kill is still there
-    lost = int(re.search(r"(\d+) mosaics not inferred", last).group(1))
-    last_frame = max(frame for _, frame in frames)
-    skipped = [(s, f) for s in range(2) for f in range(last_frame + 1) if (s, f) not in frames]
-    assert lost >= 1 and len(skipped) <= lost, (lost, skipped)  # only the lost mosaics' frames are missing
+    lost = int(re.search(r"(\d+) mosaics not inferred", message).group(1))
+    last = {stream: max(f for s, f in frames if s == stream) for stream in range(2)}  # streams run unevenly
+    skipped = [(s, f) for s in range(2) for f in range(last[s]) if (s, f) not in frames]
+    assert len(skipped) <= lost, (lost, skipped)  # only the lost mosaics' frames are missing
+    last_frame = max(last.values())
     local = run_cli(irs["raw"], *synthetic(2), "--max-frames", last_frame + 1, "--layout", ONE_FRAME, "--precision",
                     "f32", "--jsonl", tmp_path / "local.jsonl")
     assert local.returncode == 0, local.stderr[-3000:]
@@ -262,8 +263,8 @@ def test_a_server_that_never_answers_times_out_cleanly(irs, tmp_path):
         started = time.monotonic()
         silent = run_cli(irs["bright"], *synthetic(1), "--max-frames", 2, "--quiet",
                          "--backend", f"kserve://{address}/bright", "--backend-timeout", 1)
-        assert time.monotonic() - started < 30
-    assert_one_line_error(silent, "no server answered within 1 s", address, "DEADLINE_EXCEEDED")
+        assert time.monotonic() - started < 60  # start-up and one 1 s call, not a hang
+    assert_one_line_error(silent, "no server ready, each asked with a 1 s timeout", address, "DEADLINE_EXCEEDED")
     jsonl = tmp_path / "hung.jsonl"
     with served((irs["bright"], "bright", "--hang", *SERVER_ARGS)) as (hung,):
         started = time.monotonic()
@@ -293,6 +294,6 @@ def test_tls_and_a_bearer_token(irs, tmp_path):
         refused = run_cli(irs["bright"], *common, "--backend-ca", cert, "--backend-token-file", wrong)
         assert_one_line_error(refused, "credentials refused", "UNAUTHENTICATED", "--backend-token-file")
         plain = run_cli(irs["bright"], *common, "--backend-token-file", token)
-        assert_one_line_error(plain, "no server answered", f"localhost:{server.port}")
+        assert_one_line_error(plain, "no server ready", f"localhost:{server.port}")
     misplaced = run_cli(irs["bright"], *synthetic(1), "--max-frames", 1, "--backend-tls")
     assert_one_line_error(misplaced, "--backend-tls: only used with --backend kserve://")

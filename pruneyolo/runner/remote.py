@@ -277,8 +277,8 @@ class RemoteAdapter:
                 server.retry_at = time.monotonic() + server.backoff
         if not any(server.up for server in self.servers):
             detail = "; ".join(f"{s.address}: {s.last_error}" for s in self.servers)
-            raise PruneyoloError(f"{self.spec.text}: no server answered within {self.options.timeout:g} s "
-                                 f"({detail}); start the model server or fix --backend")
+            raise PruneyoloError(f"{self.spec.text}: no server ready, each asked with a {self.options.timeout:g} s "
+                                 f"timeout ({detail}); start the model server or fix --backend")
         for server in self.servers:
             if not server.up:
                 log.warning("%s did not answer (%s); the run starts without it and retries it",
