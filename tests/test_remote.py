@@ -1,6 +1,7 @@
 """`pruneyolo run --backend kserve://...` against real KServe v2 gRPC servers (tests/kserve_server.py, `kserve`
 running OpenVINO), started here as subprocesses: results equal in-process ones bit for bit, servers share the
-load, a server killed mid-run loses no frame, mismatches and silence end in one line, TLS and a bearer token."""
+load, a server killed mid-run loses no frame and one that comes back is used again, mismatches and silence
+end in one line, TLS and a bearer token."""
 
 from __future__ import annotations
 
@@ -16,7 +17,15 @@ import numpy as np
 import openvino as ov
 import pytest
 from fixtures import random_weights
-from remote_support import MISSING, SKIP_REASON, self_signed, served, silent_listener, wait_for_lines
+from remote_support import (
+    MISSING,
+    SKIP_REASON,
+    ServerProcess,
+    self_signed,
+    served,
+    silent_listener,
+    wait_for_lines,
+)
 from runner_support import make_ir
 
 from pruneyolo.darknet.graph import load_graph
@@ -202,6 +211,38 @@ def test_a_server_killed_mid_run_loses_no_frame(irs, tmp_path):
     assert by_address[doomed.address]["state"] == "down" and by_address[doomed.address]["errors"] >= 1
     assert sum(server["requests"] for server in summary["servers"]) == summary["mosaics"] == 160
     assert summary["lost"] == 0
+
+
+def test_a_server_that_comes_back_is_retried_and_takes_the_waiting_mosaic(irs):
+    from pruneyolo.runner.remote import BackendOptions, RemoteAdapter
+
+    with silent_listener() as address:  # a free port to restart the server on
+        port = address.rsplit(":", 1)[1]
+    image = np.random.default_rng(3).integers(0, 256, (256, 256, 3), dtype=np.uint8)
+    results = []
+    first = ServerProcess(irs["bright"], "bright", "--port", port, *SERVER_ARGS)
+    second = None
+    try:
+        first.wait_ready()
+        adapter = RemoteAdapter(irs["bright"], f"kserve://127.0.0.1:{port}/bright",
+                                BackendOptions(inflight=2, timeout=5, retry_window=RUN_LIMIT))
+        with adapter:
+            adapter.on_result = lambda index, outputs, _: results.append((index, outputs))
+            adapter.submit(image, 0)
+            adapter.wait()
+            first.kill()
+            adapter.submit(image, 1)  # fails on the dead server and waits for one to be up
+            second = ServerProcess(irs["bright"], "bright", "--port", port, *SERVER_ARGS)
+            second.wait_ready()
+            adapter.wait()
+            (stats,) = adapter.server_stats()
+    finally:
+        first.stop()
+        if second:
+            second.stop()
+    assert [index for index, _ in results] == [0, 1]
+    assert results[1][1] is not None and np.array_equal(results[0][1][0], results[1][1][0])
+    assert stats["state"] == "up" and stats["errors"] >= 1 and stats["requests"] == 2
 
 
 def test_all_servers_gone_ends_in_one_line_after_the_retry_window_with_every_result_written(irs, tmp_path):
