@@ -128,8 +128,9 @@ def summary_table(snapshot: dict, adapter, device: str):
               help="PEM root certificates for the servers' TLS (implies --backend-tls).")
 @click.option("--backend-timeout", default=10.0, show_default=True, type=click.FloatRange(0, min_open=True),
               help="Seconds any one call to a server may take.")
-@click.option("--backend-retry", default=30.0, show_default=True, type=click.FloatRange(0),
-              help="Seconds without any answer from any server after a failure before the run gives up.")
+@click.option("--backend-retry", default=30.0, show_default=True, type=click.FloatRange(1),
+              help="Seconds without any answer from any server after a failure before the run gives up (longer "
+                   "than one inference takes).")
 def run(model, sources, layout, device, conf, iou, nireq, hint, precision, loop, reconnect, max_frames, duration,
         save_video, video_fps, jsonl, serve, show, quiet, summary_json, backend, **remote):
     """Run MODEL.xml on one or more sources tiled into mosaics; report per-stream detections and metrics."""
