@@ -68,6 +68,9 @@ class BackendCollector:
         return []
 
     def collect(self):
+        servers = self.stats()
+        if not servers:  # in process: no series at all
+            return
         requests = CounterMetricFamily("pruneyolo_backend_requests", "Requests a model server answered",
                                        labels=("server",))
         errors = CounterMetricFamily("pruneyolo_backend_errors", "Requests to a model server that failed or "
@@ -78,7 +81,7 @@ class BackendCollector:
                                         labels=("server",))
         up = GaugeMetricFamily("pruneyolo_backend_up", "1 while the server takes requests, 0 while it is "
                                "retried", labels=("server",))
-        for server in self.stats():
+        for server in servers:
             labels = [server["server"]]
             requests.add_metric(labels, server["requests"])
             errors.add_metric(labels, server["errors"])
