@@ -36,9 +36,10 @@ def _work(x: ov.Node, layers: int, channels: int = 32) -> ov.Node:
 
 
 def make_ir(path: Path, width: int = 128, height: int = 128, stride: int = 16, anchor: tuple = (24, 24),
-            heads_mode: str = "decoded", work_layers: int = 0) -> Path:
-    """Write the IR (with metadata) to `path` (.xml) and return it."""
-    image = ops.parameter([1, height, width, 3], ov.Type.u8, name="image")
+            heads_mode: str = "decoded", work_layers: int = 0, input_type: ov.Type = ov.Type.u8) -> Path:
+    """Write the IR (with metadata) to `path` (.xml) and return it (`input_type`: u8, as convert writes, or
+    another type for a model a u8 client cannot feed)."""
+    image = ops.parameter([1, height, width, 3], input_type, name="image")
     x = ops.transpose(ops.convert(image, ov.Type.f32), ops.constant(np.array([0, 3, 1, 2], np.int64)))
     if work_layers:
         extra = _work(x, work_layers)

@@ -159,21 +159,59 @@ def test_ovms_repository_layout_and_config_schema(demo_files, tmp_path):
     assert set(config) == {"model_config_list"}
     entries = [entry["config"] for entry in config["model_config_list"]]
     assert [e["name"] for e in entries] == ["demo-tiny", "other_model"]
-    for entry in entries:
-        assert set(entry) >= {"name", "base_path"} and isinstance(entry["name"], str)
-        assert entry["target_device"] == "CPU" and isinstance(entry["plugin_config"], dict)
+    for entry, versions_written in zip(entries, (["1", "2"], ["1"]), strict=True):
+        assert set(entry) == {"name", "base_path", "plugin_config"}  # no target_device: OVMS picks
+        assert isinstance(entry["name"], str) and isinstance(entry["plugin_config"], dict)
         versions = sorted((repo / entry["base_path"]).iterdir())  # base_path is relative to config.json
-        assert [v.name for v in versions] == ["1"]
-        assert sorted(p.name for p in versions[0].iterdir()) == ["model.bin", "model.xml"]
+        assert [v.name for v in versions] == versions_written  # a re-convert is a new version OVMS loads
+        for version in versions:
+            assert sorted(p.name for p in version.iterdir()) == ["model.bin", "model.xml"]
     assert not [p for p in repo.rglob("*") if p.name.startswith(".")]  # no staging left behind
+
+
+def test_ovms_version_folder_appears_whole(demo_files, tmp_path, monkeypatch):
+    from pruneyolo.export import ovms
+
+    repo, seen = tmp_path / "repo", []
+    (repo / "demo" / "7").mkdir(parents=True)  # versions need not be contiguous: the next is 8
+    (repo / "demo" / "notes").mkdir()
+
+    def save_and_look(model, xml_path, precision):
+        seen.append((xml_path.parent.name, sorted(p.name for p in (repo / "demo").iterdir() if p.name.isdigit())))
+        return save_ir(model, xml_path, precision)
+
+    monkeypatch.setattr(ovms, "save_ir", save_and_look)
+    model = ov.Core().read_model(run_convert_ir(demo_files, tmp_path))
+    xml_path, _ = ovms.write_repository(model, repo, "demo", device="GPU")
+    assert xml_path == repo / "demo" / "8" / "model.xml" and xml_path.with_suffix(".bin").is_file()
+    (staged_in, versions_meanwhile), = seen
+    assert staged_in.startswith(".") and not staged_in.isdigit() and versions_meanwhile == ["7"]
+    config = json.loads((repo / "config.json").read_text())
+    assert config["model_config_list"][0]["config"]["target_device"] == "GPU"
+
+
+def run_convert_ir(demo_files, tmp_path) -> Path:
+    result = run("convert", DEMO, "--weights", demo_files, "-o", tmp_path / "ir", "--size", "64")
+    assert result.exit_code == 0, result.output
+    return tmp_path / "ir" / "demo-tiny.xml"
+
+
+def test_ovms_device_goes_into_the_config(demo_files, tmp_path):
+    result = run("convert", DEMO, "--weights", demo_files, "--ovms", tmp_path / "repo", "--ovms-device", "AUTO",
+                 "--size", "64")
+    assert result.exit_code == 0, result.output
+    entry = json.loads((tmp_path / "repo" / "config.json").read_text())["model_config_list"][0]["config"]
+    assert entry["target_device"] == "AUTO"
+    alone = run("convert", DEMO, "--weights", demo_files, "-o", tmp_path / "ir", "--ovms-device", "GPU")
+    assert alone.exit_code == 2 and "give --ovms DIR" in alone.output
 
 
 def test_ovms_config_helpers(tmp_path):
     assert model_name("prune_0.88 demo/x") == "prune_0.88_demo_x"
     config = with_model(with_model({"model_config_list": []}, model_config("a")), model_config("b"))
     config = with_model(config, model_config("a", "GPU"))
-    assert [(m["config"]["name"], m["config"]["target_device"]) for m in config["model_config_list"]] == [
-        ("b", "CPU"), ("a", "GPU")]
+    assert [(m["config"]["name"], m["config"].get("target_device")) for m in config["model_config_list"]] == [
+        ("b", None), ("a", "GPU")]
     assert read_config(tmp_path / "none.json") == {"model_config_list": []}
     (tmp_path / "bad.json").write_text('{"model_config_list": 3}')
     with pytest.raises(PruneyoloError, match="not a list"):

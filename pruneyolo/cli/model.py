@@ -60,7 +60,10 @@ def codegen(cfg, output, weights, size, dialect):
 @click.option("--eval", "eval_data", type=click.Path(file_okay=False),
               help="Dataset from `pruneyolo synth`: print the IR's mAP on its test split next to the FP32 IR's.")
 @click.option("--ovms", "ovms_dir", type=click.Path(file_okay=False),
-              help="Also write an OpenVINO Model Server repository: DIR/<cfg stem>/1/model.xml|bin + config.json.")
+              help="Also write an OpenVINO Model Server repository: DIR/<cfg stem>/<next version>/model.xml|bin "
+                   "+ config.json.")
+@click.option("--ovms-device", help="target_device in config.json (e.g. CPU, GPU, AUTO; default: none, OVMS "
+                                    "picks).")
 @click.option("--heads", type=click.Choice(["decoded", "raw", "scores"]), default="decoded", show_default=True,
               help="decoded: one [1,N,5+C] output of boxes; raw: one output per head; scores: one [1,4+C,N] "
                    "output of boxes and class scores (Ultralytics' layout, for OpenVINO model_api).")
@@ -68,8 +71,8 @@ def codegen(cfg, output, weights, size, dialect):
 @click.option("--names", type=click.Path(dir_okay=False), help="Darknet .names file with the class labels.")
 @size_option
 @dialect_option
-def convert(cfg, weights, output_dir, precision, calib_dir, calib_size, eval_data, ovms_dir, heads, with_onnx, names,
-            size, dialect):
+def convert(cfg, weights, output_dir, precision, calib_dir, calib_size, eval_data, ovms_dir, ovms_device, heads,
+            with_onnx, names, size, dialect):
     """Convert CFG + WEIGHTS (or a YOLOv5 .pt, or its export.py ONNX) to OpenVINO IR (u8 NHWC BGR input,
     metadata embedded)."""
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -84,6 +87,8 @@ def convert(cfg, weights, output_dir, precision, calib_dir, calib_size, eval_dat
         raise PruneyoloError("--precision int8 needs --calib DIR (calibration images)")
     if calib_dir and precision != "int8":
         raise PruneyoloError("--calib is only used with --precision int8")
+    if ovms_device and not ovms_dir:
+        raise PruneyoloError("--ovms-device goes into an OVMS repository's config.json: give --ovms DIR")
     if with_onnx and not output_dir:
         raise PruneyoloError("--onnx writes next to the IR: give -o DIR")
     if eval_data and heads == "raw":
@@ -91,8 +96,9 @@ def convert(cfg, weights, output_dir, precision, calib_dir, calib_size, eval_dat
     if Path(cfg).suffix.lower() == ".onnx":
         from pruneyolo.export.onnx_wrap import convert_onnx
 
-        written = convert_onnx(cfg, output_dir, ovms_dir, precision=precision, heads=heads, with_onnx=with_onnx,
-                               weights=weights, calib=calib_dir, eval_data=eval_data, names=names, size=size)
+        written = convert_onnx(cfg, output_dir, ovms_dir, ovms_device, precision=precision, heads=heads,
+                               with_onnx=with_onnx, weights=weights, calib=calib_dir, eval_data=eval_data,
+                               names=names, size=size)
         click.echo(f"wrote {', '.join(map(str, written))} ({precision}, YOLOv5 ONNX with decoded output, input u8 "
                    "NHWC BGR)")
         return
@@ -116,7 +122,7 @@ def convert(cfg, weights, output_dir, precision, calib_dir, calib_size, eval_dat
         storage = "fp16" if precision == "fp16" else "fp32"  # int8 keeps its float ops (the decode) in fp32
         written = [save_ir(model, Path(output_dir) / f"{stem}.xml", storage)] if output_dir else []
         if ovms_dir:
-            written += write_repository(model, ovms_dir, model_name(stem), precision=storage)
+            written += write_repository(model, ovms_dir, model_name(stem), ovms_device, storage)
         step("save IR", written)
         if with_onnx:
             step("export ONNX", save_onnx(export_module(graph, darknet_weights, heads), graph,

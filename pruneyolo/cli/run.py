@@ -9,6 +9,8 @@ import threading
 
 import click
 
+from pruneyolo.errors import PruneyoloError
+
 
 @contextlib.contextmanager
 def stop_on_signals(stop: threading.Event):
@@ -19,6 +21,56 @@ def stop_on_signals(stop: threading.Event):
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+BACKEND_ONLY = ("backend_token_file", "backend_tls", "backend_ca", "backend_timeout", "backend_retry")
+IN_PROCESS_ONLY = ("device", "hint", "precision")
+REMOTE_INFLIGHT = 4  # requests in flight per server unless --nireq says otherwise
+
+
+def given(name: str) -> bool:
+    """Whether the running command's option `name` was given on the command line (not its default)."""
+    from click.core import ParameterSource
+
+    return click.get_current_context().get_parameter_source(name) == ParameterSource.COMMANDLINE
+
+
+def option_flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def make_adapter(model: str, device: str, hint: str, precision: str | None, nireq: int | None, backend: str | None,
+                 remote: dict):
+    """The in-process Adapter, or with --backend a RemoteAdapter; options that only the other one takes are
+    refused in one line."""
+    if not backend:
+        if extra := [option_flag(name) for name in BACKEND_ONLY if given(name)]:
+            raise PruneyoloError(f"{', '.join(extra)}: only used with --backend kserve://HOST:PORT/NAME")
+        from pruneyolo.runner.adapter import Adapter
+
+        return Adapter(model, device, hint, precision, nireq)
+    if extra := [option_flag(name) for name in IN_PROCESS_ONLY if given(name)]:
+        raise PruneyoloError(f"{', '.join(extra)}: with --backend the server's own config chooses (OVMS: "
+                             "target_device and plugin_config in config.json); drop it")
+    from pruneyolo.runner.remote import BackendOptions, RemoteAdapter, read_token
+
+    token = read_token(remote["backend_token_file"]) if remote["backend_token_file"] else None
+    options = BackendOptions(nireq or REMOTE_INFLIGHT, remote["backend_timeout"], remote["backend_retry"],
+                             remote["backend_tls"] or bool(remote["backend_ca"]), remote["backend_ca"], token)
+    return RemoteAdapter(model, backend, options)
+
+
+def server_table(servers: list[dict]):
+    """Per-server numbers of a run with --backend (a rich Table)."""
+    from rich.table import Table
+
+    table = Table(title="servers")
+    for column in ("server", "state", "requests", "errors", "latency ms", "median ms", "last error"):
+        table.add_column(column, justify="left" if column in ("server", "state", "last error") else "right")
+    for s in servers:
+        table.add_row(s["server"], s["state"], str(s["requests"]), str(s["errors"]), f"{s['latency_ms']:.1f}",
+                      f"{s['median_ms']:.1f}", s["last_error"])
+    return table
 
 
 def summary_table(snapshot: dict, adapter, device: str):
@@ -50,7 +102,9 @@ def summary_table(snapshot: dict, adapter, device: str):
 @click.option("--device", default="CPU", show_default=True, help="OpenVINO device (see `pruneyolo devices`).")
 @click.option("--conf", default=0.25, show_default=True, type=click.FloatRange(0, 1), help="Score threshold.")
 @click.option("--iou", default=0.45, show_default=True, type=click.FloatRange(0, 1), help="NMS IoU threshold.")
-@click.option("--nireq", type=click.IntRange(1), help="Infer requests (default: the device's optimum).")
+@click.option("--nireq", type=click.IntRange(1),
+              help=f"Infer requests (default: the device's optimum); with --backend, requests in flight per "
+                   f"server (default {REMOTE_INFLIGHT}).")
 @click.option("--hint", type=click.Choice(["throughput", "latency"]), default="throughput", show_default=True)
 @click.option("--precision", type=click.Choice(["f32", "bf16", "f16"]), help="Inference precision hint.")
 @click.option("--loop", is_flag=True, help="Restart files, folders and images at their end.")
@@ -65,8 +119,20 @@ def summary_table(snapshot: dict, adapter, device: str):
 @click.option("--show", is_flag=True, help="Show the annotated mosaic in a window.")
 @click.option("--quiet", is_flag=True, help="No live status line.")
 @click.option("--summary-json", type=click.Path(dir_okay=False), help="Write the final metrics as JSON.")
+@click.option("--backend", help="Infer on KServe v2 gRPC model servers (OpenVINO Model Server, Triton) instead of "
+                                 "in process: kserve://HOST:PORT[,HOST:PORT...]/NAME (MODEL.xml then needs no .bin).")
+@click.option("--backend-token-file", type=click.Path(dir_okay=False),
+              help="Send 'authorization: Bearer <the file's token>' with every call to the servers.")
+@click.option("--backend-tls", is_flag=True, help="TLS to the servers (the system's root certificates).")
+@click.option("--backend-ca", type=click.Path(dir_okay=False, exists=True),
+              help="PEM root certificates for the servers' TLS (implies --backend-tls).")
+@click.option("--backend-timeout", default=10.0, show_default=True, type=click.FloatRange(0, min_open=True),
+              help="Seconds any one call to a server may take.")
+@click.option("--backend-retry", default=30.0, show_default=True, type=click.FloatRange(1),
+              help="Seconds without any answer from any server after a failure before the run gives up (longer "
+                   "than one inference takes).")
 def run(model, sources, layout, device, conf, iou, nireq, hint, precision, loop, reconnect, max_frames, duration,
-        save_video, video_fps, jsonl, serve, show, quiet, summary_json):
+        save_video, video_fps, jsonl, serve, show, quiet, summary_json, backend, **remote):
     """Run MODEL.xml on one or more sources tiled into mosaics; report per-stream detections and metrics."""
     import cv2
     from rich.console import Console
@@ -74,7 +140,6 @@ def run(model, sources, layout, device, conf, iou, nireq, hint, precision, loop,
     from rich.text import Text
 
     from pruneyolo.detect.mosaic import make_layout
-    from pruneyolo.runner.adapter import Adapter
     from pruneyolo.runner.metrics import status_line
     from pruneyolo.runner.outputs import JsonlSink, VideoSink, WindowSink
     from pruneyolo.runner.pipeline import Pipeline, RunOptions
@@ -84,7 +149,8 @@ def run(model, sources, layout, device, conf, iou, nireq, hint, precision, loop,
 
     cv2.setNumThreads(1)  # a letterbox resize is ~0.2 ms: OpenCV's worker threads would only contend with inference
     specs = [parse_source(s) for s in sources]
-    adapter = Adapter(model, device, hint, precision, nireq)
+    adapter = make_adapter(model, device, hint, precision, nireq, backend, remote)
+    where = backend or device
     stop = threading.Event()
     labels = adapter.info.labels
     sinks, listeners, server = [], [], None
@@ -106,7 +172,7 @@ def run(model, sources, layout, device, conf, iou, nireq, hint, precision, loop,
         pipeline = Pipeline(adapter, specs, CapturePolicy(loop=loop, reconnect=reconnect, max_frames=max_frames),
                             grid, sinks, RunOptions(conf=conf, iou=iou, duration=duration), listeners)
         if serve:
-            metrics.follow(pipeline.captures)
+            metrics.follow(pipeline.captures, adapter.server_stats)
         live = Live(console=console, auto_refresh=False, transient=True) if console.is_terminal and not quiet \
             else contextlib.nullcontext()
         if console.is_terminal and not quiet:
@@ -121,7 +187,7 @@ def run(model, sources, layout, device, conf, iou, nireq, hint, precision, loop,
         if server:
             server.close()
         adapter.close()
-    snapshot.update(device=device, precision=adapter.precision_used, requests=adapter.requests,
+    snapshot.update(device=where, precision=adapter.precision_used, requests=adapter.requests,
                     layout=f"{grid.cols}x{grid.rows}", input=list(adapter.input_size))
     if summary_json:
         with open(summary_json, "w", encoding="utf-8") as file:
@@ -129,7 +195,9 @@ def run(model, sources, layout, device, conf, iou, nireq, hint, precision, loop,
     out = Console()
     if not out.is_terminal:
         out = Console(width=160)  # a log file gets the whole table, not 80 squeezed columns
-    out.print(summary_table(snapshot, adapter, device))
+    out.print(summary_table(snapshot, adapter, where))
+    if snapshot.get("servers"):
+        out.print(server_table(snapshot["servers"]))
 
 
 @click.command()

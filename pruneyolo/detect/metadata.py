@@ -115,6 +115,11 @@ class ModelInfo:
         except RuntimeError:
             raise PruneyoloError("the IR has no pruneyolo metadata (rt_info model_info/pruneyolo): convert it "
                                  "with `pruneyolo convert`") from None
+        return cls.from_json(text)
+
+    @classmethod
+    def from_json(cls, text: str) -> ModelInfo:
+        """Load from the JSON stored under `pruneyolo` (what `to_rt_info` writes there)."""
         data = json.loads(text)
         data["heads"] = [HeadInfo(**head) for head in data["heads"]]
         return cls(**data)

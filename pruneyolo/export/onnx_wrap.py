@@ -135,7 +135,7 @@ def wrap_onnx(path, labels: list[str] | None = None, size: tuple[int, int] | Non
     return model
 
 
-def convert_onnx(path, output_dir, ovms_dir, *, precision: str = "fp32", heads: str = "decoded",
+def convert_onnx(path, output_dir, ovms_dir, ovms_device=None, *, precision: str = "fp32", heads: str = "decoded",
                  with_onnx: bool = False, weights=None, calib=None, eval_data=None, names=None,
                  size: tuple[int, int] | None = None) -> list[Path]:
     """`pruneyolo convert model.onnx`: write the wrapped IR to -o and/or an OVMS repository."""
@@ -148,5 +148,5 @@ def convert_onnx(path, output_dir, ovms_dir, *, precision: str = "fp32", heads: 
     stem = Path(path).stem
     written = [save_ir(model, Path(output_dir) / f"{stem}.xml", precision)] if output_dir else []
     if ovms_dir:
-        written += write_repository(model, ovms_dir, model_name(stem), precision=precision)
+        written += write_repository(model, ovms_dir, model_name(stem), ovms_device, precision)
     return written

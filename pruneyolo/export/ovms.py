@@ -1,9 +1,13 @@
-"""An OpenVINO Model Server repository: `DIR/<name>/<version>/model.xml|bin` plus `DIR/config.json`."""
+"""An OpenVINO Model Server repository: `DIR/<name>/<version>/model.xml|bin` plus `DIR/config.json`, each convert
+adding the next version."""
 
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
+import tempfile
 from pathlib import Path
 
 import openvino as ov
@@ -20,10 +24,20 @@ def model_name(stem: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", stem)
 
 
-def model_config(name: str, device: str = "CPU", hint: str = "THROUGHPUT") -> dict:
-    """One `model_config_list` entry; base_path is relative to config.json, as OVMS allows."""
-    return {"config": {"name": name, "base_path": name, "target_device": device,
-                       "plugin_config": {"PERFORMANCE_HINT": hint}}}
+def model_config(name: str, device: str | None = None, hint: str = "THROUGHPUT") -> dict:
+    """One `model_config_list` entry; base_path is relative to config.json, as OVMS allows; no target_device
+    unless given (OVMS then picks its default)."""
+    config = {"name": name, "base_path": name, **({"target_device": device} if device else {}),
+              "plugin_config": {"PERFORMANCE_HINT": hint}}
+    return {"config": config}
+
+
+def next_version(model_dir: Path) -> int:
+    """One more than the highest numeric version folder in `model_dir` (1 if none): OVMS serves a new version
+    but never notices files changing inside one it has loaded."""
+    versions = [int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()] \
+        if model_dir.is_dir() else []
+    return max(versions, default=0) + 1
 
 
 def read_config(path: Path) -> dict:
@@ -46,14 +60,21 @@ def with_model(config: dict, entry: dict) -> dict:
     return {**config, "model_config_list": models + [entry]}
 
 
-def write_repository(model: ov.Model, directory, name: str, version: int = 1, device: str = "CPU",
+def write_repository(model: ov.Model, directory, name: str, device: str | None = None,
                      precision: str = "fp32") -> tuple[Path, Path]:
-    """Save the IR as `<name>/<version>/model.xml|bin` and add it to config.json; returns both paths."""
-    directory = Path(directory)
-    if version < 1:
-        raise PruneyoloError(f"OVMS version {version}: versions are positive integers")
-    xml_path = save_ir(model, directory / name / str(version) / "model.xml", precision)
-    config_path = directory / CONFIG_NAME
+    """Save the IR as the next `<name>/<version>/model.xml|bin` and add the model to config.json; returns both
+    paths. The version folder is staged whole beside its final place (a hidden, non-numeric name that OVMS
+    ignores) and renamed into place, so a watching OVMS never sees it without its files."""
+    model_dir = Path(directory) / name
+    model_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".pruneyolo-", dir=model_dir))
+    try:
+        save_ir(model, staging / "model.xml", precision)
+        version = next_version(model_dir)
+        os.rename(staging, model_dir / str(version))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    config_path = Path(directory) / CONFIG_NAME
     config = with_model(read_config(config_path), model_config(name, device))
     atomic_write(config_path, json.dumps(config, indent=2) + "\n")
-    return xml_path, config_path
+    return model_dir / str(version) / "model.xml", config_path

@@ -139,6 +139,10 @@ class Adapter:
         self.in_flight.join()
         self.raise_pending()
 
+    def server_stats(self) -> list[dict]:
+        """Per-server counters: none in process (see remote.RemoteAdapter)."""
+        return []
+
     def raise_pending(self) -> None:
         with self.lock:
             error, self.error = self.error, None

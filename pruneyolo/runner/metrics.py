@@ -45,6 +45,7 @@ class RunStats:
     streams: list[StreamStats]
     started: float = field(default_factory=time.monotonic)
     mosaics: int = 0
+    lost: int = 0  # frames whose mosaic was never inferred (a remote backend that gave up)
     stage_total: dict = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
     stage_count: dict = field(default_factory=lambda: dict.fromkeys(STAGES, 0))
 
@@ -77,7 +78,7 @@ class RunStats:
         frames = sum(s.frames for s in self.streams)
         return {"elapsed_s": round(elapsed, 3), "frames": frames, "fps": round(frames / elapsed, 2),
                 "mosaics": self.mosaics, "inferences_per_s": round(self.mosaics / elapsed, 2),
-                "dropped": sum(s.get("dropped", 0) for s in streams),
+                "dropped": sum(s.get("dropped", 0) for s in streams), "lost": self.lost,
                 "stage_ms": {k: round(v, 3) for k, v in self.stage_ms().items()}, "streams": streams}
 
 

@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -22,6 +23,9 @@ from pruneyolo.runner.compose import Mosaic, MosaicPool
 from pruneyolo.runner.metrics import RunStats, StreamStats
 from pruneyolo.runner.outputs import Sink, draw_boxes, draw_caption, draw_no_signal
 from pruneyolo.runner.sources import Capture, CapturePolicy, Frame, SourceSpec
+
+if TYPE_CHECKING:
+    from pruneyolo.runner.remote import RemoteAdapter
 
 STATUS_EVERY = 0.5  # seconds between status snapshots
 
@@ -103,7 +107,7 @@ def per_frame(detections: Detections, tiles: np.ndarray, layout: Layout,
 class Pipeline:
     """Runs sources through one adapter into sinks; `run(stop)` returns the final metrics snapshot."""
 
-    def __init__(self, adapter: Adapter, specs: list[SourceSpec], policy: CapturePolicy, layout: Layout,
+    def __init__(self, adapter: Adapter | RemoteAdapter, specs: list[SourceSpec], policy: CapturePolicy, layout: Layout,
                  sinks: list[Sink], options: RunOptions = RunOptions(),
                  listeners: list[Callable[[dict], None]] = ()):
         self.adapter, self.layout, self.sinks, self.options = adapter, layout, sinks, options
@@ -123,7 +127,7 @@ class Pipeline:
         self.steady: list[tuple[float, float, int]] = []  # (monotonic, process CPU, mosaics): first, last mark
         adapter.on_result = self._on_result
 
-    def _on_result(self, job: MosaicJob, outputs: list[np.ndarray], seconds: float) -> None:
+    def _on_result(self, job: MosaicJob, outputs: list[np.ndarray] | None, seconds: float) -> None:
         self.results.put((job, outputs, seconds))
         self.wake.set()
 
@@ -132,6 +136,8 @@ class Pipeline:
         out, as benchmark_app leaves them out): inferences/s and this process's CPU time (capture, runner and
         inference threads) per inference, marked at most every STATUS_EVERY seconds."""
         snapshot = self.metrics.snapshot(self.captures)
+        if servers := self.adapter.server_stats():
+            snapshot["servers"] = servers
         if self.steady and self.steady[1][2] > self.steady[0][2]:
             (first, first_cpu, first_count), (last, last_cpu, last_count) = self.steady
             count = last_count - first_count
@@ -159,8 +165,10 @@ class Pipeline:
             for capture in self.captures:
                 capture.stop()
             try:
-                self.adapter.wait()
-                self._finish_ready()
+                try:
+                    self.adapter.wait()
+                finally:  # a remote adapter that gave up raises once every result it got is delivered
+                    self._finish_ready()
                 if self.steady and self.steady[-1][2] < self.metrics.mosaics:
                     self._mark(time.monotonic())
             finally:
@@ -241,7 +249,12 @@ class Pipeline:
             self._finish(*self.finished.pop(self.next_seq))
             self.next_seq += 1
 
-    def _finish(self, job: MosaicJob, outputs: list[np.ndarray], infer: float) -> None:
+    def _finish(self, job: MosaicJob, outputs: list[np.ndarray] | None, infer: float) -> None:
+        """Decode a mosaic's outputs into per-frame results for the sinks (None: never inferred, frames lost)."""
+        if outputs is None:
+            self.pool.release(job.mosaic)
+            self.metrics.lost += sum(frame is not None for frame in job.frames)
+            return
         started = time.perf_counter()
         detections, tiles = select(rows_of(outputs, self.adapter.info), centre_tiles(self.layout),
                                    self.options.conf, self.options.iou)

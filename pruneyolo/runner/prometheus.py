@@ -12,7 +12,7 @@ import collections
 import re
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, SummaryMetricFamily
 
 STATES = ("connecting", "live", "retrying", "ended", "failed")
 STREAM_LABELS = ("stream", "source")
@@ -57,6 +57,40 @@ class CaptureCollector:
         yield from (read, dropped, reconnects, state, fps)
 
 
+class BackendCollector:
+    """With --backend, each model server's requests, errors, latency, outstanding requests and state, read
+    from the remote adapter when scraped."""
+
+    def __init__(self):
+        self.stats = list
+
+    def describe(self) -> list:
+        return []
+
+    def collect(self):
+        servers = self.stats()
+        if not servers:  # in process: no series at all
+            return
+        requests = CounterMetricFamily("pruneyolo_backend_requests", "Requests a model server answered",
+                                       labels=("server",))
+        errors = CounterMetricFamily("pruneyolo_backend_errors", "Requests to a model server that failed or "
+                                     "timed out (each resent to another server)", labels=("server",))
+        latency = SummaryMetricFamily("pruneyolo_backend_request_seconds", "Answered requests: sent -> reply",
+                                      labels=("server",))
+        outstanding = GaugeMetricFamily("pruneyolo_backend_outstanding", "Requests awaiting a reply",
+                                        labels=("server",))
+        up = GaugeMetricFamily("pruneyolo_backend_up", "1 while the server takes requests, 0 while it is "
+                               "retried", labels=("server",))
+        for server in servers:
+            labels = [server["server"]]
+            requests.add_metric(labels, server["requests"])
+            errors.add_metric(labels, server["errors"])
+            latency.add_metric(labels, server["requests"], server["latency_total_s"])
+            outstanding.add_metric(labels, server["outstanding"])
+            up.add_metric(labels, float(server["state"] == "up"))
+        yield from (requests, errors, latency, outstanding, up)
+
+
 class PrometheusMetrics:
     """A sink and snapshot listener feeding one run's registry (`follow` the pipeline's captures too);
     `exposition()` is the body of `/metrics`."""
@@ -76,6 +110,8 @@ class PrometheusMetrics:
                                    "delivered", buckets=LATENCY_BUCKETS, registry=self.registry)
         self.captures = CaptureCollector()
         self.registry.register(self.captures)
+        self.backend = BackendCollector()
+        self.registry.register(self.backend)
         for stream, source in enumerate(sources):  # every stream's series exist from the first scrape
             self.frames.labels(str(stream), source_label(source))
             self.latency.labels(str(stream), source_label(source))
@@ -91,9 +127,10 @@ class PrometheusMetrics:
         if result.frames:
             self.inference.observe(result.frames[0].infer)
 
-    def follow(self, captures: list) -> None:
-        """Report these capture threads (a Pipeline's `captures`)."""
+    def follow(self, captures: list, server_stats=list) -> None:
+        """Report these capture threads (a Pipeline's `captures`) and the adapter's `server_stats()`."""
         self.captures.captures = list(captures)
+        self.backend.stats = server_stats
 
     def publish(self, snapshot: dict) -> None:
         self.captures.fps = {stream["stream"]: stream["fps"] for stream in snapshot["streams"]}
