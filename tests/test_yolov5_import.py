@@ -123,7 +123,7 @@ def test_detect_anchors_and_heads_become_new_coords_yolo(saved):
 def test_opencv_reads_the_emitted_cfg_and_weights(name, tmp_path):
     model, keys = MODELS[name]
     path = _save(tmp_path / "model.pt", keys(model))
-    graph = write_import(path, tmp_path / "out", SIZE).graph
+    graph = write_import(path, tmp_path / "out", SIZE)[0]
     cv2.setNumThreads(1)
     net = cv2.dnn.readNetFromDarknet(str(tmp_path / "out/model.cfg"), str(tmp_path / "out/model.weights"))
     image = _frame(1)

@@ -19,7 +19,6 @@ from pruneyolo.errors import PruneyoloError
 def inspect(cfg, size, dialect, as_json):
     """Parse CFG (or a YOLOv5 .pt) and print its layers, shapes, parameters and BFLOPs."""
     from pruneyolo.darknet.summary import format_summary, summary_data
-    from pruneyolo.yolov5.source import load_model
 
     graph = load_model(cfg, None, size, dialect, need_weights=False).graph
     click.echo(json.dumps(summary_data(graph), indent=1) if as_json else format_summary(graph))

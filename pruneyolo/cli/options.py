@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import click
 
+from pruneyolo import modelfile
 from pruneyolo.darknet.graph import DIALECTS
+from pruneyolo.modelfile import LoadedModel
 
 
 def parse_size(ctx, param, value):
@@ -27,11 +29,18 @@ dialect_option = click.option("--dialect", type=click.Choice(DIALECTS),
                               help="Force the cfg dialect (default: detected).")
 
 
-def load_model(path, weights=None, size=None, dialect=None, *, need_weights: bool = True):
-    """pruneyolo.yolov5.source.load_model, with each of the graph's warnings (e.g. darknet leniencies) on stderr."""
-    from pruneyolo.yolov5.source import load_model as load
-
-    loaded = load(path, weights, size, dialect, need_weights=need_weights)
+def echo_warnings(loaded: LoadedModel) -> LoadedModel:
+    """The model, after each of its graph's warnings (e.g. darknet leniencies) went to stderr."""
     for warning in loaded.graph.warnings:
         click.echo(f"warning: {warning}", err=True)
     return loaded
+
+
+def load_model(path, weights=None, size=None, dialect=None, *, need_weights: bool = True) -> LoadedModel:
+    """pruneyolo.modelfile.load_model, warnings on stderr."""
+    return echo_warnings(modelfile.load_model(path, weights, size, dialect, need_weights=need_weights))
+
+
+def load_for_training(path, weights, size, out_dir) -> LoadedModel:
+    """pruneyolo.modelfile.load_for_training, warnings on stderr."""
+    return echo_warnings(modelfile.load_for_training(path, weights, size, out_dir))
