@@ -9,6 +9,8 @@ import threading
 
 import click
 
+from pruneyolo.cli.options import INFERENCE_TYPE
+
 
 @contextlib.contextmanager
 def stop_on_signals(stop: threading.Event):
@@ -52,7 +54,7 @@ def summary_table(snapshot: dict, adapter, device: str):
 @click.option("--iou", default=0.45, show_default=True, type=click.FloatRange(0, 1), help="NMS IoU threshold.")
 @click.option("--nireq", type=click.IntRange(1), help="Infer requests (default: the device's optimum).")
 @click.option("--hint", type=click.Choice(["throughput", "latency"]), default="throughput", show_default=True)
-@click.option("--precision", type=click.Choice(["f32", "bf16", "f16"]), help="Inference precision hint.")
+@click.option("--precision", type=INFERENCE_TYPE, help="Inference precision hint (default: the device's own).")
 @click.option("--loop", is_flag=True, help="Restart files, folders and images at their end.")
 @click.option("--reconnect", is_flag=True, help="Retry sources that fail or end, with back-off.")
 @click.option("--max-frames", type=click.IntRange(1), help="Read at most N frames per stream.")

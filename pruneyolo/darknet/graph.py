@@ -221,6 +221,11 @@ class Graph:
     warnings: tuple[str, ...] = ()
 
     @property
+    def size(self) -> tuple[int, int]:
+        """The input's (width, height)."""
+        return self.input_shape[2], self.input_shape[1]
+
+    @property
     def heads(self) -> list[Yolo]:
         return [node for node in self.nodes if isinstance(node, Yolo)]
 

@@ -1,1 +1,5 @@
 """What a detector's outputs mean: IR metadata, decode, boxes and NMS, letterbox and mosaic geometry."""
+
+# An IR's output layouts: 'decoded' one [1, N, 5+C] output of rows; 'raw' one [1, A*(5+C), h, w] per head;
+# 'scores' one [1, 4+C, N] output (Ultralytics' layout)
+HEADS_MODES = ("decoded", "raw", "scores")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -12,12 +13,37 @@ import openvino as ov
 
 from pruneyolo.detect.letterbox import letterbox
 from pruneyolo.errors import PruneyoloError
+from pruneyolo.export import SYNTHETIC
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 MIN_CALIB_IMAGES = 10
 PRESET = "mixed"  # symmetric weights, asymmetric activations (leaky outputs are mostly positive)
 CONV_TYPES = ("Convolution", "GroupConvolution")
 SHAPE_ONLY_TYPES = ("Constant", "ShapeOf")
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Where int8 calibration inputs come from: image files, letterboxed as `pruneyolo run` feeds the IR, or
+    `scenes` synthetic scenes (`pruneyolo synth`'s renderer)."""
+
+    images: tuple[Path, ...] = ()
+    scenes: int = 0
+
+    def __post_init__(self):
+        if bool(self.images) == (self.scenes > 0):
+            raise PruneyoloError("calibration takes either image files or a number of synthetic scenes")
+
+    @property
+    def text(self) -> str:
+        return f"{len(self.images)} images" if self.images else f"{self.scenes} synthetic scenes"
+
+
+def calibration(source, count: int) -> Calibration:
+    """A directory's first `count` images, or `count` synthetic scenes for the source 'synthetic'."""
+    if str(source) == SYNTHETIC:
+        return Calibration(scenes=count)
+    return Calibration(tuple(calib_images(source, count)))
 
 
 def calib_images(directory, count: int) -> list[Path]:
@@ -92,6 +118,13 @@ def quantize_images(model: ov.Model, paths: list[Path]) -> ov.Model:
     """Quantize with calibration image files, letterboxed to the IR input."""
     width, height = input_size(model)
     return quantize_model(model, (read_calib_image(path, width, height) for path in paths), len(paths))
+
+
+def quantize(model: ov.Model, source: Calibration) -> ov.Model:
+    """Quantize on a calibration source's images or synthetic scenes."""
+    if source.images:
+        return quantize_images(model, list(source.images))
+    return quantize_model(model, synthetic_calib(model, source.scenes), source.scenes)
 
 
 def synthetic_calib(model: ov.Model, count: int, seed: int = 0) -> list[np.ndarray]:

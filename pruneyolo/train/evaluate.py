@@ -172,12 +172,13 @@ def evaluate(predict: Predictor, data_dir, split: str = "test", conf: float = 0.
                    time.perf_counter() - started)
 
 
-def map_vs_fp32(xml, float_model, data_dir, precision: str) -> tuple[Metrics, Metrics]:
-    """Test-split metrics of the IR at `xml` and of the FP32 ov.Model it came from (both at the device default)."""
+def map_vs_fp32(xml, float_model, data_dir, storage: str) -> tuple[Metrics, Metrics]:
+    """Test-split metrics of the IR at `xml`, written with weight `storage`, and of the FP32 ov.Model it came from
+    (both at the device default)."""
     from pruneyolo.export.convert import save_ir
 
     metrics = evaluate(ir_predictor(xml), data_dir)
-    if precision == "fp32":
+    if storage == "fp32":
         return metrics, metrics
     with tempfile.TemporaryDirectory() as tmp:
         reference = save_ir(float_model, Path(tmp) / "fp32.xml")
