@@ -7,6 +7,7 @@ import hashlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 
 from pruneyolo.activations import canonical_activation
@@ -54,6 +55,10 @@ class Node:
     @property
     def out_channels(self) -> int:
         return self.out_shape[0]
+
+    def pass_constant(self, values):
+        """A pass-through node's output channels where its input channels are constant maps of `values`."""
+        return values
 
 
 @dataclass(frozen=True)
@@ -133,6 +138,9 @@ class Upsample(Node):
 
     kind = "upsample"
 
+    def pass_constant(self, values):
+        return values * self.scale
+
 
 @dataclass(frozen=True)
 class Reorg(Node):
@@ -207,6 +215,30 @@ class Yolo(Node):
     @property
     def head_anchors(self) -> tuple[tuple[float, float], ...]:
         return tuple(self.anchors[m] for m in self.mask)
+
+
+class Flow(Enum):
+    """How a node's output channels come from its inputs' channels."""
+
+    PASSES = "passes through"  # output channel k is input channel k on its own (Node.pass_constant)
+    CONCATENATES = "concatenates"  # the inputs' channels (with groups: each one's group slice) side by side
+    ADDS = "adds"  # the inputs added over the channels they share, in inputs[0]'s order
+    CONSUMES = "consumes"  # every input channel mixed into channels of its own: a conv, what pruning cuts
+    OPAQUE = "opaque"  # needs every input channel; its outputs are no conv's channels
+
+
+# Every node type's channel flow, read by pruning and the summary. A type missing here is OPAQUE: a barrier
+# whose inputs are never pruned.
+CHANNEL_FLOW: dict[type[Node], Flow] = {
+    Conv: Flow.CONSUMES, MaxPool: Flow.PASSES, Upsample: Flow.PASSES, Identity: Flow.PASSES,
+    Route: Flow.CONCATENATES, Shortcut: Flow.ADDS, AvgPool: Flow.OPAQUE, Reorg: Flow.OPAQUE,
+    ScaleChannels: Flow.OPAQUE, Sam: Flow.OPAQUE, Yolo: Flow.OPAQUE,
+}
+
+
+def channel_flow(node: Node) -> Flow:
+    """A node's declared channel flow (OPAQUE when its type declares none)."""
+    return CHANNEL_FLOW.get(type(node), Flow.OPAQUE)
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,18 @@ from __future__ import annotations
 from dataclasses import fields
 
 from pruneyolo import __version__
-from pruneyolo.darknet.graph import Conv, Graph, MaxPool, Node, Reorg, Route, Shortcut, Upsample, Yolo
+from pruneyolo.darknet.graph import (
+    Conv,
+    Flow,
+    Graph,
+    MaxPool,
+    Node,
+    Reorg,
+    Route,
+    Upsample,
+    Yolo,
+    channel_flow,
+)
 
 
 def _shape(shape) -> str:
@@ -34,7 +45,7 @@ def _describe(node: Node) -> tuple[str, str, str]:
         return f"reorg/{node.mode}", "", f"/{node.stride}"
     if isinstance(node, Route) and node.groups > 1:
         return node.kind, "", " ".join(str(i) for i in node.inputs) + f" (group {node.group_id}/{node.groups})"
-    if isinstance(node, (Route, Shortcut)):
+    if channel_flow(node) in (Flow.CONCATENATES, Flow.ADDS):  # a join: its inputs are what to show
         return node.kind, "", " ".join(str(i) for i in node.inputs)
     if isinstance(node, Yolo):
         return node.decode if node.decode == "region" else "yolo", "", f"stride {node.stride}"
@@ -69,7 +80,7 @@ def format_summary(graph: Graph) -> str:
 
 
 def _node_data(node: Node) -> dict:
-    data = {"type": node.kind}
+    data = {"type": node.kind, "channels": channel_flow(node).value}
     for item in fields(node):
         value = getattr(node, item.name)
         data[item.name] = list(value) if isinstance(value, tuple) else value
