@@ -238,3 +238,6 @@ def test_shipped_model_reaches_its_stated_map_through_the_ir(tmp_path):
     in_torch = evaluate(torch_predictor(graph, weights), data, "test")
     assert through_ir.map50 >= SHIPPED_MAP50
     assert abs(through_ir.map50 - in_torch.map50) <= 0.005 and abs(through_ir.map50_95 - in_torch.map50_95) <= 0.005
+    raw = save_ir(to_openvino(graph, weights, "raw", read_names(NAMES)), tmp_path / "raw" / "shipped.xml")
+    through_raw = evaluate(ir_predictor(raw), data, "test")  # raw heads decoded as `pruneyolo run` decodes them
+    assert abs(through_raw.map50 - through_ir.map50) <= 1e-3 and abs(through_raw.map50_95 - through_ir.map50_95) <= 1e-3

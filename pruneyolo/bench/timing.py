@@ -3,7 +3,6 @@ ONNX Runtime and PyTorch eager, at batch 1 and one input size, against the machi
 
 from __future__ import annotations
 
-import copy
 import os
 import re
 import statistics
@@ -179,11 +178,8 @@ def sequential_timing(variant: str, call: Callable[[], object], seconds: float) 
 
 def darknet_files(graph: Graph, weights_path: Path, workdir: Path) -> tuple[Path, Path]:
     """The cfg with [net] set to the graph's input size (OpenCV builds at the cfg's size), and the weights."""
-    sections = copy.deepcopy(list(graph.sections))
-    sections[0].set("width", graph.input_shape[2])
-    sections[0].set("height", graph.input_shape[1])
     cfg_path = workdir / "opencv.cfg"
-    atomic_write(cfg_path, format_cfg(sections))
+    atomic_write(cfg_path, format_cfg(graph.sized_sections()))
     return cfg_path, weights_path
 
 
@@ -191,7 +187,7 @@ def time_opencv(graph: Graph, weights_path: Path, workdir: Path, image: np.ndarr
     """OpenCV DNN's Darknet importer (default backend and target): blobFromImage + forward of the heads."""
     net = cv2.dnn.readNetFromDarknet(*(str(p) for p in darknet_files(graph, weights_path, workdir)))
     names = net.getUnconnectedOutLayersNames()
-    _, height, width = graph.input_shape
+    width, height = graph.size
 
     def infer():
         net.setInput(cv2.dnn.blobFromImage(image[0], 1 / 255.0, (width, height), swapRB=True))

@@ -51,8 +51,7 @@ def mosaic_tiles(streams: int, graph: Graph) -> int:
     """Tiles per mosaic when `pruneyolo run` lays out `streams` sources on this input."""
     from pruneyolo.detect.mosaic import make_layout
 
-    _, height, width = graph.input_shape
-    return make_layout(None, streams, width, height).tiles
+    return make_layout(None, streams, *graph.size).tiles
 
 
 def run_budget(cfg: str, graph: Graph, weights: DarknetWeights, budget_args: dict, shortcut_counts: tuple[int, ...],
@@ -76,7 +75,7 @@ def run_budget(cfg: str, graph: Graph, weights: DarknetWeights, budget_args: dic
                              args["seconds"], calib, args["data"] and Path(args["data"]))
         found = search(graph, weights, budget, measure, shortcut_counts, args["step"], layer_keep, round_to,
                        log=status.update)
-    _, height, width = graph.input_shape
+    width, height = graph.size
     title = (f"prune to a budget: {Path(cfg).name} @ {width}x{height} on {args['device']}\n"
              f"{args['storage']} weights" + (f" calibrated on {calib.text}" if calib else "")
              + f", precision {args['precision'] or 'device default'}, channels rounded to {round_to}")

@@ -102,8 +102,6 @@ def convert(cfg, weights, output_dir, storage, calib, calib_size, eval_data, ovm
         raise PruneyoloError(f"--storage int8 needs --calib DIR (calibration images) or --calib {SYNTHETIC}")
     if with_onnx and not output_dir:
         raise PruneyoloError("--onnx writes next to the IR: give -o DIR")
-    if eval_data and heads == "raw":
-        raise PruneyoloError("--eval scores decoded boxes: drop --heads raw")
     stem = Path(cfg).stem
     labels = read_names(names) if names else None
     if require_kind(cfg, *GRAPH_KINDS, "onnx") == "onnx":

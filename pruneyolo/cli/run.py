@@ -10,6 +10,7 @@ import threading
 import click
 
 from pruneyolo.cli.options import INFERENCE_TYPE
+from pruneyolo.detect import CONFIDENCE_THRESHOLD, IOU_THRESHOLD
 
 
 @contextlib.contextmanager
@@ -50,8 +51,8 @@ def summary_table(snapshot: dict, adapter, device: str):
                    "(repeat for more streams).")
 @click.option("--layout", help="Tile grid COLSxROWS (default: the smallest square that fits the sources).")
 @click.option("--device", default="CPU", show_default=True, help="OpenVINO device (see `pruneyolo devices`).")
-@click.option("--conf", default=0.25, show_default=True, type=click.FloatRange(0, 1), help="Score threshold.")
-@click.option("--iou", default=0.45, show_default=True, type=click.FloatRange(0, 1), help="NMS IoU threshold.")
+@click.option("--conf", default=CONFIDENCE_THRESHOLD, show_default=True, type=click.FloatRange(0, 1), help="Score threshold.")
+@click.option("--iou", default=IOU_THRESHOLD, show_default=True, type=click.FloatRange(0, 1), help="NMS IoU threshold.")
 @click.option("--nireq", type=click.IntRange(1), help="Infer requests (default: the device's optimum).")
 @click.option("--hint", type=click.Choice(["throughput", "latency"]), default="throughput", show_default=True)
 @click.option("--precision", type=INFERENCE_TYPE, help="Inference precision hint (default: the device's own).")

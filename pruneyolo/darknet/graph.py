@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import math
@@ -216,6 +217,12 @@ class Yolo(Node):
     def head_anchors(self) -> tuple[tuple[float, float], ...]:
         return tuple(self.anchors[m] for m in self.mask)
 
+    @property
+    def pixel_anchors(self) -> list[list[float]]:
+        """The head's anchors in input pixels (region (yolov2) anchors are given in grid cells)."""
+        unit = self.stride if self.decode == "region" else 1
+        return [[w * unit, h * unit] for w, h in self.head_anchors]
+
 
 class Flow(Enum):
     """How a node's output channels come from its inputs' channels."""
@@ -256,6 +263,19 @@ class Graph:
     def size(self) -> tuple[int, int]:
         """The input's (width, height)."""
         return self.input_shape[2], self.input_shape[1]
+
+    def shape_into(self, node: Node) -> Shape:
+        """The shape of a node's first input (the image's for the first layer)."""
+        source = node.inputs[0] if node.inputs else -1
+        return self.input_shape if source < 0 else self.nodes[source].out_shape
+
+    def sized_sections(self) -> list[Section]:
+        """Copies of the cfg sections with [net] set to the graph's input size, for a reader that builds at the
+        cfg's own size (OpenCV)."""
+        sections = copy.deepcopy(list(self.sections))
+        sections[0].set("width", self.input_shape[2])
+        sections[0].set("height", self.input_shape[1])
+        return sections
 
     @property
     def heads(self) -> list[Yolo]:

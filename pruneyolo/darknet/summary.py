@@ -52,11 +52,6 @@ def _describe(node: Node) -> tuple[str, str, str]:
     return node.kind, "", ""
 
 
-def _input_shape(graph: Graph, node: Node):
-    source = node.inputs[0] if node.inputs else -1
-    return graph.input_shape if source < 0 else graph.nodes[source].out_shape
-
-
 def format_summary(graph: Graph) -> str:
     """Darknet-style table: index, type, filters, size/stride, input -> output, BFLOPs; then totals."""
     lines = [f"pruneyolo {__version__}  {graph.path}",
@@ -68,7 +63,7 @@ def format_summary(graph: Graph) -> str:
         kind, filters, geometry = _describe(node)
         flops = f"{node.bflops:9.3f}" if node.bflops else ""
         lines.append(f"{node.index:5d}  {kind:<14}{filters:>8}  {geometry:<16}"
-                     f"{_shape(_input_shape(graph, node)):>20} -> {_shape(node.out_shape):<20}{flops}")
+                     f"{_shape(graph.shape_into(node)):>20} -> {_shape(node.out_shape):<20}{flops}")
     lines.append(f"Total BFLOPS {graph.bflops:.3f}   parameters {graph.params:,}   layers {len(graph.nodes)}")
     for number, head in enumerate(graph.heads):
         anchors = ", ".join(f"{w:g}x{h:g}" for w, h in head.head_anchors)

@@ -337,16 +337,11 @@ def prune_sections(graph: Graph, conv_masks: dict[int, np.ndarray]) -> list[Sect
     return sections
 
 
-def input_size(graph: Graph) -> tuple[int, int]:
-    """(width, height) of a graph, to rebuild derived graphs at the same size."""
-    return graph.input_shape[2], graph.input_shape[1]
-
-
 def prune_channels(graph: Graph, weights: DarknetWeights, percent: float, layer_keep: float = 0.01,
                    fold: bool = True, round_to: int = 1) -> PruneResult:
     """Network slimming at one global |gamma| percentile; returns the pruned graph and weights."""
     masks, threshold = channel_masks(graph, weights, percent, layer_keep, round_to)
-    new_graph = build_graph(prune_sections(graph, masks), graph.path, input_size(graph), graph.dialect)
+    new_graph = build_graph(prune_sections(graph, masks), graph.path, graph.size, graph.dialect)
     return PruneResult(new_graph, prune_weights(graph, weights, masks, fold), percent, threshold, 0, (), masks,
                        round_to)
 
@@ -436,7 +431,7 @@ def remove_blocks(graph: Graph, weights: DarknetWeights,
     removed = {index for block in blocks for index in block.layers}
     replaced = {block.shortcut: block.first - 1 for block in blocks}
     sections = renumber(list(graph.sections), removed, replaced)
-    new_graph = build_graph(sections, graph.path, input_size(graph), graph.dialect)
+    new_graph = build_graph(sections, graph.path, graph.size, graph.dialect)
     kept = [old for old in range(len(graph.nodes)) if old not in removed]
     layers = {new: weights.layers[old] for new, old in enumerate(kept) if old in weights.layers}
     return new_graph, DarknetWeights(weights.major, weights.minor, weights.revision, weights.seen, layers)
