@@ -20,6 +20,7 @@ import openvino as ov
 from pruneyolo.bench.variants import (
     CALIB_IMAGES,
     HINTS,
+    IR_FILES,
     IR_VARIANTS,
     LABELS,
     OPENVINO_VARIANTS,
@@ -291,11 +292,11 @@ def write_irs(graph: Graph, weights, workdir: Path, variants: tuple[str, ...],
     from pruneyolo.export.build import IrOptions, build_ir
     from pruneyolo.export.convert import save_ir
 
-    storages = {IR_VARIANTS[v][0] for v in variants if v in IR_VARIANTS}
-    files = {storage: save_ir(build_ir(graph, weights, IrOptions(storage=storage, calibration=calibration
-                                                                 if storage == "int8" else None)).model,
-                              workdir / f"{storage}.xml", storage) for storage in sorted(storages)}
-    return {v: files[IR_VARIANTS[v][0]] for v in variants if v in IR_VARIANTS}
+    wanted = [v for v in variants if v in IR_VARIANTS]
+    for name, storage in {IR_FILES[v]: IR_VARIANTS[v][0] for v in wanted}.items():
+        options = IrOptions(storage=storage, calibration=calibration if storage == "int8" else None)
+        save_ir(build_ir(graph, weights, options).model, workdir / name, storage)
+    return {v: workdir / IR_FILES[v] for v in wanted}
 
 
 def bench(graph: Graph, weights, weights_path: Path, workdir: Path, seconds: float = 5.0,

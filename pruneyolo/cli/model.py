@@ -49,21 +49,16 @@ def codegen(cfg, output, weights, size, dialect):
     click.echo(f"wrote {output}: {len(graph.nodes)} layers, {graph.params:,} parameters, {graph.bflops:.3f} BFLOPs")
 
 
-ONNX_REFUSALS = {  # convert's options that mean nothing for an ONNX that is already decoded: (given?, why)
-    "--weights": (lambda a: a["weights"], "the ONNX holds its weights"),
-    "--heads": (lambda a: a["heads"] != "decoded", "the ONNX output is already decoded"),
-    "--onnx": (lambda a: a["with_onnx"], "the input is an ONNX already"),
-    "--storage int8": (lambda a: a["storage"] == "int8" or a["calib"], "quantize from the cfg or .pt instead"),
-    "--eval": (lambda a: a["eval_data"], "score the written IR with `pruneyolo eval`"),
-}
-
-
-def refuse_for_onnx(path, given: dict) -> None:
-    """One line for the first of convert's options given that has no meaning for an ONNX."""
-    for option, (applies, reason) in ONNX_REFUSALS.items():
-        if applies(given):
-            shown = f"--heads {given['heads']}" if option == "--heads" else option
-            raise PruneyoloError(f"{path}: {shown} does not apply to an ONNX ({reason})")
+def refuse_for_onnx(path, weights, heads, with_onnx, storage, calib, eval_data) -> None:
+    """One line for the first of convert's options given that has no meaning for an ONNX already decoded."""
+    refused = [("--weights", weights, "the ONNX holds its weights"),
+               (f"--heads {heads}", heads != "decoded", "the ONNX output is already decoded"),
+               ("--onnx", with_onnx, "the input is an ONNX already"),
+               ("--storage int8", storage == "int8" or calib, "quantize from the cfg or .pt instead"),
+               ("--eval", eval_data, "score the written IR with `pruneyolo eval`")]
+    for option, given, reason in refused:
+        if given:
+            raise PruneyoloError(f"{path}: {option} does not apply to an ONNX ({reason})")
 
 
 @click.command()
@@ -107,7 +102,7 @@ def convert(cfg, weights, output_dir, storage, calib, calib_size, eval_data, ovm
     if require_kind(cfg, *GRAPH_KINDS, "onnx") == "onnx":
         from pruneyolo.export.onnx_wrap import wrap_onnx
 
-        refuse_for_onnx(cfg, locals())
+        refuse_for_onnx(cfg, weights, heads, with_onnx, storage, calib, eval_data)
         written = write_ir(wrap_onnx(cfg, labels, size, storage), storage, stem, output_dir, ovms_dir)
         click.echo(f"wrote {', '.join(map(str, written))} ({storage}, YOLOv5 ONNX with decoded output, input u8 "
                    "NHWC BGR)")
