@@ -122,7 +122,7 @@ def test_calib_images_errors_are_one_clear_line(tmp_path):
         calib_images(tmp_path / "missing", 10)
     with pytest.raises(PruneyoloError, match="4 .jpg/.png images; calibration needs at least 10"):
         calib_images(write_images(tmp_path / "four", 4), 10)
-    with pytest.raises(PruneyoloError, match="pass --calib-size 12"):
+    with pytest.raises(PruneyoloError, match="calib_size 300: .* has 12 .jpg/.png images; add images or ask for 12"):
         calib_images(write_images(tmp_path / "twelve", 12), 300)
     assert len(calib_images(tmp_path / "twelve", 11)) == 11
 

@@ -200,7 +200,7 @@ def test_cli_train_and_eval(data, tmp_path):
     assert scored.exit_code == 0, scored.output
     assert "mAP50" in scored.output and (tmp_path / "m.json").is_file()
     missing = runner.invoke(main, ["eval", str(CFG), "--data", str(data)])
-    assert missing.exit_code == 2 and "needs --weights" in missing.output
+    assert missing.exit_code == 2 and "--weights missing" in missing.output
 
 
 def test_loss_is_small_for_outputs_that_decode_to_the_targets(graph):

@@ -188,7 +188,7 @@ def test_inspect_codegen_gammas_and_prune_take_a_checkpoint(pruned_checkpoint, t
     assert sorted(f.name for f in (tmp_path / "p").iterdir()) == [
         "prune_0.3_m.cfg", "prune_0.3_m.weights", "prune_0.5_m.cfg", "prune_0.5_m.weights"]
     both = runner.invoke(main, ["convert", str(path), "--weights", str(tmp_path / "x.weights"), "-o", str(tmp_path)])
-    assert both.exit_code == 2 and "drop --weights" in both.output
+    assert both.exit_code == 2 and "carries its own weights; drop them" in both.output
 
 
 def test_bench_takes_a_checkpoint(pruned_checkpoint, tmp_path, monkeypatch):

@@ -20,7 +20,7 @@ import numpy as np
 
 from pruneyolo.darknet.graph import Graph
 from pruneyolo.darknet.weights import DarknetWeights
-from pruneyolo.errors import PruneyoloError
+from pruneyolo.errors import ArgumentError
 from pruneyolo.export.precision import inference_precision, ran_at, weight_storage
 from pruneyolo.files import write_png
 from pruneyolo.prune.pruning import (
@@ -50,10 +50,10 @@ class Budget:
 
     def __post_init__(self):
         if (self.fps is None) == (self.ms is None):
-            raise PruneyoloError("give exactly one of --target-fps and --target-ms")
-        name, value = ("fps", self.fps) if self.fps is not None else ("ms", self.ms)
+            raise ArgumentError(("target_fps", "target_ms"), "(give exactly one)")
+        name, value = ("target_fps", self.fps) if self.fps is not None else ("target_ms", self.ms)
         if not value > 0:
-            raise PruneyoloError(f"--target-{name} {value:g} must be > 0")
+            raise ArgumentError(name, f"{value:g} must be > 0")
 
     @property
     def mosaics(self) -> int:
@@ -124,7 +124,7 @@ def safe_percent(graph: Graph, weights: DarknetWeights, shortcuts: int) -> float
 def percent_grid(top: float, step: float) -> list[float]:
     """0, step, 2 step, ... up to `top`."""
     if not 0 < step < 1:
-        raise PruneyoloError(f"--step {step:g} must be in (0, 1)")
+        raise ArgumentError("step", f"{step:g} must be in (0, 1)")
     return [round(i * step, 6) for i in range(math.floor(top / step + 1e-9) + 1)]
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import openvino as ov
 
 from pruneyolo.detect.letterbox import letterbox
-from pruneyolo.errors import PruneyoloError
+from pruneyolo.errors import ArgumentError, PruneyoloError
 from pruneyolo.export import SYNTHETIC
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -50,14 +50,14 @@ def calib_images(directory, count: int) -> list[Path]:
     """The first `count` .jpg/.png files of `directory` (searched recursively, sorted by path)."""
     directory = Path(directory)
     if not directory.is_dir():
-        raise PruneyoloError(f"--calib {directory}: no such directory of calibration images")
+        raise ArgumentError("calib", f"{directory}: no such directory of calibration images")
     found = sorted(p for p in directory.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     if len(found) < MIN_CALIB_IMAGES:
-        raise PruneyoloError(f"--calib {directory}: {len(found)} .jpg/.png images; calibration needs at least "
-                             f"{MIN_CALIB_IMAGES}")
+        raise ArgumentError("calib", f"{directory}: {len(found)} .jpg/.png images; calibration needs at least "
+                                     f"{MIN_CALIB_IMAGES}")
     if len(found) < count:
-        raise PruneyoloError(f"--calib {directory}: {len(found)} .jpg/.png images for --calib-size {count}; "
-                             f"add images or pass --calib-size {len(found)}")
+        raise ArgumentError("calib_size", f"{count}: {directory} has {len(found)} .jpg/.png images; add images or "
+                                          f"ask for {len(found)}")
     return found[:count]
 
 

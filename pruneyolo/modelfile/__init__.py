@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 from pruneyolo.darknet.graph import Graph, load_graph
 from pruneyolo.darknet.weights import DarknetWeights, read_weights
-from pruneyolo.errors import PruneyoloError
+from pruneyolo.errors import ArgumentError, PruneyoloError
 from pruneyolo.yolov5 import PICKLE_PROTOCOL_OPCODE, ZIP_MAGIC
 
 KINDS = {"cfg": "a Darknet cfg", "checkpoint": "a YOLOv5 checkpoint", "onnx": "an ONNX file",
@@ -70,20 +70,21 @@ def load_model(path, weights=None, size: tuple[int, int] | None = None, dialect:
 
         refuse_weights(path, weights)
         if dialect:
-            raise PruneyoloError(f"{path}: --dialect applies to cfg files; a checkpoint's form is chosen on import")
+            raise ArgumentError("dialect", f"applies to cfg files; {path} is a checkpoint, whose form is chosen on import")
         return imported_model(*import_checkpoint(path, size))
     graph = load_graph(path, size, dialect)
     if weights:
         return LoadedModel(graph, read_weights(weights, graph), None)
     if need_weights:
-        raise PruneyoloError(f"{path}: a cfg needs --weights W (or give a YOLOv5 .pt checkpoint in its place)")
+        raise ArgumentError("weights", f"missing: {path} is a cfg, which needs them (or give a YOLOv5 .pt checkpoint in "
+                                       "its place)")
     return LoadedModel(graph, None, None)
 
 
 def refuse_weights(path, weights) -> None:
     """A checkpoint carries its own weights: a weights file beside it is an error."""
     if weights:
-        raise PruneyoloError(f"{path}: a checkpoint carries its own weights; drop --weights {weights}")
+        raise ArgumentError("weights", f"{weights}: {path} is a checkpoint, which carries its own weights; drop them")
 
 
 def load_for_training(path, weights, size: tuple[int, int] | None, out_dir) -> LoadedModel:
@@ -95,6 +96,6 @@ def load_for_training(path, weights, size: tuple[int, int] | None, out_dir) -> L
 
     refuse_weights(path, weights)
     if (Path(out_dir) / f"{Path(path).stem}.pt").resolve() == Path(path).resolve():
-        raise PruneyoloError(f"{path}: training writes <stem>.pt into {out_dir}, which would overwrite the "
-                             "checkpoint; choose another -o")
+        raise ArgumentError("out_dir", f"{out_dir}: training writes <stem>.pt there, which would overwrite the "
+                                       f"checkpoint {path}; choose another")
     return imported_model(*write_import(path, out_dir, size))

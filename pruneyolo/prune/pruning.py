@@ -22,7 +22,7 @@ from pruneyolo.activations import activate
 from pruneyolo.darknet.cfg import Section, format_cfg
 from pruneyolo.darknet.graph import Conv, Flow, Graph, Node, Shortcut, build_graph, channel_flow
 from pruneyolo.darknet.weights import ConvWeights, DarknetWeights, weights_bytes
-from pruneyolo.errors import PruneyoloError
+from pruneyolo.errors import ArgumentError, PruneyoloError
 from pruneyolo.files import atomic_write
 
 REFERENCE_KEYS = {"route": "layers", "shortcut": "from", "sam": "from", "scale_channels": "from"}
@@ -393,8 +393,8 @@ def choose_blocks(blocks: list[ResidualBlock], count: int) -> list[ResidualBlock
             chosen.append(block)
             left[block.stride] -= 1
     if len(chosen) < count:
-        raise PruneyoloError(f"--shortcuts {count}: only {len(chosen)} residual blocks can be removed without "
-                             "emptying a stage")
+        raise ArgumentError("shortcuts", f"{count}: only {len(chosen)} residual blocks can be removed without "
+                                          "emptying a stage")
     return sorted(chosen, key=lambda b: b.first)
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from pruneyolo.errors import PruneyoloError
+from pruneyolo.errors import ArgumentError, PruneyoloError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 URL_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
@@ -75,9 +75,9 @@ def parse_synthetic(text: str) -> dict:
             elif key == "fps":
                 options[key] = float(value)
             else:
-                raise PruneyoloError(f"--source {text}: unknown option {key!r} (seed, size, objects, fps)")
+                raise ArgumentError("source", f"{text}: unknown option {key!r} (seed, size, objects, fps)")
         except ValueError:
-            raise PruneyoloError(f"--source {text}: bad value for {key}: {value!r}") from None
+            raise ArgumentError("source", f"{text}: bad value for {key}: {value!r}") from None
     check_synthetic(text, options)
     return options
 
@@ -86,13 +86,13 @@ def check_synthetic(text: str, options: dict) -> None:
     """Reject option values the scene generator cannot honour, naming the option and its valid range."""
     low, high = SYNTHETIC_SIZES
     if not (low <= options.get("width", low) <= high and low <= options.get("height", low) <= high):
-        raise PruneyoloError(f"--source {text}: size must be between {low}x{low} and {high}x{high}")
+        raise ArgumentError("source", f"{text}: size must be between {low}x{low} and {high}x{high}")
     if options.get("seed", 0) < 0:
-        raise PruneyoloError(f"--source {text}: seed must be 0 or more")
+        raise ArgumentError("source", f"{text}: seed must be 0 or more")
     if not 0 <= options.get("objects", 0) <= MAX_SYNTHETIC_OBJECTS:
-        raise PruneyoloError(f"--source {text}: objects must be between 0 and {MAX_SYNTHETIC_OBJECTS}")
+        raise ArgumentError("source", f"{text}: objects must be between 0 and {MAX_SYNTHETIC_OBJECTS}")
     if not (math.isfinite(options.get("fps", 1.0)) and options.get("fps", 1.0) > 0):
-        raise PruneyoloError(f"--source {text}: fps must be a positive number")
+        raise ArgumentError("source", f"{text}: fps must be a positive number")
 
 
 def parse_source(text: str) -> SourceSpec:
@@ -210,11 +210,11 @@ def parse_replay(text: str) -> SourceSpec:
     if comma and last.startswith("frames="):
         inner, value = head, last.partition("=")[2]
         if not value.isdigit() or int(value) < 1:
-            raise PruneyoloError(f"--source {text}: frames must be a whole number >= 1, got {value!r}")
+            raise ArgumentError("source", f"{text}: frames must be a whole number >= 1, got {value!r}")
         frames = int(value)
     if not inner or inner.startswith("replay:"):
-        raise PruneyoloError(f"--source {text}: replay needs a source to read, e.g. "
-                             f"replay:synthetic:seed=1,size=640x480,frames=30")
+        raise ArgumentError("source", f"{text}: replay needs a source to read, e.g. "
+                                      "replay:synthetic:seed=1,size=640x480,frames=30")
     return SourceSpec(text, "replay", inner, {"frames": frames, "source": parse_source(inner)})
 
 
