@@ -15,7 +15,7 @@ import onnx
 import openvino as ov
 
 from pruneyolo.detect.metadata import HeadInfo, ModelInfo
-from pruneyolo.errors import PruneyoloError
+from pruneyolo.errors import ArgumentError, PruneyoloError
 from pruneyolo.export.convert import embed_preprocessing
 from pruneyolo.export.precision import weight_storage
 from pruneyolo.yolov5.mapping import DEFAULT_SIZE
@@ -58,8 +58,8 @@ def _static_size(model: ov.Model, path: str, size: tuple[int, int] | None) -> ov
     if shape.is_static:
         height, width = shape[2].get_length(), shape[3].get_length()
         if size and size != (width, height):
-            raise PruneyoloError(f"{path}: exported at a fixed {width}x{height}; --size needs an export with "
-                                 "--dynamic")
+            raise ArgumentError("size", f"{size[0]}x{size[1]}: {path} was exported at a fixed {width}x{height}; "
+                                        "another size needs an export.py --dynamic export")
         return model
     width, height = size or DEFAULT_SIZE
     model.reshape({model.input(0): ov.PartialShape([1, 3, height, width])})
