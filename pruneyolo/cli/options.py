@@ -33,6 +33,9 @@ class PrecisionName(click.ParamType):
     def __init__(self, canonical, names):
         self.canonical, self.name = canonical, "|".join(names)
 
+    def get_metavar(self, param, ctx=None) -> str:
+        return f"[{self.name}]"
+
     def convert(self, value, param, ctx):
         try:
             return self.canonical(value)
@@ -42,7 +45,7 @@ class PrecisionName(click.ParamType):
 
 def calib_options(count: int, default: str | None = None):
     """--calib DIR|synthetic and --calib-size, the int8 calibration source as every command takes it."""
-    source = click.option("--calib", default=default, show_default=bool(default),
+    source = click.option("--calib", metavar=f"DIR|{SYNTHETIC}", default=default, show_default=bool(default),
                           help=f"int8 calibration: a directory of .jpg/.png images, or '{SYNTHETIC}' (rendered "
                                "scenes).")
     size = click.option("--calib-size", default=count, show_default=True, type=click.IntRange(10),
