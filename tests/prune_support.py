@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 import cv2
@@ -22,9 +21,7 @@ def sparse_model(cfg: Path, size: int, seed: int = 0) -> tuple[Graph, DarknetWei
 
 def write_model(graph: Graph, weights: DarknetWeights, stem: Path) -> tuple[Path, Path]:
     """cfg (with [net] set to the graph's input size) and weights files for OpenCV."""
-    sections = copy.deepcopy(list(graph.sections))
-    sections[0].set("width", graph.input_shape[2])
-    sections[0].set("height", graph.input_shape[1])
+    sections = graph.sized_sections()
     cfg_path, weights_path = stem.with_name(stem.name + ".cfg"), stem.with_name(stem.name + ".weights")
     cfg_path.write_text(format_cfg(sections))
     write_weights(weights_path, graph, weights)

@@ -30,6 +30,7 @@ from pruneyolo.darknet.weights import write_weights
 from pruneyolo.errors import PruneyoloError
 from pruneyolo.export.convert import save_ir, to_openvino
 from pruneyolo.export.precision import compile_config, precision_name
+from pruneyolo.export.quantize import Calibration
 
 DEMO = Path(__file__).parents[1] / "cfgs" / "demo-tiny.cfg"
 SIZE = "64"
@@ -55,7 +56,7 @@ def test_bench_command_prints_every_row_and_writes_the_chart(demo_weights, tmp_p
                                        "--seconds", "0.5", "--calib-size", "10", "--plot", str(chart)],
                                 terminal_width=200)
     assert result.exit_code == 0, result.output
-    for label in ("IR f32", "IR fp16", "IR int8", "OpenCV DNN", "ONNX Runtime", "PyTorch eager", "peak GFLOP/s",
+    for label in ("IR f32", "IR f16", "IR int8", "OpenCV DNN", "ONNX Runtime", "PyTorch eager", "peak GFLOP/s",
                   "synthetic scenes", "(default)"):
         assert label in result.output
     assert chart.read_bytes().startswith(PNG_MAGIC)
@@ -64,7 +65,7 @@ def test_bench_command_prints_every_row_and_writes_the_chart(demo_weights, tmp_p
 def test_bench_result_has_all_variants_timed(demo_weights, tmp_path):
     graph = load_graph(DEMO, (64, 64))
     weights = random_weights(graph, 0)
-    result = bench(graph, weights, demo_weights, tmp_path, 0.5, ("ir-f32", "ir-int8", "opencv"), calib_size=10,
+    result = bench(graph, weights, demo_weights, tmp_path, 0.5, ("ir-f32", "ir-int8", "opencv"), Calibration(scenes=10),
                    app=False, peaks={"f32": 100.0, "i8": 400.0})
     assert [t.variant for t in result.timings] == ["ir-f32", "ir-int8", "opencv"]
     assert all(t.latency_ms > 0 and t.rate > 0 and t.app_rate is None for t in result.timings)

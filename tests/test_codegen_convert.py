@@ -171,7 +171,7 @@ def test_convert_cli_writes_ir_and_onnx_and_refuses_wrong_weights(tmp_path):
     write_weights(weights_path, graph, weights)
     out = tmp_path / "ir"
     result = CliRunner().invoke(main, ["convert", str(cfg), "--weights", str(weights_path), "-o", str(out),
-                                       "--onnx", "--precision", "fp16"])
+                                       "--onnx", "--storage", "fp16"])
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in out.iterdir()) == [f"{cfg.stem}.{ext}" for ext in ("bin", "onnx", "xml")]
     other = shipped_cfg("demo-tiny")

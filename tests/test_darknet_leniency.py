@@ -29,12 +29,12 @@ from support import (
 from pruneyolo.cli.main import main
 from pruneyolo.darknet.cfg import parse_cfg_text
 from pruneyolo.darknet.graph import build_graph, load_graph
-from pruneyolo.darknet.weights import expected_floats, read_weights, write_weights
+from pruneyolo.darknet.weights import BN_EPS, expected_floats, read_weights, write_weights
 from pruneyolo.detect.metadata import ModelInfo
 from pruneyolo.errors import CfgError, PruneyoloError
 from pruneyolo.export.convert import to_openvino
+from pruneyolo.nn import layers
 from pruneyolo.nn.build import build_model
-from pruneyolo.nn.layers import BN_EPS
 from pruneyolo.prune.pruning import prune
 
 HEAD = {"mask": "0,1,2", "anchors": "10,14, 23,27, 37,58", "classes": 1, "num": 3}
@@ -342,3 +342,7 @@ def test_every_leniency_at_once_runs_the_same_in_codegen_module_and_ir(tmp_path)
 def test_sloppy_text_is_not_mistaken_for_a_leniency():
     graph = build_graph(parse_cfg_text(cfg_text([conv(), *LINEAR_HEAD]), "plain.cfg"), "plain.cfg")
     assert graph.warnings == ()
+
+
+def test_the_standalone_layers_use_darknets_batchnorm_eps():
+    assert layers.BN_EPS == BN_EPS == 1e-6

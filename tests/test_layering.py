@@ -12,7 +12,7 @@ import pytest
 PACKAGE = Path(__file__).parents[1] / "pruneyolo"
 
 # The pipeline, first stage first. Modules directly in pruneyolo/ (errors, files, activations) are the base.
-STAGES = ("darknet", "yolov5", "nn", "detect", "data", "export", "prune", "train", "runner", "bench", "cli")
+STAGES = ("darknet", "yolov5", "modelfile", "nn", "detect", "data", "export", "prune", "train", "runner", "bench", "cli")
 
 
 def stage_rank(module: str) -> int:

@@ -122,7 +122,7 @@ def test_calib_images_errors_are_one_clear_line(tmp_path):
         calib_images(tmp_path / "missing", 10)
     with pytest.raises(PruneyoloError, match="4 .jpg/.png images; calibration needs at least 10"):
         calib_images(write_images(tmp_path / "four", 4), 10)
-    with pytest.raises(PruneyoloError, match="pass --calib-size 12"):
+    with pytest.raises(PruneyoloError, match="calib_size 300: .* has 12 .jpg/.png images; add images or ask for 12"):
         calib_images(write_images(tmp_path / "twelve", 12), 300)
     assert len(calib_images(tmp_path / "twelve", 11)) == 11
 
@@ -131,7 +131,7 @@ def test_calib_images_errors_are_one_clear_line(tmp_path):
 def test_convert_int8_calibration_errors_exit_2(demo_files, tmp_path, case):
     calib = {"missing": ["--calib", tmp_path / "nope"], "few": ["--calib", write_images(tmp_path / "few", 3)],
              "no-calib": []}[case]
-    result = run("convert", DEMO, "--weights", demo_files, "-o", tmp_path / "out", "--precision", "int8", *calib)
+    result = run("convert", DEMO, "--weights", demo_files, "-o", tmp_path / "out", "--storage", "int8", *calib)
     assert result.exit_code == 2
     assert result.output.count("\n") == 1 and result.output.startswith("error: ")
     assert not (tmp_path / "out").exists()
@@ -139,7 +139,7 @@ def test_convert_int8_calibration_errors_exit_2(demo_files, tmp_path, case):
 
 def test_convert_int8_with_calib_dir_and_ovms(demo_files, tmp_path):
     calib = write_images(tmp_path / "calib", 10)
-    result = run("convert", DEMO, "--weights", demo_files, "--precision", "int8", "--calib", calib,
+    result = run("convert", DEMO, "--weights", demo_files, "--storage", "int8", "--calib", calib,
                  "--calib-size", 10, "--ovms", tmp_path / "repo", "--size", "64")
     assert result.exit_code == 0, result.output
     xml = tmp_path / "repo" / "demo-tiny" / "1" / "model.xml"
@@ -233,7 +233,7 @@ def test_int8_map_within_2_points_of_fp32_on_the_shipped_demo_model(tmp_path):
     assert SHIPPED, "cfgs/ should ship the demo model's trained .weights next to its .cfg (tools/slim_demo)"
     cfg, weights = SHIPPED[0]
     data = make_dataset(tmp_path / "synth", train=30, val=1, test=150, size=320, seed=11)
-    result = run("convert", cfg, "--weights", weights, "-o", tmp_path / "ir", "--precision", "int8",
+    result = run("convert", cfg, "--weights", weights, "-o", tmp_path / "ir", "--storage", "int8",
                  "--calib", data / "images" / "train", "--calib-size", 30, "--eval", data)
     assert result.exit_code == 0, result.output
     found = re.search(r"mAP50 int8 ([\d.]+) vs fp32 ([\d.]+) .* mAP50-95 ([\d.]+) vs ([\d.]+)", result.output)

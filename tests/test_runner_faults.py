@@ -182,7 +182,7 @@ def test_bad_synthetic_options_are_one_line_errors(text, words):
     with pytest.raises(PruneyoloError) as caught:
         parse_source(text)
     message = str(caught.value)
-    assert "\n" not in message and message.startswith(f"--source {text}: ") and words in message
+    assert "\n" not in message and message.startswith(f"source {text}: ") and words in message
 
 
 def test_the_extreme_valid_options_open_and_read():

@@ -12,8 +12,7 @@ from runner_support import cell_centre_scene, make_ir
 from pruneyolo.cli.main import main
 from pruneyolo.data.synth import SceneStream
 from pruneyolo.errors import PruneyoloError
-from pruneyolo.runner.replay import DEFAULT_FRAMES, ReplayReader
-from pruneyolo.runner.sources import parse_source
+from pruneyolo.runner.sources import DEFAULT_FRAMES, ReplayReader, parse_source
 
 
 @pytest.fixture(scope="module")

@@ -221,7 +221,7 @@ def test_cli_train_and_eval(data, tmp_path):
     last = json.loads((tmp_path / "train_log.jsonl").read_text().splitlines()[-1])
     assert last["epoch"] == 2 and last["val_mAP50"] == round(json.loads((tmp_path / "m.json").read_text())["mAP50"], 4)
     missing = runner.invoke(main, ["eval", str(CFG), "--data", str(data)])
-    assert missing.exit_code == 2 and "needs --weights" in missing.output
+    assert missing.exit_code == 2 and "--weights missing" in missing.output
 
 
 def test_loss_is_small_for_outputs_that_decode_to_the_targets(graph):
@@ -259,3 +259,6 @@ def test_shipped_model_reaches_its_stated_map_through_the_ir(tmp_path):
     in_torch = evaluate(torch_predictor(graph, weights), data, "test")
     assert through_ir.map50 >= SHIPPED_MAP50
     assert abs(through_ir.map50 - in_torch.map50) <= 0.005 and abs(through_ir.map50_95 - in_torch.map50_95) <= 0.005
+    raw = save_ir(to_openvino(graph, weights, "raw", read_names(NAMES)), tmp_path / "raw" / "shipped.xml")
+    through_raw = evaluate(ir_predictor(raw), data, "test")  # raw heads decoded as `pruneyolo run` decodes them
+    assert abs(through_raw.map50 - through_ir.map50) <= 1e-3 and abs(through_raw.map50_95 - through_ir.map50_95) <= 1e-3

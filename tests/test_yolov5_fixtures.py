@@ -76,7 +76,7 @@ def test_head_logits_equal_raw_reference(fixture):
 
 def test_opencv_reads_the_emitted_cfg_with_the_same_heads(fixture, tmp_path):
     name, path, reference = fixture
-    graph = write_import(path, tmp_path, _size(reference)).graph
+    graph = write_import(path, tmp_path, _size(reference))[0]
     cv2.setNumThreads(1)
     net = cv2.dnn.readNetFromDarknet(str(tmp_path / f"{name}.cfg"), str(tmp_path / f"{name}.weights"))
     heads = opencv_heads(net, graph, cv2.dnn.blobFromImage(reference["image"], 1 / 255.0, swapRB=True))

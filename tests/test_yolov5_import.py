@@ -126,7 +126,7 @@ def test_detect_anchors_and_heads_become_new_coords_yolo(saved):
 def test_opencv_reads_the_emitted_cfg_and_weights(name, tmp_path):
     model, keys = MODELS[name]
     path = _save(tmp_path / "model.pt", keys(model))
-    graph = write_import(path, tmp_path / "out", SIZE).graph
+    graph = write_import(path, tmp_path / "out", SIZE)[0]
     cv2.setNumThreads(1)
     net = cv2.dnn.readNetFromDarknet(str(tmp_path / "out/model.cfg"), str(tmp_path / "out/model.weights"))
     image = _frame(1)
@@ -191,7 +191,7 @@ def test_inspect_codegen_gammas_and_prune_take_a_checkpoint(pruned_checkpoint, t
     assert sorted(f.name for f in (tmp_path / "p").iterdir()) == [
         "prune_0.3_m.cfg", "prune_0.3_m.weights", "prune_0.5_m.cfg", "prune_0.5_m.weights"]
     both = runner.invoke(main, ["convert", str(path), "--weights", str(tmp_path / "x.weights"), "-o", str(tmp_path)])
-    assert both.exit_code == 2 and "drop --weights" in both.output
+    assert both.exit_code == 2 and "carries its own weights; drop them" in both.output
 
 
 def test_bench_takes_a_checkpoint(pruned_checkpoint, tmp_path, monkeypatch):

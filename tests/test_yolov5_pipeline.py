@@ -178,7 +178,10 @@ def test_onnx_not_in_export_form_is_refused_in_one_line(tmp_path):
     not_onnx = tmp_path / "junk.onnx"
     not_onnx.write_bytes(b"\x00\x01 not a protobuf")
     cases = [(raw, [], "decoded boxes [1, N, 5+C]"), (not_onnx, [], "cannot read the ONNX"),
-             (raw, ["--heads", "raw"], "--heads raw does not apply"), (raw, ["--weights", "w"], "--weights does not")]
+             (raw, ["--heads", "raw"], "--heads raw does not apply"), (raw, ["--weights", "w"], "--weights does not"),
+             (raw, ["--heads", "scores"], "--heads scores does not apply"),
+             (raw, ["--storage", "int8", "--calib", "synthetic"], "--storage int8 does not apply"),
+             (raw, ["--size", "64x32"], "--size 64x32: "), (raw, ["--size", "64x32"], "exported at a fixed")]
     for path, extra, words in cases:
         result = CliRunner().invoke(main, ["convert", str(path), "-o", str(tmp_path / "out"), *extra])
         lines = result.output.strip().splitlines()

@@ -120,7 +120,7 @@ def convert(cfg: Path, weights: Path, folder: Path, precision: str, calib: Path,
         calib_size = min(CALIB_IMAGES, sum(1 for _ in calib.glob("*.jpg")))
         extra = ["--calib", calib, "--calib-size", calib_size] if precision == "int8" else []
         extra += ["--size", f"{size[0]}x{size[1]}"] if size else []
-        pruneyolo("convert", cfg, "--weights", weights, "--names", NAMES, "--precision", precision, "-o", folder,
+        pruneyolo("convert", cfg, "--weights", weights, "--names", NAMES, "--storage", precision, "-o", folder,
                   *extra)
     return xml
 

@@ -14,13 +14,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import count
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from pruneyolo.darknet.graph import Graph
 from pruneyolo.darknet.weights import DarknetWeights
-from pruneyolo.errors import PruneyoloError
-from pruneyolo.export.precision import MEASURED
+from pruneyolo.errors import ArgumentError
+from pruneyolo.export.precision import inference_precision, ran_at, weight_storage
 from pruneyolo.files import write_png
 from pruneyolo.prune.pruning import (
     PruneResult,
@@ -32,6 +33,9 @@ from pruneyolo.prune.pruning import (
     remove_blocks,
     residual_blocks,
 )
+
+if TYPE_CHECKING:
+    from pruneyolo.export.quantize import Calibration
 
 
 @dataclass(frozen=True)
@@ -46,10 +50,10 @@ class Budget:
 
     def __post_init__(self):
         if (self.fps is None) == (self.ms is None):
-            raise PruneyoloError("give exactly one of --target-fps and --target-ms")
-        name, value = ("fps", self.fps) if self.fps is not None else ("ms", self.ms)
+            raise ArgumentError(("target_fps", "target_ms"), "(give exactly one)")
+        name, value = ("target_fps", self.fps) if self.fps is not None else ("target_ms", self.ms)
         if not value > 0:
-            raise PruneyoloError(f"--target-{name} {value:g} must be > 0")
+            raise ArgumentError(name, f"{value:g} must be > 0")
 
     @property
     def mosaics(self) -> int:
@@ -123,7 +127,7 @@ def safe_percent(graph: Graph, weights: DarknetWeights, shortcuts: int) -> float
 def percent_grid(top: float, step: float) -> list[float]:
     """0, step, 2 step, ... up to `top`."""
     if not 0 < step < 1:
-        raise PruneyoloError(f"--step {step:g} must be in (0, 1)")
+        raise ArgumentError("step", f"{step:g} must be in (0, 1)")
     return [round(i * step, 6) for i in range(math.floor(top / step + 1e-9) + 1)]
 
 
@@ -181,16 +185,6 @@ def search(graph: Graph, weights: DarknetWeights, budget: Budget, measure: Measu
 
 # --- measuring on a device ----------------------------------------------------------------------------------------
 
-def ran_as(compiled) -> str:
-    """The precision a compiled model runs at (CPU: i8+ prefix for int8 convolutions)."""
-    from pruneyolo.bench import timing as bench
-
-    try:
-        return bench.ran_as(compiled)
-    except (KeyError, RuntimeError):
-        return bench.precision_name(compiled.get_property("INFERENCE_PRECISION_HINT"))
-
-
 def ir_speed(xml: Path, device: str, hint: str, precision: str | None, seconds: float) -> tuple[float, str]:
     """(inferences/s with a full AsyncInferQueue at THROUGHPUT, or median ms of sync calls at LATENCY; what ran)
     of an IR on a random u8 frame."""
@@ -206,27 +200,28 @@ def ir_speed(xml: Path, device: str, hint: str, precision: str | None, seconds: 
         request = compiled.create_infer_request()
         value = statistics.median(bench.sync_latencies(lambda: request.infer({0: image}), seconds))
         del request  # before the compiled model
-    return value, ran_as(compiled)
+    return value, ran_at(compiled)
 
 
-def ir_measure(workdir: Path, budget: Budget, device: str = "CPU", precision: str | None = None,
-               seconds: float = 3.0, calib: list[Path] | None = None, calib_size: int = 32,
+def ir_measure(workdir: Path, budget: Budget, device: str = "CPU", storage: str = "fp32",
+               precision: str | None = None, seconds: float = 3.0, calibration: Calibration | None = None,
                data: Path | None = None) -> Measure:
-    """A `measure` that converts each pruned model to IR under `workdir` (int8: NNCF-quantized), times it on
-    `device` at the budget's hint and `precision` (None: the device default), and scores it on `data`."""
-    from pruneyolo.bench.timing import write_irs
+    """A `measure` that builds each pruned model's IR under `workdir` with weight `storage` (int8: quantized on
+    `calibration`, by default synthetic scenes), times it on `device` at the budget's hint and inference
+    `precision` (None: the device default), and scores it on `data`."""
+    from pruneyolo.bench.timing import SYNTHETIC_CALIBRATION
+    from pruneyolo.export.build import IrOptions, build_ir
+    from pruneyolo.export.convert import save_ir
     from pruneyolo.train.evaluate import evaluate, ir_predictor
 
-    if precision is not None and precision not in MEASURED:
-        raise PruneyoloError(f"--precision {precision!r}: choose one of {', '.join(MEASURED)}")
-    variant = "ir-int8" if precision == "int8" else "ir-f32"
-    hint = None if precision in (None, "int8") else precision
+    storage = weight_storage(storage)
+    hint = precision and inference_precision(precision)
+    calibration = (calibration or SYNTHETIC_CALIBRATION) if storage == "int8" else None
     numbers = count()
 
     def measure(result: PruneResult) -> Measurement:
-        directory = Path(workdir) / f"trial{next(numbers)}"
-        directory.mkdir(parents=True)
-        xml = write_irs(result.graph, result.weights, directory, (variant,), calib, calib_size)[0][variant]
+        built = build_ir(result.graph, result.weights, IrOptions(storage=storage, calibration=calibration))
+        xml = save_ir(built.model, Path(workdir) / f"trial{next(numbers)}" / f"{storage}.xml", storage)
         value, ran = ir_speed(xml, device, budget.hint, hint, seconds)
         map50 = evaluate(ir_predictor(xml, device), data).map50 if data else None
         return Measurement(value, ran, map50)

@@ -3,7 +3,6 @@ ONNX Runtime and PyTorch eager, at batch 1 and one input size, against the machi
 
 from __future__ import annotations
 
-import copy
 import os
 import re
 import statistics
@@ -18,15 +17,26 @@ import cv2
 import numpy as np
 import openvino as ov
 
-from pruneyolo.bench.variants import HINTS, IR_FILES, LABELS, OPENVINO_VARIANTS, VARIANTS, cpu_capabilities
+from pruneyolo.bench.variants import (
+    CALIB_IMAGES,
+    HINTS,
+    IR_FILES,
+    IR_VARIANTS,
+    LABELS,
+    OPENVINO_VARIANTS,
+    VARIANTS,
+    cpu_capabilities,
+    variant_name,
+)
 from pruneyolo.darknet.cfg import format_cfg
 from pruneyolo.darknet.graph import Graph
 from pruneyolo.errors import PruneyoloError
-from pruneyolo.export.precision import compile_config, precision_name
+from pruneyolo.export.precision import compile_config, precision_name, ran_at
+from pruneyolo.export.quantize import Calibration
 from pruneyolo.files import atomic_write, write_png
 
 MIN_RUNS = 3
-CALIB_IMAGES = 32
+SYNTHETIC_CALIBRATION = Calibration(scenes=CALIB_IMAGES)  # bench's and the budget's default int8 calibration
 
 
 @dataclass(frozen=True)
@@ -112,14 +122,6 @@ def exec_type(node: ov.Node) -> str:
     return node.get_rt_info()["layerType"].astype(str)
 
 
-def ran_as(compiled: ov.CompiledModel) -> str:
-    """What the device runs: the inference precision, prefixed i8 when convolutions run in u8/i8."""
-    precision = precision_name(compiled.get_property("INFERENCE_PRECISION_HINT"))
-    conv_precisions = {node.get_rt_info()["runtimePrecision"].astype(str)
-                       for node in compiled.get_runtime_model().get_ordered_ops() if exec_type(node) == "Convolution"}
-    return f"i8+{precision}" if conv_precisions & {"u8", "i8"} else precision
-
-
 # --- benchmark_app ---------------------------------------------------------------------------------------------
 
 def benchmark_app_command(xml: Path, hint: str, seconds: float, precision: str | None) -> list[str]:
@@ -158,7 +160,7 @@ def time_ir(core: ov.Core, variant: str, xml: Path, image: np.ndarray, seconds: 
     precision = HINTS[variant]
     latency_model = core.compile_model(xml, "CPU", compile_config("LATENCY", precision))
     latency = statistics.median(request_latencies(latency_model, {0: image}, seconds))
-    precision_ran = ran_as(latency_model)
+    precision_ran = ran_at(latency_model)
     del latency_model  # one compiled model alive at a time, each dropped after its requests
     throughput_model = core.compile_model(xml, "CPU", compile_config("THROUGHPUT", precision))
     rate = async_rate(throughput_model, {0: image}, seconds)
@@ -178,11 +180,8 @@ def sequential_timing(variant: str, call: Callable[[], object], seconds: float) 
 
 def darknet_files(graph: Graph, weights_path: Path, workdir: Path) -> tuple[Path, Path]:
     """The cfg with [net] set to the graph's input size (OpenCV builds at the cfg's size), and the weights."""
-    sections = copy.deepcopy(list(graph.sections))
-    sections[0].set("width", graph.input_shape[2])
-    sections[0].set("height", graph.input_shape[1])
     cfg_path = workdir / "opencv.cfg"
-    atomic_write(cfg_path, format_cfg(sections))
+    atomic_write(cfg_path, format_cfg(graph.sized_sections()))
     return cfg_path, weights_path
 
 
@@ -190,7 +189,7 @@ def time_opencv(graph: Graph, weights_path: Path, workdir: Path, image: np.ndarr
     """OpenCV DNN's Darknet importer (default backend and target): blobFromImage + forward of the heads."""
     net = cv2.dnn.readNetFromDarknet(*(str(p) for p in darknet_files(graph, weights_path, workdir)))
     names = net.getUnconnectedOutLayersNames()
-    _, height, width = graph.input_shape
+    width, height = graph.size
 
     def infer():
         net.setInput(cv2.dnn.blobFromImage(image[0], 1 / 255.0, (width, height), swapRB=True))
@@ -277,7 +276,9 @@ def peak_for(precision: str, peaks: dict[str, float]) -> float:
 # --- preparing the models ---------------------------------------------------------------------------------------
 
 def available_variants(core: ov.Core, wanted: tuple[str, ...]) -> tuple[str, ...]:
-    """The wanted variants this machine can run (bf16 needs the CPU's BF16 capability)."""
+    """The wanted variants (any spelling), named as in VARIANTS, that this machine can run (bf16 needs the CPU's
+    BF16 capability)."""
+    wanted = tuple(variant_name(v) for v in wanted)
     unknown = [v for v in wanted if v not in VARIANTS]
     if unknown:
         raise PruneyoloError(f"unknown bench variant {unknown[0]!r}: choose from {', '.join(VARIANTS)}")
@@ -291,43 +292,36 @@ def default_precision(core: ov.Core) -> str:
     return "f32" if default == "bf16" and "BF16" not in cpu_capabilities(core) else default
 
 
-def write_irs(graph: Graph, weights, workdir: Path, variants: tuple[str, ...], calib: list[Path] | None,
-              calib_size: int) -> tuple[dict[str, Path], list[str]]:
-    """The IR files the variants need (fp32, fp16, int8), and notes on how int8 was calibrated."""
-    from pruneyolo.export.convert import save_ir, to_openvino
-    from pruneyolo.export.quantize import quantize_images, quantize_model, synthetic_calib
+def write_irs(graph: Graph, weights, workdir: Path, variants: tuple[str, ...],
+              calibration: Calibration | None = None) -> dict[str, Path]:
+    """The IR file of each wanted IR variant: one per weight storage, built by build_ir and labelled with its
+    storage (int8 quantized on `calibration`)."""
+    from pruneyolo.export.build import IrOptions, build_ir
+    from pruneyolo.export.convert import save_ir
 
-    model = to_openvino(graph, weights)
-    paths, notes = {}, []
-    if {"ir-f32", "ir-bf16"} & set(variants):
-        paths["ir-f32"] = paths["ir-bf16"] = save_ir(model, workdir / IR_FILES["ir-f32"])
-    if "ir-fp16" in variants:
-        paths["ir-fp16"] = save_ir(model, workdir / IR_FILES["ir-fp16"], "fp16")
-    if "ir-int8" in variants:
-        if calib:
-            quantized = quantize_images(model, calib)
-            notes.append(f"int8 calibrated on {len(calib)} images from --calib")
-        else:
-            quantized = quantize_model(model, synthetic_calib(model, calib_size), calib_size)
-            notes.append(f"int8 calibrated on {calib_size} synthetic scenes (no --calib given)")
-        paths["ir-int8"] = save_ir(quantized, workdir / IR_FILES["ir-int8"])
-    return paths, notes
+    wanted = [v for v in variants if v in IR_VARIANTS]
+    for name, storage in {IR_FILES[v]: IR_VARIANTS[v][0] for v in wanted}.items():
+        options = IrOptions(storage=storage, calibration=calibration if storage == "int8" else None)
+        save_ir(build_ir(graph, weights, options).model, workdir / name, storage)
+    return {v: workdir / IR_FILES[v] for v in wanted}
 
 
 def bench(graph: Graph, weights, weights_path: Path, workdir: Path, seconds: float = 5.0,
-          variants: tuple[str, ...] = VARIANTS, calib: list[Path] | None = None, calib_size: int = CALIB_IMAGES,
-          app: bool = True, peaks: dict[str, float] | None = None, name: str | None = None,
+          variants: tuple[str, ...] = VARIANTS, calibration: Calibration = SYNTHETIC_CALIBRATION, app: bool = True,
+          peaks: dict[str, float] | None = None, name: str | None = None,
           log: Callable[[str], None] = lambda _: None) -> BenchResult:
-    """Time every variant on one random u8 BGR frame at the graph's input size (batch 1), plus the peaks."""
+    """Time every variant on one random u8 BGR frame at the graph's input size (batch 1), plus the peaks; the int8
+    IR is calibrated on `calibration`."""
     from pruneyolo.export.convert import export_module, save_onnx
 
     core = ov.Core()
     variants = available_variants(core, variants)
-    _, height, width = graph.input_shape
+    width, height = graph.size
     image = np.random.default_rng(0).integers(0, 256, (1, height, width, 3), dtype=np.uint8)
     log("converting")
-    irs, notes = write_irs(graph, weights, Path(workdir), variants, calib, calib_size)
-    notes += channel_note(graph)
+    irs = write_irs(graph, weights, Path(workdir), variants, calibration)
+    notes = [f"int8 calibrated on {calibration.text}"] * ("ir-int8" in variants) + channel_note(graph)
+    module = export_module(graph, weights) if {"onnxruntime", "torch"} & set(variants) else None
     timings = []
     for variant in variants:
         log(f"timing {LABELS[variant]}")
@@ -336,10 +330,10 @@ def bench(graph: Graph, weights, weights_path: Path, workdir: Path, seconds: flo
         elif variant == "opencv":
             timings.append(time_opencv(graph, weights_path, Path(workdir), image, seconds))
         elif variant == "onnxruntime":
-            onnx_path = save_onnx(export_module(graph, weights), graph, Path(workdir) / "model.onnx", "decoded")
+            onnx_path = save_onnx(module, graph, Path(workdir) / "model.onnx", "decoded")
             timings.append(time_onnxruntime(onnx_path, image, seconds))
         else:
-            timings.append(time_torch(export_module(graph, weights), image, seconds))
+            timings.append(time_torch(module, image, seconds))
     if peaks is None:
         log("measuring the peaks")
         peaks = measure_peaks(core, min(seconds, 2.0))

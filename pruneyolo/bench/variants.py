@@ -1,15 +1,29 @@
-"""What `pruneyolo bench` can time, its labels, and the IR file and precision hint of each OpenVINO row."""
+"""What `pruneyolo bench` can time, its labels, and the weight storage and inference precision of each IR row."""
 
 import os
 
-NO_BF16 = "PRUNEYOLO_NO_BF16"  # =1: bench and the tools treat the CPU as one without bf16 (to test that case)
+from pruneyolo.export.precision import WIDTHS
 
-OPENVINO_VARIANTS = ("ir-f32", "ir-bf16", "ir-fp16", "ir-int8")
+NO_BF16 = "PRUNEYOLO_NO_BF16"  # =1: bench and the tools treat the CPU as one without bf16 (to test that case)
+CALIB_IMAGES = 32  # synthetic scenes (or images) the int8 row and the budget's int8 candidates calibrate on
+
+# IR variant -> (weight storage, inference precision hint; None: the device's default)
+IR_VARIANTS = {"ir-f32": ("fp32", "f32"), "ir-bf16": ("fp32", "bf16"), "ir-f16": ("fp16", "f16"),
+               "ir-int8": ("int8", None)}
+OPENVINO_VARIANTS = tuple(IR_VARIANTS)
 VARIANTS = OPENVINO_VARIANTS + ("opencv", "onnxruntime", "torch")
-LABELS = {"ir-f32": "IR f32", "ir-bf16": "IR bf16", "ir-fp16": "IR fp16", "ir-int8": "IR int8",
+LABELS = {"ir-f32": "IR f32", "ir-bf16": "IR bf16", "ir-f16": "IR f16", "ir-int8": "IR int8",
           "opencv": "OpenCV DNN", "onnxruntime": "ONNX Runtime", "torch": "PyTorch eager"}
-IR_FILES = {"ir-f32": "fp32.xml", "ir-bf16": "fp32.xml", "ir-fp16": "fp16.xml", "ir-int8": "int8.xml"}
-HINTS = {"ir-f32": "f32", "ir-bf16": "bf16", "ir-fp16": "f16", "ir-int8": None}  # INFERENCE_PRECISION_HINT
+IR_FILES = {variant: f"{storage}.xml" for variant, (storage, _) in IR_VARIANTS.items()}
+IR_BY_WIDTH = {"32": "ir-f32", "bf16": "ir-bf16", "16": "ir-f16", "8": "ir-int8"}  # precision width -> variant
+HINTS = {variant: hint for variant, (_, hint) in IR_VARIANTS.items()}  # INFERENCE_PRECISION_HINT
+
+
+def variant_name(name: str) -> str:
+    """A variant as typed, an IR's precision in any spelling (ir-fp16, ir-i8, IR-F32), as its name in VARIANTS."""
+    name = name.strip().lower()
+    width = WIDTHS.get(name.removeprefix("ir-")) if name.startswith("ir-") else None
+    return IR_BY_WIDTH.get(width, name)
 
 
 def cpu_capabilities(core) -> list[str]:

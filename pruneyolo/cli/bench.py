@@ -8,8 +8,9 @@ from pathlib import Path
 
 import click
 
-from pruneyolo.bench.variants import VARIANTS
-from pruneyolo.cli.options import load_model, size_option
+from pruneyolo.bench.variants import CALIB_IMAGES, VARIANTS
+from pruneyolo.cli.options import calib_options, load_model, size_option
+from pruneyolo.export import SYNTHETIC
 
 
 def parse_variants(ctx, param, value) -> tuple[str, ...]:
@@ -25,30 +26,27 @@ def parse_variants(ctx, param, value) -> tuple[str, ...]:
 @click.option("--seconds", default=5.0, show_default=True, type=click.FloatRange(0.5),
               help="Per variant and mode (benchmark_app rounds to whole seconds).")
 @click.option("--variants", callback=parse_variants, help=f"Comma-separated subset of {', '.join(VARIANTS)}.")
-@click.option("--calib", "calib_dir", type=click.Path(), help="Calibration images for the int8 row "
-              "(default: synthetic scenes).")
-@click.option("--calib-size", default=32, show_default=True, type=click.IntRange(10),
-              help="Calibration images (or synthetic scenes) for the int8 row.")
+@calib_options(CALIB_IMAGES, SYNTHETIC)
 @click.option("--no-benchmark-app", "no_app", is_flag=True, help="Skip the benchmark_app columns.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False),
               help="Bar chart PNG (default: <cfg stem>_bench.png).")
-def bench_command(cfg, weights_path, size, seconds, variants, calib_dir, calib_size, no_app, plot_path):
+def bench_command(cfg, weights_path, size, seconds, variants, calib, calib_size, no_app, plot_path):
     """Time CFG + WEIGHTS as OpenVINO IR (f32, bf16, fp16, int8), OpenCV DNN, ONNX Runtime and PyTorch."""
     from rich.console import Console
 
     from pruneyolo.bench.timing import bench, footer, plot, result_table
     from pruneyolo.darknet.weights import write_weights
-    from pruneyolo.export.quantize import calib_images
+    from pruneyolo.export.quantize import calibration
 
     graph, weights, _ = load_model(cfg, weights_path, size)
-    calib = calib_images(calib_dir, calib_size) if calib_dir else None
+    source = calibration(calib, calib_size)
     console = Console() if sys.stdout.isatty() else Console(width=160)  # a piped table keeps its columns
     with tempfile.TemporaryDirectory(prefix="pruneyolo-bench-") as workdir, console.status("bench") as status:
         if not weights_path:  # OpenCV DNN reads a .weights file
             weights_path = Path(workdir) / "model.weights"
             write_weights(weights_path, graph, weights)
-        result = bench(graph, weights, Path(weights_path), Path(workdir), seconds, variants, calib, calib_size,
-                       not no_app, log=status.update)
+        result = bench(graph, weights, Path(weights_path), Path(workdir), seconds, variants, source, not no_app,
+                       log=status.update)
     console.print(result_table(result))
     for line in footer(result):
         console.print(line, highlight=False)

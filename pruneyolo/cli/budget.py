@@ -9,8 +9,10 @@ from typing import TYPE_CHECKING
 
 import click
 
+from pruneyolo.bench.variants import CALIB_IMAGES
+from pruneyolo.cli.options import INFERENCE_TYPE, STORAGE_TYPE, calib_options
 from pruneyolo.errors import PruneyoloError
-from pruneyolo.export.precision import MEASURED
+from pruneyolo.export import SYNTHETIC
 
 if TYPE_CHECKING:
     from pruneyolo.darknet.graph import Graph
@@ -22,16 +24,15 @@ BUDGET_OPTIONS = (
     click.option("--target-ms", type=float, help="Instead of --percent: prune as little as possible to infer one "
                  "frame of every stream within this many ms (median latency, LATENCY hint)."),
     click.option("--device", default="CPU", show_default=True, help="OpenVINO device to measure on."),
-    click.option("--precision", type=click.Choice(MEASURED), help="Precision to measure at (default: the "
-                 "device's own; int8 quantizes each candidate with NNCF on --calib or synthetic scenes)."),
+    click.option("--precision", type=INFERENCE_TYPE, help="Inference precision to measure at (default: the "
+                 "device's own)."),
+    click.option("--storage", type=STORAGE_TYPE, default="fp32", show_default=True,
+                 help="Weight storage of each candidate's IR; int8 quantizes it with NNCF on --calib."),
     click.option("--streams", default=1, show_default=True, type=click.IntRange(1),
                  help="Streams tiled into mosaics as `pruneyolo run` tiles them; one inference per mosaic."),
     click.option("--step", default=0.01, show_default=True, type=float, help="Grid of percents searched."),
     click.option("--seconds", default=3.0, show_default=True, type=click.FloatRange(0.5),
                  help="Measuring time per candidate."),
-    click.option("--calib", "calib_dir", type=click.Path(file_okay=False), help="Calibration images (int8)."),
-    click.option("--calib-size", default=32, show_default=True, type=click.IntRange(10),
-                 help="Calibration images (or synthetic scenes) for int8."),
     click.option("--data", type=click.Path(file_okay=False),
                  help="Dataset from `pruneyolo synth`: add each candidate's mAP50 on its test split."),
     click.option("--plot", "plot_path", type=click.Path(dir_okay=False),
@@ -43,15 +44,14 @@ def budget_options(command):
     """Apply the budget options to a click command."""
     for option in reversed(BUDGET_OPTIONS):
         command = option(command)
-    return command
+    return calib_options(CALIB_IMAGES, SYNTHETIC)(command)
 
 
 def mosaic_tiles(streams: int, graph: Graph) -> int:
     """Tiles per mosaic when `pruneyolo run` lays out `streams` sources on this input."""
     from pruneyolo.detect.mosaic import make_layout
 
-    _, height, width = graph.input_shape
-    return make_layout(None, streams, width, height).tiles
+    return make_layout(None, streams, *graph.size).tiles
 
 
 def run_budget(cfg: str, graph: Graph, weights: DarknetWeights, budget_args: dict, shortcut_counts: tuple[int, ...],
@@ -61,28 +61,29 @@ def run_budget(cfg: str, graph: Graph, weights: DarknetWeights, budget_args: dic
     from rich.console import Console
 
     from pruneyolo.bench.budget import Budget, ir_measure, plot_search, search, search_table
-    from pruneyolo.export.quantize import calib_images
+    from pruneyolo.export.quantize import calibration
     from pruneyolo.prune.pruning import write_result
     from pruneyolo.runner.adapter import check_device
 
     args = budget_args
     check_device(ov.Core().available_devices, args["device"])
     budget = Budget(args["target_fps"], args["target_ms"], args["streams"], mosaic_tiles(args["streams"], graph))
-    calib = calib_images(args["calib_dir"], args["calib_size"]) if args["calib_dir"] else None
+    calib = calibration(args["calib"], args["calib_size"]) if args["storage"] == "int8" else None
     console = Console() if sys.stdout.isatty() else Console(width=160)
     with tempfile.TemporaryDirectory(prefix="pruneyolo-budget-") as workdir, console.status("searching") as status:
-        measure = ir_measure(Path(workdir), budget, args["device"], args["precision"], args["seconds"], calib,
-                             args["calib_size"], args["data"] and Path(args["data"]))
+        measure = ir_measure(Path(workdir), budget, args["device"], args["storage"], args["precision"],
+                             args["seconds"], calib, args["data"] and Path(args["data"]))
         found = search(graph, weights, budget, measure, shortcut_counts, args["step"], layer_keep, round_to,
                        log=status.update)
-    _, height, width = graph.input_shape
+    width, height = graph.size
     title = (f"prune to a budget: {Path(cfg).name} @ {width}x{height} on {args['device']}\n"
-             f"precision {args['precision'] or 'device default'}, channels rounded to {round_to}")
+             f"{args['storage']} weights" + (f" calibrated on {calib.text}" if calib else "")
+             + f", precision {args['precision'] or 'device default'}, channels rounded to {round_to}")
     console.print(search_table(found, title))
     plot_path = plot_search(found, args["plot_path"] or Path(directory) / f"{Path(cfg).stem}_budget.png", title)
     if found.chosen is None:
         raise PruneyoloError(f"no percent up to the largest safe one meets {budget.text} on {args['device']} "
-                             f"(chart: {plot_path}); try more --shortcuts, a smaller --size, --precision int8 or "
+                             f"(chart: {plot_path}); try more --shortcuts, a smaller --size, --storage int8 or "
                              "fewer --streams")
     cfg_out, weights_out = write_result(found.result, directory, cfg)
     console.print(f"chose percent {found.chosen.percent:g}"

@@ -8,7 +8,7 @@ import sys
 import click
 
 from pruneyolo import __version__
-from pruneyolo.errors import PruneyoloError, printable
+from pruneyolo.errors import ArgumentError, PruneyoloError, printable
 
 # command name -> "module:attribute"; each module imports its heavy libraries inside the command
 COMMANDS = {
@@ -46,8 +46,25 @@ class Group(click.Group):
         try:
             return super().invoke(ctx)
         except PruneyoloError as exc:
-            click.echo(f"error: {printable(exc)}", err=True)  # names from a file may hold escapes
+            click.echo(f"error: {printable(self.message(ctx, exc))}", err=True)  # names from a file may hold escapes
             sys.exit(2)
+
+    def message(self, ctx, exc: PruneyoloError) -> str:
+        """The error's line; an ArgumentError names the running command's option for its argument."""
+        command = self.get_command(ctx, ctx.invoked_subcommand) if ctx.invoked_subcommand else None
+        if not isinstance(exc, ArgumentError) or command is None:
+            return str(exc)
+        return exc.naming(lambda argument: option_name(command, argument))
+
+
+def option_name(command: click.Command, argument: str) -> str:
+    """`--layer-keep` for the argument `layer_keep` where the command has that option (by its name or its
+    spelling), else the argument's own name."""
+    flag = f"--{argument.replace('_', '-')}"
+    for param in command.params:
+        if param.name == argument or flag in param.opts:
+            return max(param.opts, key=len)
+    return argument
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})

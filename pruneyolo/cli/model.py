@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import click
 
-from pruneyolo.cli.options import dialect_option, load_model, size_option
+from pruneyolo.cli.options import STORAGE_TYPE, calib_options, dialect_option, load_model, size_option
+from pruneyolo.detect import HEADS_MODES
 from pruneyolo.errors import PruneyoloError
+from pruneyolo.export import SYNTHETIC
+from pruneyolo.modelfile import GRAPH_KINDS, require_kind
 
 
 @click.command()
@@ -19,7 +23,6 @@ from pruneyolo.errors import PruneyoloError
 def inspect(cfg, size, dialect, as_json):
     """Parse CFG (or a YOLOv5 .pt) and print its layers, shapes, parameters and BFLOPs."""
     from pruneyolo.darknet.summary import format_summary, summary_data
-    from pruneyolo.yolov5.source import load_model
 
     graph = load_model(cfg, None, size, dialect, need_weights=False).graph
     click.echo(json.dumps(summary_data(graph), indent=1) if as_json else format_summary(graph))
@@ -46,17 +49,27 @@ def codegen(cfg, output, weights, size, dialect):
     click.echo(f"wrote {output}: {len(graph.nodes)} layers, {graph.params:,} parameters, {graph.bflops:.3f} BFLOPs")
 
 
+def refuse_for_onnx(path, weights, heads, with_onnx, storage, calib, eval_data) -> None:
+    """One line for the first of convert's options given that has no meaning for an ONNX already decoded."""
+    refused = [("--weights", weights, "the ONNX holds its weights"),
+               (f"--heads {heads}", heads != "decoded", "the ONNX output is already decoded"),
+               ("--onnx", with_onnx, "the input is an ONNX already"),
+               ("--storage int8", storage == "int8" or calib, "quantize from the cfg or .pt instead"),
+               ("--eval", eval_data, "score the written IR with `pruneyolo eval`")]
+    for option, given, reason in refused:
+        if given:
+            raise PruneyoloError(f"{path}: {option} does not apply to an ONNX ({reason})")
+
+
 @click.command()
 @click.argument("cfg", type=click.Path(dir_okay=False))
 @click.option("--weights", type=click.Path(dir_okay=False),
               help="Darknet .weights for CFG (not with a YOLOv5 .pt or an ONNX file).")
 @click.option("--output", "-o", "output_dir", type=click.Path(file_okay=False),
               help="Directory for <cfg stem>.xml/.bin (and .onnx).")
-@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="fp32", show_default=True,
-              help="int8: NNCF post-training quantization with --calib images (the head decode stays float).")
-@click.option("--calib", "calib_dir", type=click.Path(), help="Directory of .jpg/.png calibration images (int8).")
-@click.option("--calib-size", default=300, show_default=True, type=click.IntRange(10),
-              help="Calibration images to use (int8).")
+@click.option("--storage", type=STORAGE_TYPE, default="fp32", show_default=True,
+              help="Weight storage; int8: NNCF post-training quantization on --calib (the head decode stays float).")
+@calib_options(300)
 @click.option("--eval", "eval_data", type=click.Path(file_okay=False),
               help="Dataset from `pruneyolo synth`: print the IR's mAP on its test split next to the FP32 IR's.")
 @click.option("--ovms", "ovms_dir", type=click.Path(file_okay=False),
@@ -64,75 +77,56 @@ def codegen(cfg, output, weights, size, dialect):
                    "+ config.json.")
 @click.option("--ovms-device", help="target_device in config.json (e.g. CPU, GPU, AUTO; default: none, OVMS "
                                     "picks).")
-@click.option("--heads", type=click.Choice(["decoded", "raw", "scores"]), default="decoded", show_default=True,
+@click.option("--heads", type=click.Choice(HEADS_MODES), default="decoded", show_default=True,
               help="decoded: one [1,N,5+C] output of boxes; raw: one output per head; scores: one [1,4+C,N] "
                    "output of boxes and class scores (Ultralytics' layout, for OpenVINO model_api).")
 @click.option("--onnx", "with_onnx", is_flag=True, help="Also write <cfg stem>.onnx (float NCHW RGB input).")
 @click.option("--names", type=click.Path(dir_okay=False), help="Darknet .names file with the class labels.")
 @size_option
 @dialect_option
-def convert(cfg, weights, output_dir, precision, calib_dir, calib_size, eval_data, ovms_dir, ovms_device, heads,
-            with_onnx, names, size, dialect):
+def convert(cfg, weights, output_dir, storage, calib, calib_size, eval_data, ovms_dir, ovms_device, heads, with_onnx,
+            names, size, dialect):
     """Convert CFG + WEIGHTS (or a YOLOv5 .pt, or its export.py ONNX) to OpenVINO IR (u8 NHWC BGR input,
     metadata embedded)."""
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+    from rich.console import Console
 
-    from pruneyolo.export.convert import export_module, read_names, save_ir, save_onnx, to_openvino
-    from pruneyolo.export.ovms import model_name, write_repository
-    from pruneyolo.export.quantize import calib_images, quantize_images
+    from pruneyolo.export.build import IrOptions, build_ir, write_ir
+    from pruneyolo.export.convert import read_names, save_onnx
+    from pruneyolo.export.quantize import calibration
 
     if not output_dir and not ovms_dir:
         raise PruneyoloError("give -o DIR (IR files) or --ovms DIR (a model server repository), or both")
-    if precision == "int8" and not calib_dir:
-        raise PruneyoloError("--precision int8 needs --calib DIR (calibration images)")
-    if calib_dir and precision != "int8":
-        raise PruneyoloError("--calib is only used with --precision int8")
+    if storage == "int8" and not calib:
+        raise PruneyoloError(f"--storage int8 needs --calib DIR (calibration images) or --calib {SYNTHETIC}")
     if ovms_device and not ovms_dir:
         raise PruneyoloError("--ovms-device goes into an OVMS repository's config.json: give --ovms DIR")
     if with_onnx and not output_dir:
         raise PruneyoloError("--onnx writes next to the IR: give -o DIR")
-    if eval_data and heads == "raw":
-        raise PruneyoloError("--eval scores decoded boxes: drop --heads raw")
-    if Path(cfg).suffix.lower() == ".onnx":
-        from pruneyolo.export.onnx_wrap import convert_onnx
+    stem = Path(cfg).stem
+    labels = read_names(names) if names else None
+    if require_kind(cfg, *GRAPH_KINDS, "onnx") == "onnx":
+        from pruneyolo.export.onnx_wrap import wrap_onnx
 
-        written = convert_onnx(cfg, output_dir, ovms_dir, ovms_device, precision=precision, heads=heads,
-                               with_onnx=with_onnx, weights=weights, calib=calib_dir, eval_data=eval_data,
-                               names=names, size=size)
-        click.echo(f"wrote {', '.join(map(str, written))} ({precision}, YOLOv5 ONNX with decoded output, input u8 "
+        refuse_for_onnx(cfg, weights, heads, with_onnx, storage, calib, eval_data)
+        written = write_ir(wrap_onnx(cfg, labels, size, storage), storage, stem, output_dir, ovms_dir, ovms_device)
+        click.echo(f"wrote {', '.join(map(str, written))} ({storage}, YOLOv5 ONNX with decoded output, input u8 "
                    "NHWC BGR)")
         return
-    calib_paths = calib_images(calib_dir, calib_size) if calib_dir else []
-    stem = Path(cfg).stem
-    steps = (["load model", "convert to OpenVINO"] + (["quantize (NNCF)"] if calib_paths else [])
-             + ["save IR"] + (["export ONNX"] if with_onnx else []))
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), transient=True) as bar:
-        task = bar.add_task(steps[0], total=len(steps))
-
-        def step(done_name, result):
-            bar.update(task, advance=1, description=steps[min(steps.index(done_name) + 1, len(steps) - 1)])
-            return result
-
-        graph, darknet_weights, labels = step("load model", load_model(cfg, weights, size, dialect))
-        labels = read_names(names) if names else labels
-        model = step("convert to OpenVINO", to_openvino(graph, darknet_weights, heads, labels, precision))
-        float_model = model
-        if calib_paths:
-            model = step("quantize (NNCF)", quantize_images(model, calib_paths))
-        storage = "fp16" if precision == "fp16" else "fp32"  # int8 keeps its float ops (the decode) in fp32
-        written = [save_ir(model, Path(output_dir) / f"{stem}.xml", storage)] if output_dir else []
-        if ovms_dir:
-            written += write_repository(model, ovms_dir, model_name(stem), ovms_device, storage)
-        step("save IR", written)
+    options = IrOptions(heads, labels, storage, calibration(calib, calib_size) if calib else None)
+    graph, darknet_weights, model_labels = load_model(cfg, weights, size, dialect)
+    quantizing = f", quantizing on {options.calibration.text}" if options.calibration else ""
+    with Console(stderr=True).status(f"converting{quantizing}"):
+        built = build_ir(graph, darknet_weights, replace(options, labels=labels or model_labels))
+        written = write_ir(built.model, storage, stem, output_dir, ovms_dir, ovms_device)
         if with_onnx:
-            step("export ONNX", save_onnx(export_module(graph, darknet_weights, heads), graph,
-                                          Path(output_dir) / f"{stem}.onnx", heads))
-    click.echo(f"wrote {', '.join(map(str, written))} ({precision}, heads {heads}, input u8 NHWC BGR "
-               f"{graph.input_shape[2]}x{graph.input_shape[1]})" + (" and .onnx" if with_onnx else ""))
+            save_onnx(built.module, graph, Path(output_dir) / f"{stem}.onnx", heads)
+    width, height = graph.size
+    click.echo(f"wrote {', '.join(map(str, written))} ({storage}, heads {heads}, input u8 NHWC BGR {width}x{height})"
+               + (" and .onnx" if with_onnx else ""))
     if eval_data:
         from pruneyolo.train.evaluate import map_vs_fp32
 
-        metrics, reference = map_vs_fp32(written[0], float_model, eval_data, precision)
-        click.echo(f"{eval_data} test split, {metrics.images} images: mAP50 {precision} {metrics.map50:.4f} vs fp32 "
+        metrics, reference = map_vs_fp32(written[0], built.float_model, eval_data, storage)
+        click.echo(f"{eval_data} test split, {metrics.images} images: mAP50 {storage} {metrics.map50:.4f} vs fp32 "
                    f"{reference.map50:.4f} ({100 * (metrics.map50 - reference.map50):+.2f} points), mAP50-95 "
                    f"{metrics.map50_95:.4f} vs {reference.map50_95:.4f} (IRs at the device's default precision)")

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import click
 
+from pruneyolo import modelfile
 from pruneyolo.darknet.graph import DIALECTS
+from pruneyolo.errors import PruneyoloError
+from pruneyolo.export import SYNTHETIC
+from pruneyolo.export.precision import INFERENCE, STORAGE, inference_precision, weight_storage
+from pruneyolo.modelfile import LoadedModel
 
 
 def parse_size(ctx, param, value):
@@ -22,16 +27,51 @@ def parse_size(ctx, param, value):
     return tuple(parts)
 
 
+class PrecisionName(click.ParamType):
+    """One precision vocabulary as a click type: every alias accepted, the canonical name passed on."""
+
+    def __init__(self, canonical, names):
+        self.canonical, self.name = canonical, "|".join(names)
+
+    def get_metavar(self, param, ctx=None) -> str:
+        return f"[{self.name}]"
+
+    def convert(self, value, param, ctx):
+        try:
+            return self.canonical(value)
+        except PruneyoloError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+def calib_options(count: int, default: str | None = None):
+    """--calib DIR|synthetic and --calib-size, the int8 calibration source as every command takes it."""
+    source = click.option("--calib", metavar=f"DIR|{SYNTHETIC}", default=default, show_default=bool(default),
+                          help=f"int8 calibration: a directory of .jpg/.png images, or '{SYNTHETIC}' (rendered "
+                               "scenes).")
+    size = click.option("--calib-size", default=count, show_default=True, type=click.IntRange(10),
+                        help="Calibration images (or synthetic scenes) to use.")
+    return lambda command: source(size(command))
+
+
+STORAGE_TYPE = PrecisionName(weight_storage, STORAGE.values())
+INFERENCE_TYPE = PrecisionName(inference_precision, INFERENCE.values())
 size_option = click.option("--size", callback=parse_size, help="Input size WxH (overrides [net]).")
 dialect_option = click.option("--dialect", type=click.Choice(DIALECTS),
                               help="Force the cfg dialect (default: detected).")
 
 
-def load_model(path, weights=None, size=None, dialect=None, *, need_weights: bool = True):
-    """pruneyolo.yolov5.source.load_model, with each of the graph's warnings (e.g. darknet leniencies) on stderr."""
-    from pruneyolo.yolov5.source import load_model as load
-
-    loaded = load(path, weights, size, dialect, need_weights=need_weights)
+def echo_warnings(loaded: LoadedModel) -> LoadedModel:
+    """The model, after each of its graph's warnings (e.g. darknet leniencies) went to stderr."""
     for warning in loaded.graph.warnings:
         click.echo(f"warning: {warning}", err=True)
     return loaded
+
+
+def load_model(path, weights=None, size=None, dialect=None, *, need_weights: bool = True) -> LoadedModel:
+    """pruneyolo.modelfile.load_model, warnings on stderr."""
+    return echo_warnings(modelfile.load_model(path, weights, size, dialect, need_weights=need_weights))
+
+
+def load_for_training(path, weights, size, out_dir) -> LoadedModel:
+    """pruneyolo.modelfile.load_for_training, warnings on stderr."""
+    return echo_warnings(modelfile.load_for_training(path, weights, size, out_dir))

@@ -107,10 +107,10 @@ def compare_command(first, second, size):
     """Compare two cfgs (e.g. before and after pruning) layer by layer."""
     from rich.console import Console
 
-    from pruneyolo.darknet.graph import load_graph
     from pruneyolo.prune.report import compare_table
 
-    Console(width=160).print(compare_table(load_graph(first, size), load_graph(second, size)))
+    graphs = [load_model(path, None, size, need_weights=False).graph for path in (first, second)]
+    Console(width=160).print(compare_table(*graphs))
 
 
 @click.command("gammas")

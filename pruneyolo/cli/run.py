@@ -9,6 +9,8 @@ import threading
 
 import click
 
+from pruneyolo.cli.options import INFERENCE_TYPE
+from pruneyolo.detect import CONFIDENCE_THRESHOLD, IOU_THRESHOLD
 from pruneyolo.errors import PruneyoloError
 
 
@@ -100,13 +102,14 @@ def summary_table(snapshot: dict, adapter, device: str):
                    "(repeat for more streams).")
 @click.option("--layout", help="Tile grid COLSxROWS (default: the smallest square that fits the sources).")
 @click.option("--device", default="CPU", show_default=True, help="OpenVINO device (see `pruneyolo devices`).")
-@click.option("--conf", default=0.25, show_default=True, type=click.FloatRange(0, 1), help="Score threshold.")
-@click.option("--iou", default=0.45, show_default=True, type=click.FloatRange(0, 1), help="NMS IoU threshold.")
+@click.option("--conf", default=CONFIDENCE_THRESHOLD, show_default=True, type=click.FloatRange(0, 1),
+              help="Score threshold.")
+@click.option("--iou", default=IOU_THRESHOLD, show_default=True, type=click.FloatRange(0, 1), help="NMS IoU threshold.")
 @click.option("--nireq", type=click.IntRange(1),
               help=f"Infer requests (default: the device's optimum); with --backend, requests in flight per "
                    f"server (default {REMOTE_INFLIGHT}).")
 @click.option("--hint", type=click.Choice(["throughput", "latency"]), default="throughput", show_default=True)
-@click.option("--precision", type=click.Choice(["f32", "bf16", "f16"]), help="Inference precision hint.")
+@click.option("--precision", type=INFERENCE_TYPE, help="Inference precision hint (default: the device's own).")
 @click.option("--loop", is_flag=True, help="Restart files, folders and images at their end.")
 @click.option("--reconnect", is_flag=True, help="Retry sources that fail or end, with back-off.")
 @click.option("--max-frames", type=click.IntRange(1), help="Read at most N frames per stream.")

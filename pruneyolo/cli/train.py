@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from pruneyolo.cli.options import load_model, size_option
+from pruneyolo.cli.options import load_for_training, load_model, size_option
 from pruneyolo.errors import PruneyoloError
 
 
@@ -73,7 +73,6 @@ def train_command(cfg, data_dir, weights_path, out_dir, epochs, batch, lr, optim
     """Train CFG (or a YOLOv5 .pt, imported into -o first) on a dataset's train split and write Darknet .weights
     plus a checkpoint."""
     from pruneyolo.train.trainer import NO_AUGMENT, Augment, TrainOptions, train
-    from pruneyolo.yolov5.source import load_for_training
 
     if plateau and not val_split:
         raise PruneyoloError("--until-plateau needs --val SPLIT to score the epochs on")
@@ -109,10 +108,11 @@ def eval_command(model, weights_path, data_dir, split, conf, iou, pr_conf, limit
     from rich.console import Console
 
     from pruneyolo.files import atomic_write
+    from pruneyolo.modelfile import GRAPH_KINDS, require_kind
     from pruneyolo.train.evaluate import evaluate, ir_predictor, torch_predictor
 
     set_threads(threads)
-    if Path(model).suffix == ".xml":
+    if require_kind(model, "ir", *GRAPH_KINDS) == "ir":
         predict = ir_predictor(model, device)
     else:
         graph, weights, _ = load_model(model, weights_path, size)

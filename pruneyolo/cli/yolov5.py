@@ -20,5 +20,5 @@ def import_command(checkpoint, directory, size):
     from pruneyolo.darknet.summary import format_summary
     from pruneyolo.yolov5.source import import_paths, write_import
 
-    click.echo(format_summary(write_import(checkpoint, directory, size).graph))
+    click.echo(format_summary(write_import(checkpoint, directory, size)[0]))
     click.echo(f"wrote {', '.join(str(path) for path in import_paths(checkpoint, directory))}")

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 
 from pruneyolo.activations import canonical_activation
@@ -54,6 +56,10 @@ class Node:
     @property
     def out_channels(self) -> int:
         return self.out_shape[0]
+
+    def pass_constant(self, values):
+        """A pass-through node's output channels where its input channels are constant maps of `values`."""
+        return values
 
 
 @dataclass(frozen=True)
@@ -133,6 +139,9 @@ class Upsample(Node):
 
     kind = "upsample"
 
+    def pass_constant(self, values):
+        return values * self.scale
+
 
 @dataclass(frozen=True)
 class Reorg(Node):
@@ -208,6 +217,36 @@ class Yolo(Node):
     def head_anchors(self) -> tuple[tuple[float, float], ...]:
         return tuple(self.anchors[m] for m in self.mask)
 
+    @property
+    def pixel_anchors(self) -> list[list[float]]:
+        """The head's anchors in input pixels (region (yolov2) anchors are given in grid cells)."""
+        unit = self.stride if self.decode == "region" else 1
+        return [[w * unit, h * unit] for w, h in self.head_anchors]
+
+
+class Flow(Enum):
+    """How a node's output channels come from its inputs' channels."""
+
+    PASSES = "passes through"  # output channel k is input channel k on its own (Node.pass_constant)
+    CONCATENATES = "concatenates"  # the inputs' channels (with groups: each one's group slice) side by side
+    ADDS = "adds"  # the inputs added over the channels they share, in inputs[0]'s order
+    CONSUMES = "consumes"  # every input channel mixed into channels of its own: a conv, what pruning cuts
+    OPAQUE = "opaque"  # needs every input channel; its outputs are no conv's channels
+
+
+# Every node type's channel flow, read by pruning and the summary. A type missing here is OPAQUE: a barrier
+# whose inputs are never pruned.
+CHANNEL_FLOW: dict[type[Node], Flow] = {
+    Conv: Flow.CONSUMES, MaxPool: Flow.PASSES, Upsample: Flow.PASSES, Identity: Flow.PASSES,
+    Route: Flow.CONCATENATES, Shortcut: Flow.ADDS, AvgPool: Flow.OPAQUE, Reorg: Flow.OPAQUE,
+    ScaleChannels: Flow.OPAQUE, Sam: Flow.OPAQUE, Yolo: Flow.OPAQUE,
+}
+
+
+def channel_flow(node: Node) -> Flow:
+    """A node's declared channel flow (OPAQUE when its type declares none)."""
+    return CHANNEL_FLOW.get(type(node), Flow.OPAQUE)
+
 
 @dataclass(frozen=True)
 class Graph:
@@ -219,6 +258,24 @@ class Graph:
     dialect: str
     sections: tuple[Section, ...] = field(repr=False, compare=False)
     warnings: tuple[str, ...] = ()
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """The input's (width, height)."""
+        return self.input_shape[2], self.input_shape[1]
+
+    def shape_into(self, node: Node) -> Shape:
+        """The shape of a node's first input (the image's for the first layer)."""
+        source = node.inputs[0] if node.inputs else -1
+        return self.input_shape if source < 0 else self.nodes[source].out_shape
+
+    def sized_sections(self) -> list[Section]:
+        """Copies of the cfg sections with [net] set to the graph's input size, for a reader that builds at the
+        cfg's own size (OpenCV)."""
+        sections = copy.deepcopy(list(self.sections))
+        sections[0].set("width", self.input_shape[2])
+        sections[0].set("height", self.input_shape[1])
+        return sections
 
     @property
     def heads(self) -> list[Yolo]:

@@ -5,7 +5,18 @@ from __future__ import annotations
 from dataclasses import fields
 
 from pruneyolo import __version__
-from pruneyolo.darknet.graph import Conv, Graph, MaxPool, Node, Reorg, Route, Shortcut, Upsample, Yolo
+from pruneyolo.darknet.graph import (
+    Conv,
+    Flow,
+    Graph,
+    MaxPool,
+    Node,
+    Reorg,
+    Route,
+    Upsample,
+    Yolo,
+    channel_flow,
+)
 
 
 def _shape(shape) -> str:
@@ -34,16 +45,11 @@ def _describe(node: Node) -> tuple[str, str, str]:
         return f"reorg/{node.mode}", "", f"/{node.stride}"
     if isinstance(node, Route) and node.groups > 1:
         return node.kind, "", " ".join(str(i) for i in node.inputs) + f" (group {node.group_id}/{node.groups})"
-    if isinstance(node, (Route, Shortcut)):
+    if channel_flow(node) in (Flow.CONCATENATES, Flow.ADDS):  # a join: its inputs are what to show
         return node.kind, "", " ".join(str(i) for i in node.inputs)
     if isinstance(node, Yolo):
         return node.decode if node.decode == "region" else "yolo", "", f"stride {node.stride}"
     return node.kind, "", ""
-
-
-def _input_shape(graph: Graph, node: Node):
-    source = node.inputs[0] if node.inputs else -1
-    return graph.input_shape if source < 0 else graph.nodes[source].out_shape
 
 
 def format_summary(graph: Graph) -> str:
@@ -57,7 +63,7 @@ def format_summary(graph: Graph) -> str:
         kind, filters, geometry = _describe(node)
         flops = f"{node.bflops:9.3f}" if node.bflops else ""
         lines.append(f"{node.index:5d}  {kind:<14}{filters:>8}  {geometry:<16}"
-                     f"{_shape(_input_shape(graph, node)):>20} -> {_shape(node.out_shape):<20}{flops}")
+                     f"{_shape(graph.shape_into(node)):>20} -> {_shape(node.out_shape):<20}{flops}")
     lines.append(f"Total BFLOPS {graph.bflops:.3f}   parameters {graph.params:,}   layers {len(graph.nodes)}")
     for number, head in enumerate(graph.heads):
         anchors = ", ".join(f"{w:g}x{h:g}" for w, h in head.head_anchors)
@@ -69,7 +75,7 @@ def format_summary(graph: Graph) -> str:
 
 
 def _node_data(node: Node) -> dict:
-    data = {"type": node.kind}
+    data = {"type": node.kind, "channels": channel_flow(node).value}
     for item in fields(node):
         value = getattr(node, item.name)
         data[item.name] = list(value) if isinstance(value, tuple) else value

@@ -12,6 +12,8 @@ from pruneyolo.darknet.graph import Conv, Graph
 from pruneyolo.errors import WeightsError
 from pruneyolo.files import atomic_write
 
+BN_EPS = 1e-6  # darknet's CPU BatchNorm eps (OpenCV's importer's too): what a .weights file's variances assume
+
 
 @dataclass
 class ConvWeights:

@@ -59,3 +59,12 @@ def rows_from_scores(scores: np.ndarray) -> np.ndarray:
     """A scores-mode output [1, 4+C, N] -> rows [N, 5+C] with objectness 1 (the class scores hold it already)."""
     boxes_scores = scores.reshape(scores.shape[-2], -1).T
     return np.concatenate([boxes_scores[:, :4], np.ones((len(boxes_scores), 1), np.float32), boxes_scores[:, 4:]], 1)
+
+
+def rows_of(outputs: list[np.ndarray], info: ModelInfo) -> np.ndarray:
+    """An IR's outputs -> decoded rows [N, 5+C], per the heads_mode in its metadata."""
+    if info.heads_mode == "raw":
+        return decode_raw(outputs, info)
+    if info.heads_mode == "scores":
+        return rows_from_scores(outputs[0])
+    return outputs[0].reshape(-1, outputs[0].shape[-1])

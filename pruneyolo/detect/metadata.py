@@ -7,12 +7,11 @@ from dataclasses import asdict, dataclass, field
 
 from pruneyolo import __version__
 from pruneyolo.darknet.graph import Graph
+from pruneyolo.detect import CONFIDENCE_THRESHOLD, IOU_THRESHOLD
 from pruneyolo.detect.letterbox import PAD_VALUE
 from pruneyolo.errors import PruneyoloError
 
 SECTION = "model_info"
-CONFIDENCE_THRESHOLD = 0.25  # `pruneyolo run`'s defaults, also written for model_api
-IOU_THRESHOLD = 0.45
 MODEL_API_WRAPPERS = {"scores": "YOLOv5"}  # heads mode -> the model_api wrapper that parses its output
 
 
@@ -54,13 +53,9 @@ class ModelInfo:
         labels = labels or [f"class_{i}" for i in range(classes)]
         if len(labels) != classes:
             raise PruneyoloError(f"{len(labels)} labels given but the cfg has classes={classes}")
-        _, height, width = graph.input_shape
-        heads = []
-        for head in graph.heads:
-            # region (yolov2) anchors are in grid cells; store everything in input pixels
-            unit = head.stride if head.decode == "region" else 1
-            anchors = [[w * unit, h * unit] for w, h in head.head_anchors]
-            heads.append(HeadInfo(head.stride, anchors, head.decode, head.scale_x_y, list(head.out_shape[1:])))
+        width, height = graph.size
+        heads = [HeadInfo(head.stride, head.pixel_anchors, head.decode, head.scale_x_y, list(head.out_shape[1:]))
+                 for head in graph.heads]
         return cls(labels, width, height, heads, heads_mode, graph.dialect, graph.path.rsplit("/", 1)[-1],
                    graph.cfg_sha256, precision)
 

@@ -14,7 +14,7 @@ import numpy as np
 
 from pruneyolo.detect import letterbox
 from pruneyolo.detect.letterbox import PAD_VALUE, Placement
-from pruneyolo.errors import PruneyoloError
+from pruneyolo.errors import ArgumentError
 
 
 @dataclass(frozen=True)
@@ -49,9 +49,9 @@ def make_layout(spec: str | None, sources: int, width: int, height: int) -> Layo
         try:
             cols, rows = (int(v) for v in spec.lower().split("x"))
         except ValueError:
-            raise PruneyoloError(f"--layout {spec!r} is not COLSxROWS, e.g. 2x2") from None
+            raise ArgumentError("layout", f"{spec!r} is not COLSxROWS, e.g. 2x2") from None
         if cols < 1 or rows < 1 or width % cols or height % rows:
-            raise PruneyoloError(f"--layout {spec} does not divide the {width}x{height} input into equal tiles")
+            raise ArgumentError("layout", f"{spec} does not divide the {width}x{height} input into equal tiles")
         return Layout(cols, rows, width, height)
     side = max(1, math.ceil(math.sqrt(sources)))
     while side > 1 and (width % side or height % side):

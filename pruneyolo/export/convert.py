@@ -16,13 +16,12 @@ from torch import nn
 
 from pruneyolo.darknet.graph import Graph
 from pruneyolo.darknet.weights import DarknetWeights
+from pruneyolo.detect import HEADS_MODES
 from pruneyolo.detect.metadata import ModelInfo
 from pruneyolo.errors import PruneyoloError
 from pruneyolo.export.opset_compat import downgrade_for_2022
-from pruneyolo.export.precision import STORAGE
+from pruneyolo.export.precision import weight_storage
 from pruneyolo.nn.build import DecodedModel, ScoresModel, build_model
-
-HEADS_MODES = ("decoded", "raw", "scores")
 
 
 class RawHeads(nn.Module):
@@ -40,7 +39,7 @@ def export_module(graph: Graph, weights: DarknetWeights | None, heads: str = "de
     """The torch module convert exports: raw heads, or heads decoded in-graph into one tensor of rows (decoded)
     or of per-class scores (scores)."""
     if heads not in HEADS_MODES:
-        raise PruneyoloError(f"--heads {heads!r}: use one of {', '.join(HEADS_MODES)}")
+        raise PruneyoloError(f"heads {heads!r}: use one of {', '.join(HEADS_MODES)}")
     if not graph.heads:
         raise PruneyoloError(f"{graph.path}: no [yolo] or [region] layer, so nothing to detect with")
     model = build_model(graph, weights)
@@ -69,9 +68,14 @@ def embed_preprocessing(model: ov.Model, channels: int) -> ov.Model:
 
 def to_openvino(graph: Graph, weights: DarknetWeights | None, heads: str = "decoded",
                 labels: list[str] | None = None, precision: str = "fp32") -> ov.Model:
-    """The complete in-memory IR: converted, pre-processing embedded, 2022.3-loadable ops, metadata set."""
-    info = ModelInfo.from_graph(graph, labels, heads, precision)
-    module = export_module(graph, weights, heads)
+    """The complete in-memory IR of a graph; `precision` is the weight storage its metadata names."""
+    return module_to_openvino(export_module(graph, weights, heads), graph, heads, labels, precision)
+
+
+def module_to_openvino(module: nn.Module, graph: Graph, heads: str = "decoded", labels: list[str] | None = None,
+                       precision: str = "fp32") -> ov.Model:
+    """An export_module converted: pre-processing embedded, 2022.3-loadable ops, metadata set."""
+    info = ModelInfo.from_graph(graph, labels, heads, weight_storage(precision))
     channels, height, width = graph.input_shape
     example = torch.zeros(1, channels, height, width)
     with torch.no_grad(), warnings.catch_warnings():
@@ -99,13 +103,13 @@ def _staging(directory: Path):
 
 
 def save_ir(model: ov.Model, xml_path: Path, precision: str = "fp32") -> Path:
-    """Write .xml/.bin atomically (staged, then renamed; .bin first so a visible .xml always has its .bin)."""
-    if precision not in STORAGE:
-        raise PruneyoloError(f"--precision {precision!r}: use one of {', '.join(STORAGE)}")
+    """Write .xml/.bin atomically (staged, then renamed; .bin first so a visible .xml always has its .bin), float
+    weights compressed for fp16 storage (an int8 IR's float ops, the decode, stay fp32)."""
+    compress = weight_storage(precision) == "fp16"
     xml_path = Path(xml_path)
     with _staging(xml_path.parent) as staging:
         staged = staging / xml_path.name
-        ov.save_model(model, staged, compress_to_fp16=precision == "fp16")
+        ov.save_model(model, staged, compress_to_fp16=compress)
         os.replace(staged.with_suffix(".bin"), xml_path.with_suffix(".bin"))
         os.replace(staged, xml_path)
     return xml_path

@@ -15,31 +15,14 @@ import onnx
 import openvino as ov
 
 from pruneyolo.detect.metadata import HeadInfo, ModelInfo
-from pruneyolo.errors import PruneyoloError
-from pruneyolo.export.convert import embed_preprocessing, read_names, save_ir
-from pruneyolo.export.ovms import model_name, write_repository
+from pruneyolo.errors import ArgumentError, PruneyoloError
+from pruneyolo.export.convert import embed_preprocessing
+from pruneyolo.export.precision import weight_storage
 from pruneyolo.yolov5.mapping import DEFAULT_SIZE
 
 LARGEST_STRIDES = (32, 64)
 ANCHORS_PER_CELL = 3
 YOLOV5_SCALE_X_Y = 2.0
-
-
-REFUSED_OPTIONS = {
-    "weights": ("--weights", "the ONNX holds its weights"),
-    "raw": ("--heads raw", "the ONNX output is already decoded"),
-    "with_onnx": ("--onnx", "the input is an ONNX already"),
-    "int8": ("--precision int8", "quantize from the cfg or .pt instead"),
-    "eval_data": ("--eval", "score the written IR with `pruneyolo eval`"),
-}
-
-
-def _refuse_options(path: str, **given) -> None:
-    """Options of `convert` that have no meaning for an ONNX that is already decoded."""
-    for key, value in given.items():
-        if value:
-            option, reason = REFUSED_OPTIONS[key]
-            raise PruneyoloError(f"{path}: {option} does not apply to an ONNX ({reason})")
 
 
 def onnx_metadata(path: str) -> dict[str, str]:
@@ -75,8 +58,8 @@ def _static_size(model: ov.Model, path: str, size: tuple[int, int] | None) -> ov
     if shape.is_static:
         height, width = shape[2].get_length(), shape[3].get_length()
         if size and size != (width, height):
-            raise PruneyoloError(f"{path}: exported at a fixed {width}x{height}; --size needs an export with "
-                                 "--dynamic")
+            raise ArgumentError("size", f"{size[0]}x{size[1]}: {path} was exported at a fixed {width}x{height}; "
+                                        "another size needs an export.py --dynamic export")
         return model
     width, height = size or DEFAULT_SIZE
     model.reshape({model.input(0): ov.PartialShape([1, 3, height, width])})
@@ -111,8 +94,13 @@ def _heads(rows: int, width: int, height: int, largest: str | None) -> list[Head
 
 def wrap_onnx(path, labels: list[str] | None = None, size: tuple[int, int] | None = None,
               precision: str = "fp32") -> ov.Model:
-    """The ONNX as an IR with u8 NHWC BGR input named 'image', output 'detections' and pruneyolo metadata."""
+    """The ONNX as an IR with u8 NHWC BGR input named 'image', output 'detections' and pruneyolo metadata;
+    `precision` is the weight storage its metadata names (fp32 or fp16: it is not quantized)."""
     path = str(path)
+    if weight_storage(precision) == "int8":
+        raise PruneyoloError(f"{path}: int8 storage does not apply to an ONNX (quantize from the cfg or .pt instead)")
+    if not Path(path).is_file():
+        raise PruneyoloError(f"{path}: no such ONNX file")
     metadata = onnx_metadata(path)
     labels = labels or metadata_names(metadata)
     try:
@@ -129,24 +117,8 @@ def wrap_onnx(path, labels: list[str] | None = None, size: tuple[int, int] | Non
     model.inputs[0].get_tensor().set_names({"image"})
     model.outputs[0].get_tensor().set_names({"detections"})
     model = embed_preprocessing(model, 3)
-    info = ModelInfo(labels, width, height, _heads(rows, width, height, metadata.get("stride")), "decoded", "yolov5", Path(path).name,
-                     hashlib.sha256(Path(path).read_bytes()).hexdigest(), precision)
+    heads = _heads(rows, width, height, metadata.get("stride"))
+    info = ModelInfo(labels, width, height, heads, "decoded", "yolov5", Path(path).name,
+                     hashlib.sha256(Path(path).read_bytes()).hexdigest(), weight_storage(precision))
     info.write(model)
     return model
-
-
-def convert_onnx(path, output_dir, ovms_dir, ovms_device=None, *, precision: str = "fp32", heads: str = "decoded",
-                 with_onnx: bool = False, weights=None, calib=None, eval_data=None, names=None,
-                 size: tuple[int, int] | None = None) -> list[Path]:
-    """`pruneyolo convert model.onnx`: write the wrapped IR to -o and/or an OVMS repository."""
-    path = str(path)
-    _refuse_options(path, weights=weights, raw=heads != "decoded", with_onnx=with_onnx,
-                    int8=precision == "int8" or calib, eval_data=eval_data)
-    if not Path(path).is_file():
-        raise PruneyoloError(f"{path}: no such ONNX file")
-    model = wrap_onnx(path, read_names(names) if names else None, size, precision)
-    stem = Path(path).stem
-    written = [save_ir(model, Path(output_dir) / f"{stem}.xml", precision)] if output_dir else []
-    if ovms_dir:
-        written += write_repository(model, ovms_dir, model_name(stem), ovms_device, precision)
-    return written

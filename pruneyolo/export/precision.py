@@ -1,26 +1,61 @@
-"""Precision names in one place: what users type, what OpenVINO's compile options take, what a device reports."""
+"""The two precisions, each with one vocabulary and the same aliases wherever a name is typed.
+
+Weight storage (fp32, fp16, int8) is how an IR's weights are written: `convert --storage`, bench's IR files,
+the IR's metadata. Inference precision (f32, bf16, f16) is what a device computes in: OpenVINO's
+INFERENCE_PRECISION_HINT, `run --precision`, `prune --target-* --precision`. Any spelling of a width (f32, fp32,
+float32; f16, fp16, float16, half; bf16, bfloat16; int8, i8) names it in either vocabulary.
+"""
 
 from __future__ import annotations
 
 from pruneyolo.errors import PruneyoloError
 
-STORAGE = ("fp32", "fp16")  # how an IR's float weights are stored on disk
-MEASURED = ("f32", "bf16", "f16", "int8")  # what a model can be timed at: an inference precision, or an INT8 IR
-INFERENCE = {"f32": "f32", "fp32": "f32", "float32": "f32", "bf16": "bf16", "bfloat16": "bf16",
-             "f16": "f16", "fp16": "f16", "float16": "f16"}  # any spelling -> INFERENCE_PRECISION_HINT value
+WIDTHS = {"f32": "32", "fp32": "32", "float32": "32", "float": "32", "f16": "16", "fp16": "16", "float16": "16",
+          "half": "16", "bf16": "bf16", "bfloat16": "bf16", "int8": "8", "i8": "8"}  # any spelling -> its width
+STORAGE = {"32": "fp32", "16": "fp16", "8": "int8"}  # width -> weight storage name
+INFERENCE = {"32": "f32", "bf16": "bf16", "16": "f16"}  # width -> INFERENCE_PRECISION_HINT value
+INT8_CONV_PRECISIONS = {"u8", "i8"}  # a CPU convolution's runtimePrecision when it runs in int8
+
+
+def _named(name: str, names: dict[str, str], what: str) -> str:
+    """`name` in one vocabulary (any spelling, any case), else one line listing that vocabulary."""
+    width = WIDTHS.get(str(name).strip().lower())
+    if width not in names:
+        raise PruneyoloError(f"{what} {name!r}: choose one of {', '.join(names.values())}")
+    return names[width]
+
+
+def weight_storage(name: str) -> str:
+    """A weight storage name: fp32, fp16 or int8."""
+    return _named(name, STORAGE, "weight storage")
 
 
 def inference_precision(name: str) -> str:
-    """A user's precision name (f32, fp32, bf16, f16, fp16, any case) as an INFERENCE_PRECISION_HINT value."""
-    if name.lower() not in INFERENCE:
-        raise PruneyoloError(f"precision {name!r}: choose one of f32, bf16, f16")
-    return INFERENCE[name.lower()]
+    """An inference precision name, as INFERENCE_PRECISION_HINT takes it: f32, bf16 or f16."""
+    return _named(name, INFERENCE, "inference precision")
 
 
 def precision_name(value) -> str:
     """A device-reported precision (an ov.Type, its repr or a hint string) as f32 / bf16 / f16."""
     text = str(value).lower()
-    return next((short for name, short in INFERENCE.items() if f"'{name}'" in text or text == name), text)
+    return next((INFERENCE[width] for name, width in WIDTHS.items()
+                 if width in INFERENCE and (f"'{name}'" in text or text == name)), text)
+
+
+def ran_at(compiled) -> str:
+    """What a compiled model runs at: its inference precision, prefixed i8+ when its convolutions run in int8
+    (CPU); 'unknown' where the device does not report it."""
+    try:
+        precision = precision_name(compiled.get_property("INFERENCE_PRECISION_HINT"))
+    except RuntimeError:
+        return "unknown"
+    try:
+        conv_precisions = {node.get_rt_info()["runtimePrecision"].astype(str)
+                           for node in compiled.get_runtime_model().get_ordered_ops()
+                           if node.get_rt_info()["layerType"].astype(str) == "Convolution"}
+    except (KeyError, RuntimeError):  # a device whose runtime model has no per-layer precisions
+        return precision
+    return f"i8+{precision}" if conv_precisions & INT8_CONV_PRECISIONS else precision
 
 
 def compile_config(hint: str, precision: str | None = None, requests: int | None = None) -> dict[str, str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -11,7 +12,8 @@ import numpy as np
 import openvino as ov
 
 from pruneyolo.detect.letterbox import letterbox
-from pruneyolo.errors import PruneyoloError
+from pruneyolo.errors import ArgumentError, PruneyoloError
+from pruneyolo.export import SYNTHETIC
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 MIN_CALIB_IMAGES = 10
@@ -20,18 +22,42 @@ CONV_TYPES = ("Convolution", "GroupConvolution")
 SHAPE_ONLY_TYPES = ("Constant", "ShapeOf")
 
 
+@dataclass(frozen=True)
+class Calibration:
+    """Where int8 calibration inputs come from: image files, letterboxed as `pruneyolo run` feeds the IR, or
+    `scenes` synthetic scenes (`pruneyolo synth`'s renderer)."""
+
+    images: tuple[Path, ...] = ()
+    scenes: int = 0
+
+    def __post_init__(self):
+        if bool(self.images) == (self.scenes > 0):
+            raise PruneyoloError("calibration takes either image files or a number of synthetic scenes")
+
+    @property
+    def text(self) -> str:
+        return f"{len(self.images)} images" if self.images else f"{self.scenes} synthetic scenes"
+
+
+def calibration(source, count: int) -> Calibration:
+    """A directory's first `count` images, or `count` synthetic scenes for the source 'synthetic'."""
+    if str(source) == SYNTHETIC:
+        return Calibration(scenes=count)
+    return Calibration(tuple(calib_images(source, count)))
+
+
 def calib_images(directory, count: int) -> list[Path]:
     """The first `count` .jpg/.png files of `directory` (searched recursively, sorted by path)."""
     directory = Path(directory)
     if not directory.is_dir():
-        raise PruneyoloError(f"--calib {directory}: no such directory of calibration images")
+        raise ArgumentError("calib", f"{directory}: no such directory of calibration images")
     found = sorted(p for p in directory.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     if len(found) < MIN_CALIB_IMAGES:
-        raise PruneyoloError(f"--calib {directory}: {len(found)} .jpg/.png images; calibration needs at least "
-                             f"{MIN_CALIB_IMAGES}")
+        raise ArgumentError("calib", f"{directory}: {len(found)} .jpg/.png images; calibration needs at least "
+                                     f"{MIN_CALIB_IMAGES}")
     if len(found) < count:
-        raise PruneyoloError(f"--calib {directory}: {len(found)} .jpg/.png images for --calib-size {count}; "
-                             f"add images or pass --calib-size {len(found)}")
+        raise ArgumentError("calib_size", f"{count}: {directory} has {len(found)} .jpg/.png images; add images or "
+                                          f"ask for {len(found)}")
     return found[:count]
 
 
@@ -92,6 +118,13 @@ def quantize_images(model: ov.Model, paths: list[Path]) -> ov.Model:
     """Quantize with calibration image files, letterboxed to the IR input."""
     width, height = input_size(model)
     return quantize_model(model, (read_calib_image(path, width, height) for path in paths), len(paths))
+
+
+def quantize(model: ov.Model, source: Calibration) -> ov.Model:
+    """Quantize on a calibration source's images or synthetic scenes."""
+    if source.images:
+        return quantize_images(model, list(source.images))
+    return quantize_model(model, synthetic_calib(model, source.scenes), source.scenes)
 
 
 def synthetic_calib(model: ov.Model, count: int, seed: int = 0) -> list[np.ndarray]:

@@ -29,7 +29,7 @@ from pruneyolo.darknet.weights import ConvWeights, DarknetWeights, part_sizes
 from pruneyolo.nn import layers as L
 
 LayerSpec = tuple[type, Callable[[Node], list]]
-# node type -> (layer class in pruneyolo.layers, its constructor arguments); codegen writes the same call out
+# node type -> (layer class in pruneyolo.nn.layers, its constructor arguments); codegen writes the same call out
 LAYERS: dict[type, LayerSpec] = {
     Conv: (L.ConvBlock, lambda n: [n.in_channels, n.filters, n.size, (n.stride_y, n.stride_x), n.padding,
                                    n.groups, n.dilation, n.batch_normalize, n.activation, n.has_conv,
@@ -101,13 +101,11 @@ class DecodedModel(nn.Module):
     def __init__(self, model: DarknetModel, graph: Graph):
         super().__init__()
         self.model = model
-        _, height, width = graph.input_shape
+        width, height = graph.size
         decoders = []
         for head in graph.heads:
-            unit = head.stride if head.decode == "region" else 1
-            anchors = [[w * unit, h * unit] for w, h in head.head_anchors]
             stride_xy = (width / head.out_shape[2], height / head.out_shape[1])
-            decoders.append(L.YoloDecode(anchors, stride_xy, head.decode, head.scale_x_y))
+            decoders.append(L.YoloDecode(head.pixel_anchors, stride_xy, head.decode, head.scale_x_y))
         self.decoders = nn.ModuleList(decoders)
 
     def forward(self, x):

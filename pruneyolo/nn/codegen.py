@@ -65,10 +65,6 @@ def layer_call(node: Node) -> str:
     return f"{layer_class.__name__}({', '.join(parts)})"
 
 
-def _input_shape(graph: Graph, node: Node):
-    return graph.input_shape if node.inputs[0] < 0 else graph.nodes[node.inputs[0]].out_shape
-
-
 def _variable(graph: Graph, index: int) -> str:
     """The variable holding a layer's output; pass-through layers ([yolo], [dropout]) reuse their input's."""
     while index >= 0 and isinstance(graph.nodes[index], PASS_THROUGH):
@@ -86,7 +82,7 @@ def _forward_line(graph: Graph, node: Node) -> str:
 
 
 def _layers_source() -> str:
-    """pruneyolo/layers.py without its module docstring, pasted into the generated file."""
+    """pruneyolo/nn/layers.py without its module docstring, pasted into the generated file."""
     source = inspect.getsource(layers)
     docstring_end = source.index('"""', 3) + 3
     return source[docstring_end:].strip("\n")
@@ -101,7 +97,7 @@ def render_model(graph: Graph, default_weights: str | None = None) -> str:
     environment.filters["docstring"] = docstring_text
     modules = [node for node in graph.nodes if not isinstance(node, PASS_THROUGH)]
     init_lines = [f"self.{module_name(node)} = {layer_call(node)}  "
-                  f"# {_shape(_input_shape(graph, node))} -> {_shape(node.out_shape)}" for node in modules]
+                  f"# {_shape(graph.shape_into(node))} -> {_shape(node.out_shape)}" for node in modules]
     init_lines += [f"self.{module_name(conv)}.share_arrays(self.{module_name(graph.nodes[conv.share])})  "
                    "# share_index" for conv in graph.convs if conv.share is not None]
     heads = [{"index": head.index, "out_shape": head.out_shape, "stride": head.stride,

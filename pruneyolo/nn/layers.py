@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-BN_EPS = 1e-6  # darknet's CPU BatchNorm (and OpenCV's importer) use 1e-6, not PyTorch's 1e-5
+BN_EPS = 1e-6  # darknet.weights.BN_EPS (this file imports nothing of pruneyolo's), not PyTorch's 1e-5
 
 
 class HardMish(nn.Module):

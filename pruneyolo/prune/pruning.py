@@ -20,24 +20,9 @@ import numpy as np
 
 from pruneyolo.activations import activate
 from pruneyolo.darknet.cfg import Section, format_cfg
-from pruneyolo.darknet.graph import (
-    AvgPool,
-    Conv,
-    Graph,
-    Identity,
-    MaxPool,
-    Node,
-    Reorg,
-    Route,
-    Sam,
-    ScaleChannels,
-    Shortcut,
-    Upsample,
-    Yolo,
-    build_graph,
-)
+from pruneyolo.darknet.graph import Conv, Flow, Graph, Node, Shortcut, build_graph, channel_flow
 from pruneyolo.darknet.weights import ConvWeights, DarknetWeights, weights_bytes
-from pruneyolo.errors import PruneyoloError
+from pruneyolo.errors import ArgumentError, PruneyoloError
 from pruneyolo.files import atomic_write
 
 REFERENCE_KEYS = {"route": "layers", "shortcut": "from", "sam": "from", "scale_channels": "from"}
@@ -78,19 +63,20 @@ def stride_of(graph: Graph, node: Node) -> int:
 # --- which channels come from which conv ---------------------------------------------------------------
 
 def channel_origins(graph: Graph) -> list[np.ndarray]:
-    """Per node, a (channels, 2) array of (conv index, conv channel) each output channel comes from;
-    conv index -1 where no single conv owns the channel (image, reorg, pooling, attention)."""
+    """Per node, a (channels, 2) array of (conv index, conv channel) each output channel comes from, by the
+    nodes' channel flow; conv index -1 where no single conv owns the channel (the image, opaque nodes)."""
     origins: list[np.ndarray] = []
 
     def of(index: int) -> np.ndarray:
         return origins[index] if index >= 0 else _unowned(graph.input_shape[0])
 
     for node in graph.nodes:
-        if isinstance(node, Conv):
-            origin = np.stack([np.full(node.filters, node.index), np.arange(node.filters)], axis=1)
-        elif isinstance(node, (MaxPool, Upsample, Identity, Shortcut)):
+        flow = channel_flow(node)
+        if flow is Flow.CONSUMES:
+            origin = np.stack([np.full(node.out_channels, node.index), np.arange(node.out_channels)], axis=1)
+        elif flow in (Flow.PASSES, Flow.ADDS):
             origin = of(node.inputs[0])
-        elif isinstance(node, Route):
+        elif flow is Flow.CONCATENATES:
             origin = np.concatenate([_group_slice(of(i), node.groups, node.group_id) for i in node.inputs])
         else:
             origin = _unowned(node.out_channels)
@@ -120,10 +106,12 @@ def _convs_in(origin: np.ndarray) -> set[int]:
 
 
 def _needs_every_input_channel(node: Node) -> bool:
-    """Layers that cannot take a pruned input: heads, reshuffles, attention, grouped or fold-less convs."""
-    if isinstance(node, Conv):
+    """Nodes that cannot take a pruned input: opaque ones (heads, reshuffles, attention, undeclared types) and
+    grouped or fold-less convs."""
+    flow = channel_flow(node)
+    if flow is Flow.CONSUMES:
         return node.groups > 1 or not node.has_conv or not (node.batch_normalize or node.has_bias)
-    return isinstance(node, (Yolo, Reorg, AvgPool, ScaleChannels, Sam))
+    return flow is Flow.OPAQUE
 
 
 def channel_constraints(graph: Graph) -> ChannelConstraints:
@@ -150,7 +138,8 @@ def channel_constraints(graph: Graph) -> ChannelConstraints:
                 frozen.update(_convs_in(origins[index]))
 
     for node in graph.nodes:
-        if isinstance(node, Shortcut):
+        flow = channel_flow(node)
+        if flow is Flow.ADDS:
             owners = [_whole_conv(origins[i]) for i in node.inputs]
             same_width = all(graph.nodes[i].out_channels == node.out_channels for i in node.inputs)
             if None in owners or not same_width:
@@ -158,7 +147,7 @@ def channel_constraints(graph: Graph) -> ChannelConstraints:
             else:
                 for owner in owners[1:]:
                     parent[root(owner)] = root(owners[0])
-        elif isinstance(node, Route) and node.groups > 1:
+        elif flow is Flow.CONCATENATES and node.groups > 1:
             for source in node.inputs:
                 owner = _whole_conv(origins[source]) if source >= 0 else None
                 if owner is None:
@@ -167,7 +156,7 @@ def channel_constraints(graph: Graph) -> ChannelConstraints:
                     slices[owner] = math.lcm(slices[owner], node.groups)
         elif _needs_every_input_channel(node):
             freeze(*node.inputs)
-        if not consumers[node.index] and not isinstance(node, Yolo):
+        if not consumers[node.index]:  # a network output other than a head (whose channels no conv owns)
             freeze(node.index)
 
     members: dict[int, list[int]] = {}
@@ -289,20 +278,20 @@ def node_masks(graph: Graph, conv_masks: dict[int, np.ndarray]) -> list[np.ndarr
 # --- folding the constants of cut channels ---------------------------------------------------------------
 
 def cut_constants(graph: Graph, weights: DarknetWeights) -> list[np.ndarray]:
-    """Per node, the constant each output channel would emit if cut: activation(beta) at convs, carried on."""
+    """Per node, the constant each output channel would emit if cut: activation(beta) at convs, carried on by
+    the nodes' channel flow."""
     constants: list[np.ndarray] = []
     for node in graph.nodes:
         inputs = [constants[i] if i >= 0 else np.zeros(graph.input_shape[0]) for i in node.inputs]
-        if isinstance(node, Conv):
+        flow = channel_flow(node)
+        if flow is Flow.CONSUMES:
             bias = weights.layers[node.index].bias
             value = activate(node.activation, bias) if node.batch_normalize else np.zeros(node.filters)
-        elif isinstance(node, (MaxPool, Identity)):
-            value = inputs[0]
-        elif isinstance(node, Upsample):
-            value = inputs[0] * node.scale
-        elif isinstance(node, Route):
+        elif flow is Flow.PASSES:
+            value = node.pass_constant(inputs[0])
+        elif flow is Flow.CONCATENATES:
             value = np.concatenate([_group_slice(v, node.groups, node.group_id) for v in inputs])
-        elif isinstance(node, Shortcut):
+        elif flow is Flow.ADDS:
             value = inputs[0].copy()
             for other in inputs[1:]:
                 shared = min(len(value), len(other))
@@ -363,16 +352,11 @@ def prune_sections(graph: Graph, conv_masks: dict[int, np.ndarray]) -> list[Sect
     return sections
 
 
-def input_size(graph: Graph) -> tuple[int, int]:
-    """(width, height) of a graph, to rebuild derived graphs at the same size."""
-    return graph.input_shape[2], graph.input_shape[1]
-
-
 def prune_channels(graph: Graph, weights: DarknetWeights, percent: float, layer_keep: float | None = None,
                    fold: bool = True, round_to: int = 1) -> PruneResult:
     """Network slimming at one global |gamma| percentile; returns the pruned graph and weights."""
     masks, threshold, floored = channel_masks(graph, weights, percent, layer_keep, round_to)
-    new_graph = build_graph(prune_sections(graph, masks), graph.path, input_size(graph), graph.dialect)
+    new_graph = build_graph(prune_sections(graph, masks), graph.path, graph.size, graph.dialect)
     return PruneResult(new_graph, prune_weights(graph, weights, masks, fold), percent, threshold, 0, (), masks,
                        round_to, floored)
 
@@ -424,8 +408,8 @@ def choose_blocks(blocks: list[ResidualBlock], count: int) -> list[ResidualBlock
             chosen.append(block)
             left[block.stride] -= 1
     if len(chosen) < count:
-        raise PruneyoloError(f"--shortcuts {count}: only {len(chosen)} residual blocks can be removed without "
-                             "emptying a stage")
+        raise ArgumentError("shortcuts", f"{count}: only {len(chosen)} residual blocks can be removed without "
+                                          "emptying a stage")
     return sorted(chosen, key=lambda b: b.first)
 
 
@@ -462,7 +446,7 @@ def remove_blocks(graph: Graph, weights: DarknetWeights,
     removed = {index for block in blocks for index in block.layers}
     replaced = {block.shortcut: block.first - 1 for block in blocks}
     sections = renumber(list(graph.sections), removed, replaced)
-    new_graph = build_graph(sections, graph.path, input_size(graph), graph.dialect)
+    new_graph = build_graph(sections, graph.path, graph.size, graph.dialect)
     kept = [old for old in range(len(graph.nodes)) if old not in removed]
     layers = {new: weights.layers[old] for new, old in enumerate(kept) if old in weights.layers}
     return new_graph, DarknetWeights(weights.major, weights.minor, weights.revision, weights.seen, layers)

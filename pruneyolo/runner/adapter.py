@@ -24,7 +24,7 @@ import openvino as ov
 
 from pruneyolo.detect.metadata import ModelInfo
 from pruneyolo.errors import PruneyoloError
-from pruneyolo.export.precision import compile_config, precision_name
+from pruneyolo.export.precision import compile_config, ran_at
 
 VIRTUAL_DEVICES = ("AUTO", "MULTI", "HETERO", "BATCH")
 DEVICE_PROPERTIES = ("FULL_DEVICE_NAME", "DEVICE_ARCHITECTURE", "OPTIMIZATION_CAPABILITIES",
@@ -67,14 +67,6 @@ def device_properties(core: ov.Core, device: str) -> dict[str, str]:
     return {name: property_text(core.get_property(device, name)) for name in DEVICE_PROPERTIES if name in supported}
 
 
-def compiled_precision(compiled: ov.CompiledModel) -> str:
-    """The inference precision the device actually compiled with (its INFERENCE_PRECISION_HINT)."""
-    try:
-        return precision_name(compiled.get_property("INFERENCE_PRECISION_HINT"))
-    except RuntimeError:
-        return "unknown"
-
-
 class Adapter:
     """A compiled IR, its metadata and a pool of infer requests whose results go to `on_result`, in order."""
 
@@ -96,7 +88,7 @@ class Adapter:
             self.idle.put(self.compiled.create_infer_request())
         self.in_flight: queue.Queue = queue.Queue()  # (request, userdata, submitted) in order; None ends
         self.input_size = int(shape[2].get_length()), int(shape[1].get_length())  # (width, height)
-        self.precision_used = compiled_precision(self.compiled)
+        self.precision_used = ran_at(self.compiled)
         self.outputs = len(self.compiled.outputs)
         self.on_result: Callable[[object, list[np.ndarray], float], None] = lambda *_: None
         self.error: BaseException | None = None

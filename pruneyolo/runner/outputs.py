@@ -11,7 +11,7 @@ from typing import Protocol
 import cv2
 import numpy as np
 
-from pruneyolo.errors import PruneyoloError
+from pruneyolo.errors import ArgumentError
 
 
 class Sink(Protocol):
@@ -100,7 +100,7 @@ def video_writer(path: str, fps: float, size: tuple[int, int]) -> cv2.VideoWrite
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*fourcc), fps, size)
     if not writer.isOpened():
-        raise PruneyoloError(f"--save-video {path}: OpenCV cannot write this file (try .mp4 or .avi)")
+        raise ArgumentError("save_video", f"{path}: OpenCV cannot write this file (try .mp4 or .avi)")
     return writer
 
 
@@ -144,12 +144,13 @@ class WindowSink:
 
     def __init__(self, stop):
         if os.name != "nt" and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
-            raise PruneyoloError("--show needs a display (DISPLAY is not set); use --serve to watch in a browser")
+            raise ArgumentError("show", "needs a display (DISPLAY is not set); serve the live view to a browser "
+                                "instead")
         try:
             cv2.namedWindow("pruneyolo", cv2.WINDOW_NORMAL)
         except cv2.error:
-            raise PruneyoloError("--show: this OpenCV has no GUI support (opencv-python-headless); "
-                                 "use --serve to watch in a browser") from None
+            raise ArgumentError("show", "needs OpenCV's GUI support, which opencv-python-headless lacks; serve the "
+                                "live view to a browser instead") from None
         self.stop = stop
 
     def write(self, result) -> None:

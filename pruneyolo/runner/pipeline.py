@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from pruneyolo.detect import CONFIDENCE_THRESHOLD, IOU_THRESHOLD
 from pruneyolo.detect.boxes import Detections, select
-from pruneyolo.detect.decode import decode_raw, rows_from_scores
+from pruneyolo.detect.decode import rows_of
 from pruneyolo.detect.mosaic import Layout, Placement, blank_mosaic, tile_of, to_mosaic, to_sources
 from pruneyolo.runner.adapter import Adapter
 from pruneyolo.runner.compose import Mosaic, MosaicPool
@@ -34,8 +35,8 @@ STATUS_EVERY = 0.5  # seconds between status snapshots
 class RunOptions:
     """Thresholds and timing of a run."""
 
-    conf: float = 0.25
-    iou: float = 0.45
+    conf: float = CONFIDENCE_THRESHOLD
+    iou: float = IOU_THRESHOLD
     gather_seconds: float = 0.1  # once one stream has a frame, how long a round waits for the others
     stall_seconds: float = 2.0  # a live stream silent this long shows "no signal"
     duration: float | None = None  # stop after this many seconds
@@ -75,15 +76,6 @@ class MosaicResult:
     group: int
     frames: list[FrameResult]
     view: np.ndarray | None
-
-
-def rows_of(outputs: list[np.ndarray], info) -> np.ndarray:
-    """The IR's outputs -> decoded rows [N, 5+C], per the heads_mode in its metadata."""
-    if info.heads_mode == "raw":
-        return decode_raw(outputs, info)
-    if info.heads_mode == "scores":
-        return rows_from_scores(outputs[0])
-    return outputs[0].reshape(-1, outputs[0].shape[-1])
 
 
 def centre_tiles(layout: Layout) -> Callable[[np.ndarray], np.ndarray]:

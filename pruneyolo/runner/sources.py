@@ -2,6 +2,10 @@
 
 Live sources (cameras, URLs, paced `synthetic:...,fps=N`) drop their oldest frame when the queue is full and
 count it; files, folders and unpaced synthetic scenes wait for room instead, so nothing of theirs is lost.
+
+`replay:SOURCE[,frames=N]` is the first N frames of any source, read once into memory when the stream opens
+(its state stays `connecting` meanwhile), made read-only and served in a cycle at no capture cost (frame k
+shows frame k % N) until --max-frames, --duration or a stop, so a run measures the runner and the device alone.
 """
 
 from __future__ import annotations
@@ -17,13 +21,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from pruneyolo.errors import PruneyoloError
+from pruneyolo.errors import ArgumentError, PruneyoloError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 URL_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
 NETWORK_TIMEOUT_MS = 5000
 SYNTHETIC_SIZES = (32, 4096)  # smallest and largest width or height of a synthetic scene
 MAX_SYNTHETIC_OBJECTS = 64
+DEFAULT_FRAMES = 30  # replay:'s frames when it names none
 
 log = logging.getLogger(__name__)
 
@@ -70,9 +75,9 @@ def parse_synthetic(text: str) -> dict:
             elif key == "fps":
                 options[key] = float(value)
             else:
-                raise PruneyoloError(f"--source {text}: unknown option {key!r} (seed, size, objects, fps)")
+                raise ArgumentError("source", f"{text}: unknown option {key!r} (seed, size, objects, fps)")
         except ValueError:
-            raise PruneyoloError(f"--source {text}: bad value for {key}: {value!r}") from None
+            raise ArgumentError("source", f"{text}: bad value for {key}: {value!r}") from None
     check_synthetic(text, options)
     return options
 
@@ -81,20 +86,18 @@ def check_synthetic(text: str, options: dict) -> None:
     """Reject option values the scene generator cannot honour, naming the option and its valid range."""
     low, high = SYNTHETIC_SIZES
     if not (low <= options.get("width", low) <= high and low <= options.get("height", low) <= high):
-        raise PruneyoloError(f"--source {text}: size must be between {low}x{low} and {high}x{high}")
+        raise ArgumentError("source", f"{text}: size must be between {low}x{low} and {high}x{high}")
     if options.get("seed", 0) < 0:
-        raise PruneyoloError(f"--source {text}: seed must be 0 or more")
+        raise ArgumentError("source", f"{text}: seed must be 0 or more")
     if not 0 <= options.get("objects", 0) <= MAX_SYNTHETIC_OBJECTS:
-        raise PruneyoloError(f"--source {text}: objects must be between 0 and {MAX_SYNTHETIC_OBJECTS}")
+        raise ArgumentError("source", f"{text}: objects must be between 0 and {MAX_SYNTHETIC_OBJECTS}")
     if not (math.isfinite(options.get("fps", 1.0)) and options.get("fps", 1.0) > 0):
-        raise PruneyoloError(f"--source {text}: fps must be a positive number")
+        raise ArgumentError("source", f"{text}: fps must be a positive number")
 
 
 def parse_source(text: str) -> SourceSpec:
     """Classify a `--source` argument (no I/O beyond checking what a path is)."""
     if text.startswith("replay:"):
-        from pruneyolo.runner.replay import parse_replay
-
         return parse_replay(text)
     if text.startswith("synthetic:") or text == "synthetic":
         return SourceSpec(text, "synthetic", "", parse_synthetic(text if ":" in text else text + ":"))
@@ -197,6 +200,63 @@ class SyntheticReader:
         pass
 
 
+def parse_replay(text: str) -> SourceSpec:
+    """`replay:synthetic:seed=1,size=640x480,frames=8` -> a replay spec over the inner source.
+
+    A trailing `,frames=N` belongs to the replay (default DEFAULT_FRAMES); the rest is any `--source`.
+    """
+    inner, frames = text.split(":", 1)[1], DEFAULT_FRAMES
+    head, comma, last = inner.rpartition(",")
+    if comma and last.startswith("frames="):
+        inner, value = head, last.partition("=")[2]
+        if not value.isdigit() or int(value) < 1:
+            raise ArgumentError("source", f"{text}: frames must be a whole number >= 1, got {value!r}")
+        frames = int(value)
+    if not inner or inner.startswith("replay:"):
+        raise ArgumentError("source", f"{text}: replay needs a source to read, e.g. "
+                                      "replay:synthetic:seed=1,size=640x480,frames=30")
+    return SourceSpec(text, "replay", inner, {"frames": frames, "source": parse_source(inner)})
+
+
+class ReplayReader:
+    """Frames read once from the inner source, served in a cycle; never ends by itself."""
+
+    def __init__(self, spec: SourceSpec, stream: int):
+        self.frames = read_frames(spec.options["source"], stream, spec.options["frames"])
+        if not self.frames:
+            raise SourceError(f"{spec.text}: {spec.target} gave no frames")
+        self.served = 0
+
+    def pace(self) -> None:
+        pass
+
+    def read(self) -> np.ndarray:
+        frame = self.frames[self.served % len(self.frames)]
+        self.served += 1
+        return frame
+
+    def close(self) -> None:
+        pass
+
+
+def read_frames(spec: SourceSpec, stream: int, count: int) -> list[np.ndarray]:
+    """Up to `count` frames of `spec` (fewer if it ends first), each read-only."""
+    reader = open_reader(spec, stream)
+    frames = []
+    try:
+        while len(frames) < count:
+            reader.pace()
+            image = reader.read()
+            if image is None:
+                break
+            image = np.ascontiguousarray(image)
+            image.flags.writeable = False
+            frames.append(image)
+    finally:
+        reader.close()
+    return frames
+
+
 def open_reader(spec: SourceSpec, stream: int):
     """A reader with pace() (wait for the next frame's turn), read() -> image | None (end) and close().
 
@@ -205,8 +265,6 @@ def open_reader(spec: SourceSpec, stream: int):
     if spec.kind == "synthetic":
         return SyntheticReader(spec, stream)
     if spec.kind == "replay":
-        from pruneyolo.runner.replay import ReplayReader
-
         return ReplayReader(spec, stream)
     if spec.kind in ("image", "folder"):
         return ImagesReader(spec)

@@ -57,10 +57,9 @@ def to_tensor(images: list[np.ndarray]) -> torch.Tensor:
 def torch_predictor(graph: Graph, weights: DarknetWeights) -> Predictor:
     """Predict with the in-process module: letterbox to the cfg's size, decode in the graph."""
     model = DecodedModel(build_model(graph, weights), graph).eval()
-    size = (graph.input_shape[2], graph.input_shape[1])
 
     def predict(images: list[np.ndarray]) -> list[np.ndarray]:
-        boxed = [letterbox(image, *size) for image in images]
+        boxed = [letterbox(image, *graph.size) for image in images]
         with torch.inference_mode():
             rows = model(to_tensor([canvas for canvas, _ in boxed])).numpy()
         return [rows_to_source(r, placement) for r, (_, placement) in zip(rows, boxed, strict=True)]
@@ -69,27 +68,25 @@ def torch_predictor(graph: Graph, weights: DarknetWeights) -> Predictor:
 
 
 def ir_predictor(xml, device: str = "CPU") -> Predictor:
-    """Predict with an IR from `pruneyolo convert` (u8 BGR NHWC input, decoded or scores output)."""
+    """Predict with an IR from `pruneyolo convert` (u8 BGR NHWC input, any heads mode, read as `pruneyolo run`
+    reads it)."""
     import openvino as ov
 
-    from pruneyolo.detect.decode import rows_from_scores
+    from pruneyolo.detect.decode import rows_of
     from pruneyolo.detect.metadata import ModelInfo
 
     core = ov.Core()
     model = core.read_model(str(xml))
     info = ModelInfo.read(model)
-    if info.heads_mode == "raw":
-        raise PruneyoloError(f"{xml}: eval needs decoded boxes; convert with --heads decoded or --heads scores")
     compiled = core.compile_model(model, device)
     request = compiled.create_infer_request()
-    size = (info.input_width, info.input_height)
 
     def predict(images: list[np.ndarray]) -> list[np.ndarray]:
         results = []
         for image in images:
-            canvas, placement = letterbox(image, *size)
-            output = np.asarray(request.infer({0: canvas[None]})[compiled.output(0)])
-            rows = rows_from_scores(output) if info.heads_mode == "scores" else output[0]
+            canvas, placement = letterbox(image, info.input_width, info.input_height)
+            outputs = request.infer({0: canvas[None]})
+            rows = rows_of([np.asarray(outputs[output]) for output in compiled.outputs], info)
             results.append(rows_to_source(rows, placement))
         return results
 
@@ -177,12 +174,13 @@ def evaluate(predict: Predictor, data_dir, split: str = "test", conf: float = 0.
                    time.perf_counter() - started)
 
 
-def map_vs_fp32(xml, float_model, data_dir, precision: str) -> tuple[Metrics, Metrics]:
-    """Test-split metrics of the IR at `xml` and of the FP32 ov.Model it came from (both at the device default)."""
+def map_vs_fp32(xml, float_model, data_dir, storage: str) -> tuple[Metrics, Metrics]:
+    """Test-split metrics of the IR at `xml`, written with weight `storage`, and of the FP32 ov.Model it came from
+    (both at the device default)."""
     from pruneyolo.export.convert import save_ir
 
     metrics = evaluate(ir_predictor(xml), data_dir)
-    if precision == "fp32":
+    if storage == "fp32":
         return metrics, metrics
     with tempfile.TemporaryDirectory() as tmp:
         reference = save_ir(float_model, Path(tmp) / "fp32.xml")

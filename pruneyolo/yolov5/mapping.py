@@ -18,18 +18,17 @@ from dataclasses import dataclass
 import numpy as np
 
 from pruneyolo import __version__
-from pruneyolo.darknet.weights import ConvWeights, DarknetWeights
+from pruneyolo.activations import canonical_activation
+from pruneyolo.darknet.weights import BN_EPS, ConvWeights, DarknetWeights
 from pruneyolo.errors import printable, show
 from pruneyolo.yolov5.checkpoint import ModuleRecord
 
-DARKNET_BN_EPS = 1e-6
 ROOTS = ("Model", "DetectionModel", "ModelPruned")
 C3_KINDS = ("C3", "C3Pruned", "C3PrunedNoRes")
 BOTTLENECK_KINDS = ("Bottleneck", "BottleneckPruned")
 SPP_KINDS = ("SPP", "SPPPruned")
 SPPF_KINDS = ("SPPF", "SPPFPruned")
-ACTIVATIONS = {"SiLU": "swish", "LeakyReLU": "leaky", "Hardswish": "hardswish", "ReLU": "relu",
-               "Identity": "linear"}
+ACTIVATIONS = ("SiLU", "LeakyReLU", "Hardswish", "ReLU", "Identity")  # mapped by activations.canonical_activation
 DARKNET_LEAKY_SLOPE = 0.1
 DEFAULT_SIZE = (640, 640)
 MAX_GEOMETRY = 1024  # kernel sizes, strides, paddings, groups, upsample factors: YOLOv5's are at most 64
@@ -139,7 +138,7 @@ def activation_name(record: ModuleRecord | None, where: str) -> str:
         slope = number(record.attrs.get("negative_slope", 0.01), "negative_slope", where, -1e6, 1e6)
         if abs(slope - DARKNET_LEAKY_SLOPE) > 1e-9:
             raise LayerError(f"{where}: LeakyReLU(negative_slope={slope:g}); darknet's leaky has slope 0.1")
-    return ACTIVATIONS[record.kind]
+    return canonical_activation(record.kind)
 
 
 def focus_kernel(kernel: np.ndarray) -> np.ndarray:
@@ -224,7 +223,7 @@ class Emitter:
             layer = ConvWeights(bias=_f32(np.zeros(filters) if bias is None else bias), weights=_f32(kernel))
         else:
             options = {"batch_normalize": 1, **options}
-            variance = norm.var + norm.eps - DARKNET_BN_EPS
+            variance = norm.var + norm.eps - BN_EPS
             if (variance <= 0).any():
                 raise LayerError(f"{where}: BatchNorm eps {norm.eps:g} with its running_var cannot be expressed "
                                  "with darknet's eps 1e-6")

@@ -1,0 +1,103 @@
+"""The one place that recognises a model file: a path's kind, and the loader every command takes it in by.
+
+Kinds: a Darknet cfg (with --weights), a YOLOv5 checkpoint (weights included), a YOLOv5 export.py ONNX and an
+OpenVINO IR. The cfg and the checkpoint load here into a graph with weights; the ONNX and the IR have no graph,
+so the commands that take them (`convert`, `eval`, `run`) ask `model_kind` and use their own readers.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import NamedTuple
+
+from pruneyolo.darknet.graph import Graph, load_graph
+from pruneyolo.darknet.weights import DarknetWeights, read_weights
+from pruneyolo.errors import ArgumentError, PruneyoloError
+from pruneyolo.yolov5 import PICKLE_PROTOCOL_OPCODE, TAR_MAGIC, TAR_MAGIC_END, ZIP_MAGIC
+
+KINDS = {"cfg": "a Darknet cfg", "checkpoint": "a YOLOv5 checkpoint", "onnx": "an ONNX file",
+         "ir": "an OpenVINO IR"}
+SUFFIXES = {".pt": "checkpoint", ".pth": "checkpoint", ".onnx": "onnx", ".xml": "ir"}
+GRAPH_KINDS = ("cfg", "checkpoint")
+
+
+class LoadedModel(NamedTuple):
+    """A model as the commands use it; `names` are the checkpoint's class names (None for a cfg)."""
+
+    graph: Graph
+    weights: DarknetWeights | None
+    names: list[str] | None
+
+
+def imported_model(graph: Graph, imported) -> LoadedModel:
+    """A checkpoint's graph and its yolov5.mapping.Imported as a LoadedModel."""
+    return LoadedModel(graph, imported.weights, imported.names)
+
+
+def starts_like_a_checkpoint(path: Path) -> bool:
+    """The file starts like a torch.save zip, a pickle or a tar (a cfg is text); the checkpoint loader refuses all
+    but the zip in one line."""
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(TAR_MAGIC_END)
+    except OSError:
+        return False
+    return head[:4] == ZIP_MAGIC or head[:1] == bytes([PICKLE_PROTOCOL_OPCODE]) \
+        or head[TAR_MAGIC_END - len(TAR_MAGIC):] == TAR_MAGIC
+
+
+def model_kind(path) -> str:
+    """'checkpoint' (.pt/.pth, or a file that starts like one), 'onnx' (.onnx), 'ir' (.xml), else 'cfg'."""
+    path = Path(path)
+    kind = SUFFIXES.get(path.suffix.lower())
+    if kind:
+        return kind
+    return "checkpoint" if starts_like_a_checkpoint(path) else "cfg"
+
+
+def require_kind(path, *kinds: str) -> str:
+    """The path's kind, which must be one of `kinds`; else one line saying what was given and what is taken."""
+    kind = model_kind(path)
+    if kind not in kinds:
+        wanted = " or ".join(KINDS[k] for k in kinds)
+        raise PruneyoloError(f"{path}: {KINDS[kind]}; this command takes {wanted}")
+    return kind
+
+
+def load_model(path, weights=None, size: tuple[int, int] | None = None, dialect: str | None = None, *,
+               need_weights: bool = True) -> LoadedModel:
+    """CFG + weights, or a YOLOv5 checkpoint alone (default size 640x640); every problem is one line."""
+    if require_kind(path, *GRAPH_KINDS) == "checkpoint":
+        from pruneyolo.yolov5.source import import_checkpoint
+
+        refuse_weights(path, weights)
+        if dialect:
+            raise ArgumentError("dialect", f"applies to cfg files; {path} is a checkpoint, whose form is chosen on import")
+        return imported_model(*import_checkpoint(path, size))
+    graph = load_graph(path, size, dialect)
+    if weights:
+        return LoadedModel(graph, read_weights(weights, graph), None)
+    if need_weights:
+        raise ArgumentError("weights", f"missing: {path} is a cfg, which needs them (or give a YOLOv5 .pt checkpoint in "
+                                       "its place)")
+    return LoadedModel(graph, None, None)
+
+
+def refuse_weights(path, weights) -> None:
+    """A checkpoint carries its own weights: a weights file beside it is an error."""
+    if weights:
+        raise ArgumentError("weights", f"{weights}: {path} is a checkpoint, which carries its own weights; drop them")
+
+
+def load_for_training(path, weights, size: tuple[int, int] | None, out_dir) -> LoadedModel:
+    """load_model for `train`; a checkpoint is first imported into `out_dir`, so the <stem>.weights training
+    writes there sits beside its <stem>.cfg and .names."""
+    if require_kind(path, *GRAPH_KINDS) == "cfg":
+        return load_model(path, weights, size, need_weights=False)
+    from pruneyolo.yolov5.source import write_import
+
+    refuse_weights(path, weights)
+    if (Path(out_dir) / f"{Path(path).stem}.pt").resolve() == Path(path).resolve():
+        raise ArgumentError("out_dir", f"{out_dir}: training writes <stem>.pt there, which would overwrite the "
+                                       f"checkpoint {path}; choose another")
+    return imported_model(*write_import(path, out_dir, size))
