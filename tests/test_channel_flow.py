@@ -99,7 +99,7 @@ def heads(graph, weights) -> np.ndarray:
 def pruned_error(graph, weights) -> tuple[np.ndarray, float]:
     """The first conv's kept channels and the pruned model's largest head difference from the original's, with
     the cut channels' gammas zeroed (so each emits exactly its constant, which pruning folds into conv 2)."""
-    masks, _ = channel_masks(graph, weights, 0.5)
+    masks, _, _ = channel_masks(graph, weights, 0.5)
     zero_cut_channels(weights, masks, beta=False)
     result = prune(graph, weights, 0.5)
     return result.masks[0], float(np.abs(heads(result.graph, result.weights) - heads(graph, weights)).max())

@@ -12,6 +12,8 @@ import openvino as ov
 import pytest
 from click.testing import CliRunner
 from fixtures import random_weights
+from remote_support import MISSING as REMOTE_MISSING
+from remote_support import SKIP_REASON as REMOTE_SKIP
 
 from pruneyolo.bench.timing import VARIANTS, available_variants, default_precision, measure_peaks
 from pruneyolo.bench.variants import NO_BF16
@@ -55,6 +57,8 @@ def smallest_run(name: str, tmp_path: Path, ir: Path) -> tuple[list[str], list[s
         "bench_peers": (["--tiny", demo, "--base", demo, "--size", "64", "--seconds", "0.05", "--calib-size", "10",
                          "--no-benchmark-app", "--out", str(tmp_path)],
                         ["IR f32 vs OpenCV DNN", "skip IR bf16: this CPU does not have it", "IR default (f32)"]),
+        "bench_remote": ([str(ir), "--seconds", "1", "--streams", "1", "--layout", "1x1", "--size", "64x48",
+                          "--inflight", "1", "--precision", "f32"], ["target: 1 server >= 0.8 of in process"]),
         "bench_round": (["--cfg", demo, "--size", "64", "--rounds", "1,4", "--percent", "0.3", "--seconds", "0.05",
                          "--repeat", "1", "--peak-seconds", "0.05"], ["least CPU per inference at IR f32"]),
         "bench_run": ([str(ir), "--seconds", "1", "--streams", "1", "--layout", "1x1", "--size", "64x48",
@@ -64,11 +68,14 @@ def smallest_run(name: str, tmp_path: Path, ir: Path) -> tuple[list[str], list[s
 
 
 def test_every_bench_tool_is_tested():
-    assert TOOLS == ["bench_convert", "bench_ingraph", "bench_peers", "bench_round", "bench_run", "bench_synth"]
+    assert TOOLS == ["bench_convert", "bench_ingraph", "bench_peers", "bench_remote", "bench_round", "bench_run",
+                     "bench_synth"]
 
 
 @pytest.mark.parametrize("name", TOOLS)
 def test_bench_tool_runs_its_smallest_mode_without_bf16(name, tmp_path, demo_ir):
+    if name == "bench_remote" and REMOTE_MISSING:
+        pytest.skip(REMOTE_SKIP)
     args, words = smallest_run(name, tmp_path, demo_ir)
     had_venv = (ROOT / ".venv").exists()
     done = run_tool(name, *args)

@@ -22,9 +22,10 @@ from pruneyolo.modelfile import GRAPH_KINDS, require_kind
 @click.option("--json", "as_json", is_flag=True, help="Print the graph as JSON.")
 def inspect(cfg, size, dialect, as_json):
     """Parse CFG (or a YOLOv5 .pt) and print its layers, shapes, parameters and BFLOPs."""
+    from pruneyolo import modelfile
     from pruneyolo.darknet.summary import format_summary, summary_data
 
-    graph = load_model(cfg, None, size, dialect, need_weights=False).graph
+    graph = modelfile.load_model(cfg, None, size, dialect, need_weights=False).graph  # its listing holds the warnings
     click.echo(json.dumps(summary_data(graph), indent=1) if as_json else format_summary(graph))
 
 
