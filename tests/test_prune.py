@@ -46,6 +46,16 @@ OWN = [own_cfg(name) for name in ("tiny-maxpool", "res-spp", "csp-newcoords", "r
 STOCK = ["yolov3-tiny", "yolov4-tiny", "yolov3-spp", "yolov4"]
 
 
+def assert_same_heads(graph, weights, result, tmp_path) -> None:
+    """The pruned model's head inputs equal the original's in OpenCV (relative 1e-4) on a random image."""
+    image = random_image(graph)
+    expected = head_inputs(graph, weights, tmp_path / "original", image)
+    actual = head_inputs(result.graph, result.weights, tmp_path / "pruned", image)
+    for before, after in zip(expected, actual, strict=True):
+        assert before.shape == after.shape
+        assert relative_error(before, after) < 1e-4
+
+
 @pytest.mark.parametrize("cfg", cfgs([*OWN, DEMO_TINY], STOCK))
 def test_pruned_outputs_equal_original_when_cut_channels_are_zero(cfg, tmp_path):
     graph, weights = sparse_model(cfg, 160)
@@ -54,12 +64,7 @@ def test_pruned_outputs_equal_original_when_cut_channels_are_zero(cfg, tmp_path)
     result = prune(graph, weights, 0.8)
     assert all(np.array_equal(result.masks[conv], masks[conv]) for conv in masks)
     assert result.graph.params < graph.params * KEPT_SHARE.get(cfg.stem, 0.25)
-    image = random_image(graph)
-    expected = head_inputs(graph, weights, tmp_path / "original", image)
-    actual = head_inputs(result.graph, result.weights, tmp_path / "pruned", image)
-    for before, after in zip(expected, actual, strict=True):
-        assert before.shape == after.shape
-        assert relative_error(before, after) < 1e-4
+    assert_same_heads(graph, weights, result, tmp_path)
 
 
 @pytest.mark.parametrize("cfg", [pytest.param(own_cfg("attention"), id="attention"),
@@ -202,12 +207,7 @@ def test_pruning_past_the_safe_percent_with_a_floor_is_exact(cfg, tmp_path):
     zero_cut_channels(weights, masks)
     result = prune(graph, weights, 0.88, layer_keep=0.05)
     assert result.floored and all(np.array_equal(result.masks[conv], masks[conv]) for conv in masks)
-    image = random_image(graph)
-    expected = head_inputs(graph, weights, tmp_path / "original", image)
-    actual = head_inputs(result.graph, result.weights, tmp_path / "pruned", image)
-    for before, after in zip(expected, actual, strict=True):
-        assert before.shape == after.shape
-        assert relative_error(before, after) < 1e-4
+    assert_same_heads(graph, weights, result, tmp_path)
 
 
 def test_the_floor_note_names_each_floored_layer_and_its_kept_channels():
@@ -271,12 +271,7 @@ def test_rounded_prune_equals_original_when_cut_channels_are_zero(name, tmp_path
     assert all(np.array_equal(result.masks[conv], masks[conv]) for conv in masks)
     assert all(conv.filters % 16 == 0 for conv in result.graph.convs if conv.index + 1 not in
                {head.index for head in result.graph.heads})
-    image = random_image(graph)
-    expected = head_inputs(graph, weights, tmp_path / "original", image)
-    actual = head_inputs(result.graph, result.weights, tmp_path / "pruned", image)
-    for before, after in zip(expected, actual, strict=True):
-        assert before.shape == after.shape
-        assert relative_error(before, after) < 1e-4
+    assert_same_heads(graph, weights, result, tmp_path)
 
 
 @needs_corpus
