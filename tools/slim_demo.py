@@ -29,12 +29,14 @@ from pruneyolo.prune.pruning import (
     PruneResult,
     abs_gammas,
     channel_constraints,
+    output_stem,
     prune,
     residual_blocks,
     write_result,
 )
 from pruneyolo.prune.report import plot_gammas
 from pruneyolo.train.evaluate import Metrics, evaluate, ir_predictor, torch_predictor
+from pruneyolo.train.trainer import reached_plateau
 
 ROOT = Path(__file__).resolve().parent.parent
 BASE_CFG = ROOT / "cfgs" / "demo-csp.cfg"
@@ -177,7 +179,7 @@ def side_by_side(xmls: dict[str, Path], hint: str | None) -> tuple[dict[str, flo
 def prune_to(graph: Graph, weights: DarknetWeights, folder: Path, percent: float, layer_keep: float,
              shortcuts: int, round_to: int) -> tuple[Path, Path, PruneResult | None]:
     """The pruned cfg and weights in `folder` (made the first time)."""
-    stem = f"prune_{percent:g}" + (f"_shortcut_{shortcuts}" if shortcuts else "") + f"_{BASE_CFG.stem}"
+    stem = output_stem(str(BASE_CFG), percent, shortcuts)
     cfg, weights_path = folder / f"{stem}.cfg", folder / f"{stem}.weights"
     result = None
     if not weights_path.is_file():
@@ -203,11 +205,6 @@ def gamma_shares(graph: Graph, weights_path: Path) -> dict[str, float]:
 def log_records(run: Path) -> list[dict]:
     """The per-epoch records of a training run."""
     return [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
-
-
-def plateaued(records: list[dict]) -> bool:
-    """Val mAP50 rose less than PLATEAU over the last 2 epochs."""
-    return len(records) >= 3 and records[-1]["val_mAP50"] - records[-3]["val_mAP50"] < PLATEAU
 
 
 # ---- plots and the report ----------------------------------------------------------------------------------
@@ -415,7 +412,7 @@ def main(out: Path, train_images: int, test_images: int, epochs: int, more_epoch
     common = ["--data", data, "--batch", 16, "--threads", 2, "--val", "val"]
     stages.train("baseline training", out / "baseline", lambda: pruneyolo(
         "train", BASE_CFG, "-o", out / "baseline", "--epochs", epochs, "--lr", 2e-3, *common))
-    if plateaued(log_records(out / "baseline")):
+    if reached_plateau(log_records(out / "baseline"), PLATEAU):
         (out / "baseline_more").mkdir(exist_ok=True)
         shutil.copyfile(first_weights, base_weights)
         (out / "baseline_more" / "train_log.jsonl").write_text("")
