@@ -12,6 +12,7 @@ import click
 from pruneyolo.cli.options import INFERENCE_TYPE
 from pruneyolo.detect import CONFIDENCE_THRESHOLD, IOU_THRESHOLD
 from pruneyolo.errors import PruneyoloError
+from pruneyolo.modelfile import require_ir
 
 
 @contextlib.contextmanager
@@ -98,8 +99,9 @@ def summary_table(snapshot: dict, adapter, device: str):
 @click.command()
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("--source", "sources", multiple=True, required=True,
-              help="Camera index, video file, RTSP/HTTP URL, image, folder or synthetic:[seed=,size=WxH,fps=] "
-                   "(repeat for more streams).")
+              help="Camera index, video file, RTSP/HTTP URL, image, folder, synthetic:[seed=,size=WxH,fps=,objects=] "
+                   "(rendered scenes) or replay:SOURCE[,frames=N] (SOURCE's first N frames, held in memory and "
+                   "served in a cycle); repeat for more streams.")
 @click.option("--layout", help="Tile grid COLSxROWS (default: the smallest square that fits the sources).")
 @click.option("--device", default="CPU", show_default=True, help="OpenVINO device (see `pruneyolo devices`).")
 @click.option("--conf", default=CONFIDENCE_THRESHOLD, show_default=True, type=click.FloatRange(0, 1),
@@ -117,7 +119,9 @@ def summary_table(snapshot: dict, adapter, device: str):
 @click.option("--save-video", help="Annotated mosaic video (.mp4/.avi); '{stream}' in the name: one per stream.")
 @click.option("--video-fps", default=25.0, show_default=True, help="Frame rate written to --save-video.")
 @click.option("--jsonl", type=click.Path(dir_okay=False), help="One JSON line per source frame.")
-@click.option("--serve", help="Serve the live view and /metrics on HOST:PORT (or PORT on 127.0.0.1); no "
+@click.option("--serve", help="Serve HTTP on HOST:PORT (or PORT on 127.0.0.1): / the live view, /stream.mjpg the "
+                               "annotated mosaics, /frame.jpg the latest one, /detections the latest detections "
+                               "(JSON), /metrics Prometheus metrics, /metrics.json the live metrics (JSON). No "
                                "authentication, so keep it on loopback unless the network is trusted.")
 @click.option("--show", is_flag=True, help="Show the annotated mosaic in a window.")
 @click.option("--quiet", is_flag=True, help="No live status line.")
@@ -137,6 +141,7 @@ def summary_table(snapshot: dict, adapter, device: str):
 def run(model, sources, layout, device, conf, iou, nireq, hint, precision, loop, reconnect, max_frames, duration,
         save_video, video_fps, jsonl, serve, show, quiet, summary_json, backend, **remote):
     """Run MODEL.xml on one or more sources tiled into mosaics; report per-stream detections and metrics."""
+    require_ir(model, need_bin=not backend)
     import cv2
     from rich.console import Console
     from rich.live import Live
