@@ -5,13 +5,14 @@ from __future__ import annotations
 import contextlib
 import json
 import signal
+import sys
 import threading
 
 import click
 
 from pruneyolo.cli.options import INFERENCE_TYPE
 from pruneyolo.detect import CONFIDENCE_THRESHOLD, IOU_THRESHOLD
-from pruneyolo.errors import PruneyoloError
+from pruneyolo.errors import PruneyoloError, printable
 from pruneyolo.modelfile import require_ir
 
 
@@ -24,6 +25,26 @@ def stop_on_signals(stop: threading.Event):
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+SOME_FAILED, ALL_FAILED = 3, 4  # run's exit statuses when sources failed (2: a usage or input error)
+LOG_STATUS_EVERY = 10.0  # seconds between status lines when stderr is not a terminal
+
+
+def failed_streams(snapshot: dict) -> list[str]:
+    """'stream N (source): why' for each stream that failed or delivered no frame."""
+    return [f"stream {s['stream']} ({s['source']}): {s.get('error') or 'no frames, ' + s.get('state', 'ended')}"
+            for s in snapshot["streams"] if s.get("state") == "failed" or not s["frames"]]
+
+
+def exit_status(snapshot: dict) -> tuple[int, str]:
+    """(0, '') when every source delivered frames and none failed; else SOME_FAILED or ALL_FAILED and one line."""
+    failed = failed_streams(snapshot)
+    if not failed:
+        return 0, ""
+    if len(failed) == len(snapshot["streams"]):
+        return ALL_FAILED, f"error: every source failed: {'; '.join(failed)}"
+    return SOME_FAILED, f"warning: {len(failed)} of {len(snapshot['streams'])} sources failed: {'; '.join(failed)}"
 
 
 BACKEND_ONLY = ("backend_token_file", "backend_tls", "backend_ca", "backend_timeout", "backend_retry")
@@ -124,7 +145,9 @@ def summary_table(snapshot: dict, adapter, device: str):
                                "(JSON), /metrics Prometheus metrics, /metrics.json the live metrics (JSON). No "
                                "authentication, so keep it on loopback unless the network is trusted.")
 @click.option("--show", is_flag=True, help="Show the annotated mosaic in a window.")
-@click.option("--quiet", is_flag=True, help="No live status line.")
+@click.option("--quiet", is_flag=True, help="No status line (live on a terminal, periodic in a log).")
+@click.option("--status-every", default=LOG_STATUS_EVERY, show_default=True, type=click.FloatRange(0, min_open=True),
+              help="Seconds between status lines on stderr when it is not a terminal (a log).")
 @click.option("--summary-json", type=click.Path(dir_okay=False), help="Write the final metrics as JSON.")
 @click.option("--backend", help="Infer on KServe v2 gRPC model servers (OpenVINO Model Server, Triton) instead of "
                                  "in process: kserve://HOST:PORT[,HOST:PORT...]/NAME (MODEL.xml then needs no .bin).")
@@ -139,8 +162,10 @@ def summary_table(snapshot: dict, adapter, device: str):
               help="Seconds without any answer from any server after a failure before the run gives up (longer "
                    "than one inference takes).")
 def run(model, sources, layout, device, conf, iou, nireq, hint, precision, loop, reconnect, max_frames, duration,
-        save_video, video_fps, jsonl, serve, show, quiet, summary_json, backend, **remote):
-    """Run MODEL.xml on one or more sources tiled into mosaics; report per-stream detections and metrics."""
+        save_video, video_fps, jsonl, serve, show, quiet, status_every, summary_json, backend, **remote):
+    """Run MODEL.xml on one or more sources tiled into mosaics; report per-stream detections and metrics.
+
+    Exit status: 0 when every source delivered frames, 3 when some failed, 4 when all did, 2 on a bad argument."""
     require_ir(model, need_bin=not backend)
     import cv2
     from rich.console import Console
@@ -148,7 +173,7 @@ def run(model, sources, layout, device, conf, iou, nireq, hint, precision, loop,
     from rich.text import Text
 
     from pruneyolo.detect.mosaic import make_layout
-    from pruneyolo.runner.metrics import status_line
+    from pruneyolo.runner.metrics import PeriodicStatus, status_line
     from pruneyolo.runner.outputs import JsonlSink, VideoSink, WindowSink
     from pruneyolo.runner.pipeline import Pipeline, RunOptions
     from pruneyolo.runner.prometheus import PrometheusMetrics
@@ -177,14 +202,16 @@ def run(model, sources, layout, device, conf, iou, nireq, hint, precision, loop,
             sinks.extend((state, metrics))
             listeners.extend((state.publish, metrics.publish))
             console.print(f"serving {server.url}")
-        pipeline = Pipeline(adapter, specs, CapturePolicy(loop=loop, reconnect=reconnect, max_frames=max_frames),
-                            grid, sinks, RunOptions(conf=conf, iou=iou, duration=duration), listeners)
-        if serve:
-            metrics.follow(pipeline.captures, adapter.server_stats)
         live = Live(console=console, auto_refresh=False, transient=True) if console.is_terminal and not quiet \
             else contextlib.nullcontext()
         if console.is_terminal and not quiet:
             listeners.append(lambda snap: live.update(Text(status_line(snap)), refresh=True))
+        elif not quiet:
+            listeners.append(PeriodicStatus(lambda line: click.echo(line, err=True), status_every))
+        pipeline = Pipeline(adapter, specs, CapturePolicy(loop=loop, reconnect=reconnect, max_frames=max_frames),
+                            grid, sinks, RunOptions(conf=conf, iou=iou, duration=duration), listeners)
+        if serve:
+            metrics.follow(pipeline.captures, adapter.server_stats)
         with stop_on_signals(stop), live:
             snapshot = pipeline.run(stop)
     except BaseException:
@@ -206,6 +233,10 @@ def run(model, sources, layout, device, conf, iou, nireq, hint, precision, loop,
     out.print(summary_table(snapshot, adapter, where))
     if snapshot.get("servers"):
         out.print(server_table(snapshot["servers"]))
+    status, line = exit_status(snapshot)
+    if status:
+        click.echo(printable(line), err=True)
+        sys.exit(status)
 
 
 @click.command()
