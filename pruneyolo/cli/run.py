@@ -5,12 +5,15 @@ from __future__ import annotations
 import contextlib
 import json
 import signal
+import sys
 import threading
 
 import click
 
 from pruneyolo.cli.options import INFERENCE_TYPE
 from pruneyolo.detect import CONFIDENCE_THRESHOLD, IOU_THRESHOLD
+from pruneyolo.errors import printable
+from pruneyolo.modelfile import require_ir
 from pruneyolo.runner.backend import KSERVE_INFLIGHT
 
 
@@ -23,6 +26,26 @@ def stop_on_signals(stop: threading.Event):
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+SOME_FAILED, ALL_FAILED = 3, 4  # run's exit statuses when sources failed (2: a usage or input error)
+LOG_STATUS_EVERY = 10.0  # seconds between status lines when stderr is not a terminal
+
+
+def failed_streams(snapshot: dict) -> list[str]:
+    """'stream N (source): why' for each stream that failed or delivered no frame."""
+    return [f"stream {s['stream']} ({s['source']}): {s.get('error') or 'no frames, ' + s.get('state', 'ended')}"
+            for s in snapshot["streams"] if s.get("state") == "failed" or not s["frames"]]
+
+
+def exit_status(snapshot: dict) -> tuple[int, str]:
+    """(0, '') when every source delivered frames and none failed; else SOME_FAILED or ALL_FAILED and one line."""
+    failed = failed_streams(snapshot)
+    if not failed:
+        return 0, ""
+    if len(failed) == len(snapshot["streams"]):
+        return ALL_FAILED, f"error: every source failed: {'; '.join(failed)}"
+    return SOME_FAILED, f"warning: {len(failed)} of {len(snapshot['streams'])} sources failed: {'; '.join(failed)}"
 
 
 def given(name: str) -> bool:
@@ -68,8 +91,9 @@ def summary_table(snapshot: dict, backend):
 @click.command()
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("--source", "sources", multiple=True, required=True,
-              help="Camera index, video file, RTSP/HTTP URL, image, folder or synthetic:[seed=,size=WxH,fps=] "
-                   "(repeat for more streams).")
+              help="Camera index, video file, RTSP/HTTP URL, image, folder, synthetic:[seed=,size=WxH,fps=,objects=] "
+                   "(rendered scenes) or replay:SOURCE[,frames=N] (SOURCE's first N frames, held in memory and "
+                   "served in a cycle); repeat for more streams.")
 @click.option("--layout", help="Tile grid COLSxROWS (default: the smallest square that fits the sources).")
 @click.option("--device", default="CPU", show_default=True, help="OpenVINO device (see `pruneyolo devices`).")
 @click.option("--conf", default=CONFIDENCE_THRESHOLD, show_default=True, type=click.FloatRange(0, 1),
@@ -87,10 +111,14 @@ def summary_table(snapshot: dict, backend):
 @click.option("--save-video", help="Annotated mosaic video (.mp4/.avi); '{stream}' in the name: one per stream.")
 @click.option("--video-fps", default=25.0, show_default=True, help="Frame rate written to --save-video.")
 @click.option("--jsonl", type=click.Path(dir_okay=False), help="One JSON line per source frame.")
-@click.option("--serve", help="Serve the live view and /metrics on HOST:PORT (or PORT on 127.0.0.1); no "
+@click.option("--serve", help="Serve HTTP on HOST:PORT (or PORT on 127.0.0.1): / the live view, /stream.mjpg the "
+                               "annotated mosaics, /frame.jpg the latest one, /detections the latest detections "
+                               "(JSON), /metrics Prometheus metrics, /metrics.json the live metrics (JSON). No "
                                "authentication, so keep it on loopback unless the network is trusted.")
 @click.option("--show", is_flag=True, help="Show the annotated mosaic in a window.")
-@click.option("--quiet", is_flag=True, help="No live status line.")
+@click.option("--quiet", is_flag=True, help="No status line (live on a terminal, periodic in a log).")
+@click.option("--status-every", default=LOG_STATUS_EVERY, show_default=True, type=click.FloatRange(0, min_open=True),
+              help="Seconds between status lines on stderr when it is not a terminal (a log).")
 @click.option("--summary-json", type=click.Path(dir_okay=False), help="Write the final metrics as JSON.")
 @click.option("--backend", "address", help="Where to infer: openvino: (in process, the default), or KServe v2 gRPC model servers "
                                  "(OpenVINO Model Server, Triton): kserve://HOST:PORT[,HOST:PORT...]/NAME (MODEL.xml "
@@ -106,8 +134,11 @@ def summary_table(snapshot: dict, backend):
               help="Seconds without any answer from any server after a failure before the run gives up (longer "
                    "than one inference takes).")
 def run(model, sources, layout, conf, iou, loop, reconnect, max_frames, duration, save_video, video_fps, jsonl, serve,
-        show, quiet, summary_json, address, **options):
-    """Run MODEL.xml on one or more sources tiled into mosaics; report per-stream detections and metrics."""
+        show, quiet, status_every, summary_json, address, **options):
+    """Run MODEL.xml on one or more sources tiled into mosaics; report per-stream detections and metrics.
+
+    Exit status: 0 when every source delivered frames, 3 when some failed, 4 when all did, 2 on a bad argument."""
+    require_ir(model, need_bin=not (address or "").startswith("kserve"))
     import cv2
     from rich.console import Console
     from rich.live import Live
@@ -115,7 +146,7 @@ def run(model, sources, layout, conf, iou, loop, reconnect, max_frames, duration
 
     from pruneyolo.detect.mosaic import make_layout
     from pruneyolo.runner.backend import open_backend
-    from pruneyolo.runner.metrics import status_line
+    from pruneyolo.runner.metrics import PeriodicStatus, status_line
     from pruneyolo.runner.outputs import JsonlSink, VideoSink, WindowSink
     from pruneyolo.runner.pipeline import Pipeline, RunOptions
     from pruneyolo.runner.prometheus import PrometheusMetrics
@@ -143,14 +174,16 @@ def run(model, sources, layout, conf, iou, loop, reconnect, max_frames, duration
             sinks.extend((state, metrics))
             listeners.extend((state.publish, metrics.publish))
             console.print(f"serving {server.url}")
-        pipeline = Pipeline(backend, specs, CapturePolicy(loop=loop, reconnect=reconnect, max_frames=max_frames),
-                            grid, sinks, RunOptions(conf=conf, iou=iou, duration=duration), listeners)
-        if serve:
-            metrics.follow(pipeline.captures, backend.server_stats)
         live = Live(console=console, auto_refresh=False, transient=True) if console.is_terminal and not quiet \
             else contextlib.nullcontext()
         if console.is_terminal and not quiet:
             listeners.append(lambda snap: live.update(Text(status_line(snap)), refresh=True))
+        elif not quiet:
+            listeners.append(PeriodicStatus(lambda line: click.echo(line, err=True), status_every))
+        pipeline = Pipeline(backend, specs, CapturePolicy(loop=loop, reconnect=reconnect, max_frames=max_frames),
+                            grid, sinks, RunOptions(conf=conf, iou=iou, duration=duration), listeners)
+        if serve:
+            metrics.follow(pipeline.captures, backend.server_stats)
         with stop_on_signals(stop), live:
             snapshot = pipeline.run(stop)
     except BaseException:
@@ -172,6 +205,10 @@ def run(model, sources, layout, conf, iou, loop, reconnect, max_frames, duration
     out.print(summary_table(snapshot, backend))
     if snapshot.get("servers"):
         out.print(server_table(snapshot["servers"]))
+    status, line = exit_status(snapshot)
+    if status:
+        click.echo(printable(line), err=True)
+        sys.exit(status)
 
 
 @click.command()
