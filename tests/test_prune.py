@@ -180,7 +180,7 @@ def test_layer_keep_goes_past_the_safe_percent_keeping_each_layers_floor(layer_k
     gammas = abs_gammas(weights, channel_constraints(graph).prunable)
     safe = largest_safe_percent(gammas)
     assert safe < 0.88  # the collapsed layers empty at this percent
-    with pytest.raises(PruneyoloError, match="--layer-keep"):
+    with pytest.raises(PruneyoloError, match="or give layer_keep K"):
         prune(graph, weights, 0.88)
     result = prune(graph, weights, 0.88, layer_keep=layer_keep, round_to=round_to)
     threshold = result.threshold
