@@ -197,9 +197,7 @@ def largest_safe_percent(gammas: dict[int, np.ndarray]) -> float:
 
 def check_percent(gammas: dict[int, np.ndarray], percent: float, threshold: float,
                   layer_keep: float | None) -> None:
-    """Refuse a percent out of range, or (without a per-layer floor) one that would empty some layer."""
-    if not 0 <= percent < 1:
-        raise ArgumentError("percent", f"{percent:g} must be in [0, 1)")
+    """Refuse (without a per-layer floor) a percent that would empty some layer."""
     if layer_keep is not None:
         return
     emptied = [conv for conv, values in gammas.items() if values.max() <= threshold]
@@ -245,6 +243,8 @@ def channel_masks(graph: Graph, weights: DarknetWeights, percent: float, layer_k
     """Kept output channels of every conv (all for frozen ones), the global |gamma| threshold, and the convs
     held at their floor; each group's count (per grouped-route slice) is rounded up to a multiple of
     `round_to` by keeping the next-largest."""
+    if not 0 <= percent < 1:
+        raise ArgumentError("percent", f"{percent:g} must be in [0, 1)")
     if round_to < 1:
         raise ArgumentError("round_to", f"{round_to} must be >= 1")
     constraints = channel_constraints(graph)
