@@ -28,16 +28,20 @@ class PruneyoloError(Exception):
 
 class ArgumentError(PruneyoloError):
     """A bad value of an argument (or a clash of alternatives), named as the library calls it (`layer_keep`);
-    the CLI names the option instead (`--layer-keep`)."""
+    the CLI names the option instead (`--layer-keep`). Other arguments the problem suggests are written
+    `{name}` in it and listed in `mentions`, so that they are named the same way."""
 
-    def __init__(self, arguments: str | tuple[str, ...], problem: str):
+    def __init__(self, arguments: str | tuple[str, ...], problem: str, mentions: tuple[str, ...] = ()):
         self.arguments = (arguments,) if isinstance(arguments, str) else arguments
-        self.problem = problem
+        self.problem, self.mentions = problem, mentions
         super().__init__(self.naming(lambda argument: argument))
 
     def naming(self, name_of) -> str:
         """The message with each argument as `name_of` names it."""
-        return f"{' or '.join(map(name_of, self.arguments))} {self.problem}"
+        problem = self.problem
+        for mention in self.mentions:
+            problem = problem.replace(f"{{{mention}}}", name_of(mention))
+        return f"{' or '.join(map(name_of, self.arguments))} {problem}"
 
 
 class CfgError(PruneyoloError):

@@ -155,7 +155,7 @@ def test_every_layer_keeps_its_minimum():
 def test_unsafe_percent_is_refused_with_the_largest_safe_one_and_the_flag_that_lifts_it():
     graph, weights = sparse_model(DEMO_TINY, 160)
     safe = largest_safe_percent(abs_gammas(weights, channel_constraints(graph).prunable))
-    with pytest.raises(PruneyoloError, match=rf"largest safe percent is {safe:.3f}, or give --layer-keep K"):
+    with pytest.raises(PruneyoloError, match=rf"largest safe percent is {safe:.3f}, or give layer_keep K"):
         prune(graph, weights, 0.99)
     with pytest.raises(PruneyoloError, match="would cut every channel of layer"):
         prune(graph, weights, safe + 0.002)
@@ -180,7 +180,7 @@ def test_layer_keep_goes_past_the_safe_percent_keeping_each_layers_floor(layer_k
     gammas = abs_gammas(weights, channel_constraints(graph).prunable)
     safe = largest_safe_percent(gammas)
     assert safe < 0.88  # the collapsed layers empty at this percent
-    with pytest.raises(PruneyoloError, match="--layer-keep"):
+    with pytest.raises(PruneyoloError, match="or give layer_keep K"):
         prune(graph, weights, 0.88)
     result = prune(graph, weights, 0.88, layer_keep=layer_keep, round_to=round_to)
     threshold = result.threshold
@@ -277,5 +277,5 @@ def test_rounded_prune_equals_original_when_cut_channels_are_zero(name, tmp_path
 @needs_corpus
 def test_round_below_one_is_refused():
     graph, weights = sparse_model(corpus_cfg("yolov4-tiny"), 160)
-    with pytest.raises(PruneyoloError, match="--round 0 must be >= 1"):
+    with pytest.raises(PruneyoloError, match="round_to 0 must be >= 1"):
         prune(graph, weights, 0.5, round_to=0)

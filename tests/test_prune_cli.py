@@ -54,6 +54,7 @@ def test_unsafe_percent_exits_2_with_one_line_and_writes_nothing(tiny_weights, t
     result = invoke("prune", TINY, "--weights", tiny_weights, "--percent", "0.5,0.99", "-o", tmp_path)
     assert result.exit_code == 2
     assert result.output.count("\n") == 1 and "largest safe percent is" in result.output
+    assert "--percent 0.99 " in result.output and "or give --layer-keep K" in result.output  # options, not parameters
     assert not list(tmp_path.iterdir())
 
 

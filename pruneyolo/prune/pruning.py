@@ -20,12 +20,11 @@ import numpy as np
 
 from pruneyolo.activations import activate
 from pruneyolo.darknet.cfg import Section, format_cfg
-from pruneyolo.darknet.graph import Conv, Flow, Graph, Node, Shortcut, build_graph, channel_flow
+from pruneyolo.darknet.graph import SECTIONS, Conv, Flow, Graph, Node, Shortcut, build_graph, channel_flow
 from pruneyolo.darknet.weights import ConvWeights, DarknetWeights, weights_bytes
 from pruneyolo.errors import ArgumentError, PruneyoloError
 from pruneyolo.files import atomic_write
 
-REFERENCE_KEYS = {"route": "layers", "shortcut": "from", "sam": "from", "scale_channels": "from"}
 
 @dataclass(frozen=True)
 class ChannelConstraints:
@@ -198,17 +197,15 @@ def largest_safe_percent(gammas: dict[int, np.ndarray]) -> float:
 
 def check_percent(gammas: dict[int, np.ndarray], percent: float, threshold: float,
                   layer_keep: float | None) -> None:
-    """Refuse a percent out of range, or (without a per-layer floor) one that would empty some layer."""
-    if not 0 <= percent < 1:
-        raise PruneyoloError(f"--percent {percent:g} must be in [0, 1)")
+    """Refuse (without a per-layer floor) a percent that would empty some layer."""
     if layer_keep is not None:
         return
     emptied = [conv for conv, values in gammas.items() if values.max() <= threshold]
     if emptied:
-        raise PruneyoloError(
-            f"--percent {percent:g} (threshold |gamma| {threshold:.4g}) would cut every channel of layer "
-            f"{emptied[0]}; the largest safe percent is {largest_safe_percent(gammas):.3f}, or give --layer-keep K "
-            "to let every layer keep at least max(1, ceil(channels * K)) of its strongest channels")
+        raise ArgumentError(
+            "percent", f"{percent:g} (threshold |gamma| {threshold:.4g}) would cut every channel of layer "
+            f"{emptied[0]}; the largest safe percent is {largest_safe_percent(gammas):.3f}, or give {{layer_keep}} K "
+            "to let every layer keep at least max(1, ceil(channels * K)) of its strongest channels", ("layer_keep",))
 
 
 def layer_floor(width: int, layer_keep: float | None) -> int:
@@ -246,8 +243,10 @@ def channel_masks(graph: Graph, weights: DarknetWeights, percent: float, layer_k
     """Kept output channels of every conv (all for frozen ones), the global |gamma| threshold, and the convs
     held at their floor; each group's count (per grouped-route slice) is rounded up to a multiple of
     `round_to` by keeping the next-largest."""
+    if not 0 <= percent < 1:
+        raise ArgumentError("percent", f"{percent:g} must be in [0, 1)")
     if round_to < 1:
-        raise PruneyoloError(f"--round {round_to} must be >= 1")
+        raise ArgumentError("round_to", f"{round_to} must be >= 1")
     constraints = channel_constraints(graph)
     if not constraints.groups:
         raise PruneyoloError(f"{graph.path}: no conv can lose channels (pruning needs BatchNorm convs)")
@@ -428,14 +427,14 @@ def renumber(sections: list[Section], removed: set[int], replaced: dict[int, int
     result = [copy.deepcopy(sections[0])]
     for old in kept:
         section = copy.deepcopy(sections[old + 1])
-        key = REFERENCE_KEYS.get(section.name)
-        if key and key in section.entries:
-            new = new_index[old]
-            references = []
-            for reference in section.options().ints(key):
-                absolute = target(old + reference if reference < 0 else reference)
-                references.append(absolute - new if reference < 0 else absolute)
-            section.set(key, references)
+        for key in SECTIONS[section.name].references:
+            if key in section.entries:
+                new = new_index[old]
+                references = []
+                for reference in section.options().ints(key):
+                    absolute = target(old + reference if reference < 0 else reference)
+                    references.append(absolute - new if reference < 0 else absolute)
+                section.set(key, references)
         result.append(section)
     return result
 
@@ -457,9 +456,9 @@ def prune(graph: Graph, weights: DarknetWeights, percent: float, layer_keep: flo
     """Remove `shortcuts` residual blocks, then prune channels at `percent`, counts rounded up to `round_to`;
     without `layer_keep` a percent that would empty a layer is refused, with it each layer keeps its floor."""
     if layer_keep is not None and not 0 <= layer_keep <= 1:
-        raise PruneyoloError(f"--layer-keep {layer_keep:g} must be in [0, 1]")
+        raise ArgumentError("layer_keep", f"{layer_keep:g} must be in [0, 1]")
     if shortcuts < 0:
-        raise PruneyoloError(f"--shortcuts {shortcuts} must be >= 0")
+        raise ArgumentError("shortcuts", f"{shortcuts} must be >= 0")
     removed: tuple[int, ...] = ()
     if shortcuts:
         blocks = choose_blocks(residual_blocks(graph, weights), shortcuts)

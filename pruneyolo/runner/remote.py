@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from pruneyolo.detect.interface import TensorSpec, read_interface
-from pruneyolo.errors import PruneyoloError
+from pruneyolo.errors import ArgumentError, PruneyoloError
 from pruneyolo.runner.backend import KSERVE_INFLIGHT
 
 log = logging.getLogger(__name__)
@@ -67,17 +67,17 @@ def parse_backend(text: str) -> BackendSpec:
     """`kserve://HOST:PORT[,HOST:PORT...]/NAME` -> BackendSpec, or one line saying what is wrong."""
     usage = "expected kserve://HOST:PORT[,HOST:PORT...]/MODEL_NAME"
     if not text.startswith(SCHEME):
-        raise PruneyoloError(f"--backend {text!r}: {usage}")
+        raise ArgumentError("backend", f"{text!r}: {usage}")
     hosts, _, model = text[len(SCHEME):].partition("/")
     if not model or "/" in model:
-        raise PruneyoloError(f"--backend {text!r}: no model name after the servers; {usage}")
+        raise ArgumentError("backend", f"{text!r}: no model name after the servers; {usage}")
     addresses = tuple(address.strip() for address in hosts.split(","))
     for address in addresses:
         host, _, port = address.rpartition(":")
         if not host.strip("[]") or not port.isdigit() or not 0 < int(port) < 65536:
-            raise PruneyoloError(f"--backend {text!r}: {address!r} is not HOST:PORT; {usage}")
+            raise ArgumentError("backend", f"{text!r}: {address!r} is not HOST:PORT; {usage}")
     if len(set(addresses)) < len(addresses):
-        raise PruneyoloError(f"--backend {text!r}: a server is named twice")
+        raise ArgumentError("backend", f"{text!r}: a server is named twice")
     return BackendSpec(text, addresses, model)
 
 
@@ -86,10 +86,10 @@ def read_token(path: str | Path) -> str:
     try:
         token = Path(path).read_text().strip()
     except (OSError, UnicodeDecodeError) as exc:
-        raise PruneyoloError(f"--backend-token-file {path}: cannot read it ({exc})") from None
+        raise ArgumentError("backend_token_file", f"{path}: cannot read it ({exc})") from None
     if not token or any(c.isspace() for c in token):
-        raise PruneyoloError(f"--backend-token-file {path}: expected one token (no spaces), got "
-                             f"{'nothing' if not token else 'several words'}")
+        raise ArgumentError("backend_token_file", f"{path}: expected one token (no spaces), got "
+                                                  f"{'nothing' if not token else 'several words'}")
     return token
 
 
@@ -116,7 +116,7 @@ def grpc_client_module():
     try:
         import tritonclient.grpc as grpcclient
     except ImportError:
-        raise PruneyoloError("--backend needs tritonclient's gRPC client: pip install 'pruneyolo[remote]' "
+        raise ArgumentError("backend", "needs tritonclient's gRPC client: pip install 'pruneyolo[remote]' "
                              "(or 'tritonclient[grpc]')") from None
     return grpcclient
 
@@ -271,8 +271,8 @@ class RemoteAdapter:
                                      "give the name it serves (OVMS: config.json model_config_list[].config.name)"
                                      ) from None
             if "UNAUTHENTICATED" in status or "PERMISSION_DENIED" in status:
-                raise PruneyoloError(f"{where}: credentials refused ({error_text(exc)}); check "
-                                     "--backend-token-file") from None
+                raise ArgumentError("backend", f"{where}: credentials refused ({error_text(exc)}); check "
+                                               "{backend_token_file}", ("backend_token_file",)) from None
             raise Unreachable(error_text(exc)) from None
         return match_metadata(metadata, self.image, self.output_specs, where, self.xml)
 
@@ -288,8 +288,9 @@ class RemoteAdapter:
                 server.retry_at = time.monotonic() + server.backoff
         if not any(server.up for server in self.servers):
             detail = "; ".join(f"{s.address}: {s.last_error}" for s in self.servers)
-            raise PruneyoloError(f"{self.spec.text}: no server ready, each asked with a {self.options.timeout:g} s "
-                                 f"timeout ({detail}); start the model server or fix --backend")
+            raise ArgumentError("backend", f"{self.spec.text}: no server ready, each asked with a "
+                                           f"{self.options.timeout:g} s timeout ({detail}); start the model server "
+                                           "or fix the address")
         for server in self.servers:
             if not server.up:
                 log.warning("%s did not answer (%s); the run starts without it and retries it",
@@ -456,9 +457,10 @@ class RemoteAdapter:
         """No answer for the retry window: hand over the unfinished mosaics empty and keep the error (lock held)."""
         detail = "; ".join(f"{s.address}: {s.last_error or 'no error'}" for s in self.servers)
         lost = len(self.unfinished)
-        self.fatal = PruneyoloError(
-            f"{self.spec.text}: no server answered for {self.options.retry_window:g} s ({detail}); {lost} "
-            "mosaics not inferred, every result received was written; check the servers (or raise --backend-retry)")
+        self.fatal = ArgumentError(
+            "backend", f"{self.spec.text}: no server answered for {self.options.retry_window:g} s ({detail}); {lost} "
+            "mosaics not inferred, every result received was written; check the servers (or raise {backend_retry})",
+            ("backend_retry",))
         for job in list(self.unfinished.values()):
             self._done(job, None)
         self.parked.clear()

@@ -32,7 +32,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import cv2
 import numpy as np
 
-from pruneyolo.errors import PruneyoloError
+from pruneyolo.errors import ArgumentError
 from pruneyolo.runner.outputs import frame_record
 from pruneyolo.runner.prometheus import CONTENT_TYPE, PrometheusMetrics
 
@@ -53,9 +53,9 @@ def parse_address(text: str) -> tuple[str, int]:
     try:
         number = int(port)
     except ValueError:
-        raise PruneyoloError(f"--serve {text!r} is not HOST:PORT, e.g. 127.0.0.1:8080") from None
+        raise ArgumentError("serve", f"{text!r} is not HOST:PORT, e.g. 127.0.0.1:8080") from None
     if not 0 <= number < 65536:
-        raise PruneyoloError(f"--serve {text!r}: port out of range")
+        raise ArgumentError("serve", f"{text!r}: port out of range")
     return host.strip("[]") or "127.0.0.1", number
 
 
@@ -351,7 +351,7 @@ class ViewerServer:
         try:
             self.server = LimitedServer((host, port), make_handler(state, metrics, host), limits)
         except OSError as exc:
-            raise PruneyoloError(f"--serve {address}: cannot listen ({exc.strerror})") from None
+            raise ArgumentError("serve", f"{address}: cannot listen ({exc.strerror})") from None
         if not is_loopback(host):
             log.warning("--serve %s: reachable from the network with no authentication (anyone who can connect "
                         "sees the cameras); bind 127.0.0.1 and use an SSH tunnel or an authenticating proxy",
