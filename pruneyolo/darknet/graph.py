@@ -343,6 +343,7 @@ class Graph:
     dialect: str
     sections: tuple[Section, ...] = field(repr=False, compare=False)
     warnings: tuple[str, ...] = ()
+    source_sha256: str = field(default="", compare=False)  # of the file read, if known (else hashed on demand)
 
     @property
     def size(self) -> tuple[int, int]:
@@ -385,6 +386,8 @@ class Graph:
 
     @property
     def cfg_sha256(self) -> str:
+        if self.source_sha256:
+            return self.source_sha256
         return hashlib.sha256(Path(self.path).read_bytes()).hexdigest() if Path(self.path).is_file() else ""
 
     def consumers(self) -> dict[int, list[int]]:

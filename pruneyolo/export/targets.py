@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from pruneyolo.darknet.graph import Graph
 
 STORAGES = tuple(STORAGE.values())
+GRAPH_INPUT = dict.fromkeys(GRAPH_KINDS, (STORAGES, HEADS_MODES))  # a cfg with its weights, or a checkpoint
 ONNX_INPUT = {"onnx": (("fp32", "fp16"), ("decoded",))}  # a YOLOv5 ONNX: wrapped as exported, never quantized
 
 
@@ -73,17 +74,13 @@ def _write_ovms(exported: Exported, directory: Path) -> list[Path]:
                                  exported.options.get("ovms_device"), exported.storage))
 
 
-def _from_graph(storages=STORAGES, heads=HEADS_MODES) -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
-    return dict.fromkeys(GRAPH_KINDS, (storages, heads))
-
-
 TARGETS: dict[str, ExportTarget] = {
-    "ir": ExportTarget("ir", "<stem>.xml/.bin", {**_from_graph(), **ONNX_INPUT}, "the IR's rt_info (model_info)",
+    "ir": ExportTarget("ir", "<stem>.xml/.bin", {**GRAPH_INPUT, **ONNX_INPUT}, "rt_info model_info",
                        _write_ir),
-    "onnx": ExportTarget("onnx", "<stem>.onnx (float weights, NCHW RGB input)", _from_graph(),
-                         "none: tensor names only", _write_onnx),
+    "onnx": ExportTarget("onnx", "<stem>.onnx (float weights, NCHW RGB input)", GRAPH_INPUT,
+                         "none, tensor names only", _write_onnx),
     "ovms": ExportTarget("ovms", "an OVMS repository: <name>/<next version>/model.xml/.bin + config.json",
-                         {**_from_graph(), **ONNX_INPUT}, "the IR's rt_info; config.json names the model",
+                         {**GRAPH_INPUT, **ONNX_INPUT}, "rt_info model_info, config.json names it",
                          _write_ovms, ("ovms_device",)),
 }
 

@@ -2,8 +2,8 @@
 scheme (`openvino:` in process, the default; `kserve://` model servers), each taking its own options.
 
 A backend is opened from the model's .xml, an address and options; it checks them itself. Options a backend
-does not take are refused here, in one line, before anything is opened. Registering a scheme (`register`)
-adds a backend without touching the pipeline or the CLI.
+does not take are refused here, in one line, before anything is opened. A `BackendKind` in BACKENDS (one entry,
+from anywhere) adds a backend without touching the pipeline or the CLI.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from pruneyolo.errors import ArgumentError, PruneyoloError
+from pruneyolo.errors import ArgumentError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -87,11 +87,6 @@ BACKENDS: dict[str, BackendKind] = {
 }
 
 
-def register(kind: BackendKind) -> None:
-    """Add (or replace) the backend for `kind.scheme`."""
-    BACKENDS[kind.scheme] = kind
-
-
 def scheme_of(address: str | None) -> str:
     """The scheme of a backend address ('kserve://a:1/m' -> 'kserve'); no address: in process."""
     if not address:
@@ -109,7 +104,6 @@ def open_backend(xml, address: str | None, options: dict, given: Iterable[str] =
     kind = BACKENDS[scheme_of(address)]
     if refused := [name for name in given if name not in kind.options]:
         raise ArgumentError(tuple(refused), f"is not taken by the {kind.scheme} backend: {kind.refusal}; drop it")
-    unknown = set(options) - {name for each in BACKENDS.values() for name in each.options}
-    if unknown:
-        raise PruneyoloError(f"backend options {', '.join(sorted(unknown))}: no backend takes them")
+    if unknown := sorted(set(options) - {name for each in BACKENDS.values() for name in each.options}):
+        raise ArgumentError(tuple(unknown), "is not an option of any backend")
     return kind.open(xml, address or f"{DEFAULT_SCHEME}:", **{k: v for k, v in options.items() if k in kind.options})

@@ -9,9 +9,11 @@ views of the archive's storages. The module tree is then walked once per object 
 
 from __future__ import annotations
 
-import os
+import hashlib
+import io
 import zipfile
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -52,6 +54,7 @@ class Checkpoint:
 
     path: str
     model: ModuleRecord
+    sha256: str  # of the file's bytes
 
 
 def _first_line(exc: BaseException) -> str:
@@ -187,14 +190,12 @@ def find_model(loaded, path: str) -> tuple[StandIn, str]:
     raise CheckpointError(f"{path}: holds a {type(loaded).__name__}, not a YOLOv5 checkpoint")
 
 
-def _read(handle, path: str):
-    """The object a checkpoint file holds; every refusal is one CheckpointError line."""
-    head = handle.read(HEAD_BYTES)
-    handle.seek(0)
+def _read(data: bytes, path: str):
+    """The object a checkpoint file's bytes hold; every refusal is one CheckpointError line."""
     try:
-        if head[:4] != ZIP_MAGIC:
-            refuse_other_formats(head)
-        return read_archive(handle, os.fstat(handle.fileno()).st_size)
+        if data[:4] != ZIP_MAGIC:
+            refuse_other_formats(data[:HEAD_BYTES])
+        return read_archive(io.BytesIO(data), len(data))
     except (ArchiveError, Refused) as exc:
         raise CheckpointError(f"{path}: {exc}") from None
     except (zipfile.BadZipFile, EOFError):
@@ -205,17 +206,18 @@ def _read(handle, path: str):
 
 
 def load_checkpoint(path) -> Checkpoint:
-    """Load a checkpoint safely and return its model as records; every failure is one CheckpointError line."""
+    """Load a checkpoint safely and return its model as records; every failure is one CheckpointError line. The
+    file is read once: its bytes are parsed and hashed in memory."""
     path = str(path)
     try:
-        with open(path, "rb") as handle:
-            loaded = _read(handle, path)
+        data = Path(path).read_bytes()
     except OSError as exc:
         raise CheckpointError(f"{path}: cannot read the checkpoint: {exc.strerror}") from None
+    loaded = _read(data, path)
     model, where = find_model(loaded, path)
     try:
         record = Walk().record(model, type(model).__name__)
     except CheckpointError as exc:
         raise CheckpointError(f"{path}: the model under {where}: {exc}") from None
-    return Checkpoint(path, record)
+    return Checkpoint(path, record, hashlib.sha256(data).hexdigest())
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,7 +27,8 @@ def import_checkpoint(path, size: tuple[int, int] | None = None) -> tuple[Graph,
         imported = to_darknet(checkpoint.model, size or DEFAULT_SIZE, Path(path).name)
     except LayerError as exc:
         raise CheckpointError(f"{path}: {exc}") from None
-    graph = build_graph(parse_cfg_text(imported.cfg_text, path), path, dialect=imported.dialect)
+    graph = replace(build_graph(parse_cfg_text(imported.cfg_text, path), path, dialect=imported.dialect),
+                    source_sha256=checkpoint.sha256)
     found = tuple(head.stride for head in graph.heads)
     if found != imported.strides:
         raise CheckpointError(f"{path}: the Detect strides {imported.strides} do not match the imported heads' "
