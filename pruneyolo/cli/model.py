@@ -47,7 +47,9 @@ def codegen(cfg, output, weights, size, dialect):
         weights = str(Path(output).with_suffix(".weights"))
         write_weights(weights, graph, checkpoint_weights)
     atomic_write(output, render_model(graph, str(Path(weights).resolve()) if weights else None))
-    click.echo(f"wrote {output}: {len(graph.nodes)} layers, {graph.params:,} parameters, {graph.bflops:.3f} BFLOPs")
+    click.echo(f"wrote {output}: {len(graph.nodes)} layers, {graph.params:,} parameters, {graph.bflops:.3f} BFLOPs"
+               + ("" if graph.heads else "; the cfg has no [yolo] or [region] head: forward returns the last layer's "
+                  "output"))
 
 
 def refuse_for_onnx(path, weights, heads, with_onnx, storage, calib, eval_data) -> None:

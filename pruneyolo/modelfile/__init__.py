@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 from pruneyolo.darknet.graph import Graph, load_graph
 from pruneyolo.darknet.weights import DarknetWeights, read_weights
-from pruneyolo.errors import ArgumentError, PruneyoloError
+from pruneyolo.errors import ArgumentError, CfgError, PruneyoloError
 from pruneyolo.yolov5 import PICKLE_PROTOCOL_OPCODE, TAR_MAGIC, TAR_MAGIC_END, ZIP_MAGIC
 
 KINDS = {"cfg": "a Darknet cfg", "checkpoint": "a YOLOv5 checkpoint", "onnx": "an ONNX file",
@@ -134,13 +134,56 @@ def load_model(path, weights=None, size: tuple[int, int] | None = None, dialect:
         if dialect:
             raise ArgumentError("dialect", f"applies to cfg files; {path} is a checkpoint, whose form is chosen on import")
         return imported_model(*import_checkpoint(path, size))
-    graph = load_graph(path, size, dialect)
+    graph = load_sized_graph(path, size, dialect)
     if weights:
         return LoadedModel(graph, read_weights(weights, graph), None)
     if need_weights:
         raise ArgumentError("weights", f"missing: {path} is a cfg, which needs them (or give a YOLOv5 .pt checkpoint in "
                                        "its place)")
     return LoadedModel(graph, None, None)
+
+
+def load_sized_graph(path, size: tuple[int, int] | None, dialect: str | None) -> Graph:
+    """load_graph at `size`; a cfg that builds at its own [net] size but not at `size` blames `size`, saying
+    which sizes the model takes."""
+    try:
+        return load_graph(path, size, dialect)
+    except CfgError as exc:
+        if size is None:
+            raise
+        try:
+            own = load_graph(path, None, dialect)
+        except PruneyoloError:
+            raise exc from None
+        stride = max(stride_needed(own), 1)
+        fitting = [f"{w}x{h}" for w, h in sizes_near(size, stride) if builds(path, (w, h), dialect)]
+        takes = f"multiples of {stride} (e.g. {' or '.join(fitting)})" if fitting else "its [net] size"
+        raise ArgumentError("size", f"{size[0]}x{size[1]}: {path} takes {takes}; its [net] has {own.size[0]}x"
+                                    f"{own.size[1]}; at {size[0]}x{size[1]}: {exc.message}") from None
+
+
+def stride_needed(graph: Graph) -> int:
+    """The largest factor by which any layer downsamples the input (global pooling aside): sizes that are
+    multiples of it keep every route and shortcut's inputs the same size."""
+    _, height, width = graph.input_shape
+    return max((max(round(height / node.out_shape[1]), round(width / node.out_shape[2])) for node in graph.nodes
+                if node.out_shape[1] > 1 or node.out_shape[2] > 1), default=1)
+
+
+def sizes_near(size: tuple[int, int], stride: int) -> list[tuple[int, int]]:
+    """The multiples of `stride` just below and just above `size` (below only when it is not zero)."""
+    below = tuple(max(stride, value // stride * stride) for value in size)
+    above = tuple(-(-value // stride) * stride for value in size)
+    return list(dict.fromkeys((below, above)))
+
+
+def builds(path, size: tuple[int, int], dialect: str | None) -> bool:
+    """The cfg builds at `size`."""
+    try:
+        load_graph(path, size, dialect)
+    except PruneyoloError:
+        return False
+    return True
 
 
 def refuse_weights(path, weights) -> None:
