@@ -232,3 +232,52 @@ def test_the_generated_file_has_a_help(tmp_path, capsys):
     capsys.readouterr()
     status, text = run_as_script(output, capsys, "--help")
     assert status == 0 and text.startswith("usage: prune.py [-h] [weights]") and "Darknet .weights for this cfg" in text
+
+
+# --- item 5: a cfg without weights ---------------------------------------------------------------------------
+
+def test_random_weights_are_seeded_and_marked(tmp_path):
+    import numpy as np
+
+    from pruneyolo.darknet.graph import load_graph
+    from pruneyolo.darknet.weights import random_weights
+    from pruneyolo.errors import ArgumentError
+    from pruneyolo.modelfile import load_model
+
+    graph, weights, _ = load_model(DEMO, "random:3", (64, 64), random_ok=True)
+    reference = random_weights(load_graph(DEMO, graph.size), 3)
+    assert weights.random_seed == 3 and reference.random_seed is None
+    assert all(np.array_equal(a, b) for index, layer in weights.layers.items()
+               for a, b in zip(layer.arrays(), reference.layers[index].arrays(), strict=True))
+    assert load_model(DEMO, "random", (64, 64), random_ok=True).weights.random_seed == 0
+    with pytest.raises(ArgumentError, match="only `convert`, `bench` and `prune --target-fps/--target-ms`"):
+        load_model(DEMO, "random", (64, 64))
+    with pytest.raises(ArgumentError, match="random:x: give random or random:SEED"):
+        load_model(DEMO, "random:x", (64, 64), random_ok=True)
+    one_line_error(invoke("prune", DEMO, "--weights", "random", "--percent", "0.5", "-o", tmp_path),
+                   "--weights random: random weights are for timing an untrained cfg")
+
+
+def test_a_prune_of_random_weights_writes_only_its_cfg(tmp_path):
+    from pruneyolo.modelfile import load_model
+    from pruneyolo.prune.pruning import prune, write_result
+
+    graph, weights, _ = load_model(DEMO, "random:1", (64, 64), random_ok=True)
+    result = prune(graph, weights, 0.5)
+    assert result.weights.random_seed == 1
+    cfg_out, weights_out = write_result(result, tmp_path, str(DEMO))
+    assert weights_out is None and cfg_out.is_file() and not list(tmp_path.glob("*.weights"))
+
+
+def test_convert_with_random_weights_says_so_and_marks_the_ir(tmp_path):
+    import openvino as ov
+
+    from pruneyolo.detect.metadata import SECTION, ModelInfo
+
+    result = invoke("convert", DEMO, "--weights", "random:5", "--size", "32", "-o", tmp_path)
+    assert result.exit_code == 0, result.stderr
+    assert result.output.rstrip().endswith("; random weights (seed 5), not a trained model")
+    assert result.stderr.startswith("warning: random weights (seed 5), not a trained model")
+    model = ov.Core().read_model(tmp_path / "demo-tiny.xml")
+    assert ModelInfo.read(model).random_seed == 5
+    assert model.get_rt_info([SECTION, "weights"]).astype(str) == "random, seed 5: not trained"

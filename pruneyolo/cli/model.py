@@ -8,7 +8,14 @@ from pathlib import Path
 
 import click
 
-from pruneyolo.cli.options import STORAGE_TYPE, calib_options, dialect_option, load_model, size_option
+from pruneyolo.cli.options import (
+    STORAGE_TYPE,
+    calib_options,
+    dialect_option,
+    load_model,
+    random_note,
+    size_option,
+)
 from pruneyolo.detect import HEADS_MODES
 from pruneyolo.errors import PruneyoloError
 from pruneyolo.export import SYNTHETIC
@@ -67,7 +74,8 @@ def refuse_for_onnx(path, weights, heads, with_onnx, storage, calib, eval_data) 
 @click.command()
 @click.argument("cfg", type=click.Path(dir_okay=False))
 @click.option("--weights", type=click.Path(dir_okay=False),
-              help="Darknet .weights for CFG (not with a YOLOv5 .pt or an ONNX file).")
+              help="Darknet .weights for CFG (not with a YOLOv5 .pt or an ONNX file); random[:SEED]: seeded random "
+                   "weights, to time an untrained cfg (marked so in the IR).")
 @click.option("--output", "-o", "output_dir", type=click.Path(file_okay=False),
               help="Directory for <cfg stem>.xml/.bin (and .onnx).")
 @click.option("--storage", type=STORAGE_TYPE, default="fp32", show_default=True,
@@ -116,7 +124,7 @@ def convert(cfg, weights, output_dir, storage, calib, calib_size, eval_data, ovm
                    "NHWC BGR)")
         return
     options = IrOptions(heads, labels, storage, calibration(calib, calib_size) if calib else None)
-    graph, darknet_weights, model_labels = load_model(cfg, weights, size, dialect)
+    graph, darknet_weights, model_labels = load_model(cfg, weights, size, dialect, random_ok=True)
     quantizing = f", quantizing on {options.calibration.text}" if options.calibration else ""
     with Console(stderr=True).status(f"converting{quantizing}"):
         built = build_ir(graph, darknet_weights, replace(options, labels=labels or model_labels))
@@ -125,7 +133,8 @@ def convert(cfg, weights, output_dir, storage, calib, calib_size, eval_data, ovm
             save_onnx(built.module, graph, Path(output_dir) / f"{stem}.onnx", heads)
     width, height = graph.size
     click.echo(f"wrote {', '.join(map(str, written))} ({storage}, heads {heads}, input u8 NHWC BGR {width}x{height})"
-               + (" and .onnx" if with_onnx else ""))
+               + (" and .onnx" if with_onnx else "")
+               + ("" if darknet_weights.random_seed is None else f"; {random_note(darknet_weights.random_seed)}"))
     if eval_data:
         from pruneyolo.train.evaluate import map_vs_fp32
 

@@ -73,9 +73,10 @@ def to_openvino(graph: Graph, weights: DarknetWeights | None, heads: str = "deco
 
 
 def module_to_openvino(module: nn.Module, graph: Graph, heads: str = "decoded", labels: list[str] | None = None,
-                       precision: str = "fp32") -> ov.Model:
-    """An export_module converted: pre-processing embedded, 2022.3-loadable ops, metadata set."""
-    info = ModelInfo.from_graph(graph, labels, heads, weight_storage(precision))
+                       precision: str = "fp32", random_seed: int | None = None) -> ov.Model:
+    """An export_module converted: pre-processing embedded, 2022.3-loadable ops, metadata set (`random_seed`:
+    the weights are `--weights random`'s)."""
+    info = ModelInfo.from_graph(graph, labels, heads, weight_storage(precision), random_seed)
     channels, height, width = graph.input_shape
     example = torch.zeros(1, channels, height, width)
     with torch.no_grad(), warnings.catch_warnings():

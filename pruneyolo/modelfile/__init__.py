@@ -7,11 +7,12 @@ so the commands that take them (`convert`, `eval`, `run`) ask `model_kind` and u
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import NamedTuple
 
 from pruneyolo.darknet.graph import Graph, load_graph
-from pruneyolo.darknet.weights import DarknetWeights, read_weights
+from pruneyolo.darknet.weights import DarknetWeights, random_weights, read_weights
 from pruneyolo.errors import ArgumentError, CfgError, PruneyoloError
 from pruneyolo.yolov5 import PICKLE_PROTOCOL_OPCODE, TAR_MAGIC, TAR_MAGIC_END, ZIP_MAGIC
 
@@ -19,6 +20,7 @@ KINDS = {"cfg": "a Darknet cfg", "checkpoint": "a YOLOv5 checkpoint", "onnx": "a
          "ir": "an OpenVINO IR"}
 SUFFIXES = {".pt": "checkpoint", ".pth": "checkpoint", ".onnx": "onnx", ".xml": "ir"}
 GRAPH_KINDS = ("cfg", "checkpoint")
+RANDOM = "random"  # --weights random[:SEED]: seeded random weights instead of a file
 
 
 class LoadedModel(NamedTuple):
@@ -124,9 +126,25 @@ def looks_like_cfg(head: bytes) -> bool:
     return False
 
 
+def random_seed(weights) -> int | None:
+    """The seed of a `random` or `random:SEED` weights argument; None for a weights path."""
+    if weights is None or not str(weights).startswith(RANDOM):
+        return None
+    text = str(weights)[len(RANDOM):]
+    if text and not (text.startswith(":") and text[1:].isdigit()):
+        raise ArgumentError("weights", f"{weights}: give random or random:SEED (a whole number); a weights file "
+                                       f"named so: ./{weights}")
+    return int(text[1:]) if text else 0
+
+
 def load_model(path, weights=None, size: tuple[int, int] | None = None, dialect: str | None = None, *,
-               need_weights: bool = True) -> LoadedModel:
-    """CFG + weights, or a YOLOv5 checkpoint alone (default size 640x640); every problem is one line."""
+               need_weights: bool = True, random_ok: bool = False) -> LoadedModel:
+    """CFG + weights, or a YOLOv5 checkpoint alone (default size 640x640); every problem is one line. With
+    `random_ok`, weights `random[:SEED]` are seeded random weights (marked so), for timing an untrained cfg."""
+    seed = random_seed(weights)
+    if seed is not None and not random_ok:
+        raise ArgumentError("weights", f"{weights}: random weights are for timing an untrained cfg: only "
+                                       "`convert`, `bench` and `prune --target-fps/--target-ms` take them")
     if require_kind(path, *GRAPH_KINDS) == "checkpoint":
         from pruneyolo.yolov5.source import import_checkpoint
 
@@ -135,6 +153,8 @@ def load_model(path, weights=None, size: tuple[int, int] | None = None, dialect:
             raise ArgumentError("dialect", f"applies to cfg files; {path} is a checkpoint, whose form is chosen on import")
         return imported_model(*import_checkpoint(path, size))
     graph = load_sized_graph(path, size, dialect)
+    if seed is not None:
+        return LoadedModel(graph, dataclasses.replace(random_weights(graph, seed), random_seed=seed), None)
     if weights:
         return LoadedModel(graph, read_weights(weights, graph), None)
     if need_weights:
