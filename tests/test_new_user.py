@@ -281,3 +281,6 @@ def test_convert_with_random_weights_says_so_and_marks_the_ir(tmp_path):
     model = ov.Core().read_model(tmp_path / "demo-tiny.xml")
     assert ModelInfo.read(model).random_seed == 5
     assert model.get_rt_info([SECTION, "weights"]).astype(str) == "random, seed 5: not trained"
+    result = invoke("run", tmp_path / "demo-tiny.xml", "--source", "synthetic:size=32x32", "--max-frames", "1", "--quiet")
+    assert result.exit_code == 0 and result.stderr.startswith(f"warning: {tmp_path / 'demo-tiny.xml'} was converted "
+                                                              "with random weights (seed 5), not a trained model")

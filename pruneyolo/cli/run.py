@@ -188,6 +188,9 @@ def run(model, sources, layout, device, conf, iou, nireq, hint, precision, loop,
     labels = adapter.info.labels
     sinks, listeners, server = [], [], None
     console = Console(stderr=True)
+    if adapter.info.random_seed is not None:
+        click.echo(f"warning: {model} was converted with random weights (seed {adapter.info.random_seed}), not a "
+                   "trained model: its detections are noise", err=True)
     try:
         grid = make_layout(layout, len(specs), *adapter.input_size)
         if jsonl:
