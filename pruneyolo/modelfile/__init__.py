@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
-from pruneyolo.darknet.graph import Graph, load_graph
-from pruneyolo.darknet.weights import DarknetWeights, random_weights, read_weights
 from pruneyolo.errors import ArgumentError, CfgError, PruneyoloError
 from pruneyolo.yolov5 import PICKLE_PROTOCOL_OPCODE, TAR_MAGIC, TAR_MAGIC_END, ZIP_MAGIC
+
+if TYPE_CHECKING:  # the cfg parser loads on first use: `run` checks an IR with require_ir alone
+    from pruneyolo.darknet.graph import Graph
+    from pruneyolo.darknet.weights import DarknetWeights
 
 KINDS = {"cfg": "a Darknet cfg", "checkpoint": "a YOLOv5 checkpoint", "onnx": "an ONNX file",
          "ir": "an OpenVINO IR"}
@@ -154,8 +156,12 @@ def load_model(path, weights=None, size: tuple[int, int] | None = None, dialect:
         return imported_model(*import_checkpoint(path, size))
     graph = load_sized_graph(path, size, dialect)
     if seed is not None:
+        from pruneyolo.darknet.weights import random_weights
+
         return LoadedModel(graph, dataclasses.replace(random_weights(graph, seed), random_seed=seed), None)
     if weights:
+        from pruneyolo.darknet.weights import read_weights
+
         return LoadedModel(graph, read_weights(weights, graph), None)
     if need_weights:
         raise ArgumentError("weights", f"missing: {path} is a cfg, which needs them (or give a YOLOv5 .pt checkpoint in "
@@ -166,6 +172,8 @@ def load_model(path, weights=None, size: tuple[int, int] | None = None, dialect:
 def load_sized_graph(path, size: tuple[int, int] | None, dialect: str | None) -> Graph:
     """load_graph at `size`; a cfg that builds at its own [net] size but not at `size` blames `size`, saying
     which sizes the model takes."""
+    from pruneyolo.darknet.graph import load_graph
+
     try:
         return load_graph(path, size, dialect)
     except CfgError as exc:
@@ -199,6 +207,8 @@ def sizes_near(size: tuple[int, int], stride: int) -> list[tuple[int, int]]:
 
 def builds(path, size: tuple[int, int], dialect: str | None) -> bool:
     """The cfg builds at `size`."""
+    from pruneyolo.darknet.graph import load_graph
+
     try:
         load_graph(path, size, dialect)
     except PruneyoloError:
