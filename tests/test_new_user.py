@@ -242,7 +242,7 @@ def test_random_weights_are_seeded_and_marked(tmp_path):
     from pruneyolo.darknet.graph import load_graph
     from pruneyolo.darknet.weights import random_weights
     from pruneyolo.errors import ArgumentError
-    from pruneyolo.modelfile import load_model
+    from pruneyolo.modelfile import load_model, random_seed
 
     graph, weights, _ = load_model(DEMO, "random:3", (64, 64), random_ok=True)
     reference = random_weights(load_graph(DEMO, graph.size), 3)
@@ -254,6 +254,9 @@ def test_random_weights_are_seeded_and_marked(tmp_path):
         load_model(DEMO, "random", (64, 64))
     with pytest.raises(ArgumentError, match="random:x: give random or random:SEED"):
         load_model(DEMO, "random:x", (64, 64), random_ok=True)
+    assert [random_seed(text) for text in ("random_yolo.weights", "random:12")] == [None, 12]
+    with pytest.raises(ArgumentError, match="random:²: give random or random:SEED"):
+        random_seed("random:²")
     one_line_error(invoke("prune", DEMO, "--weights", "random", "--percent", "0.5", "-o", tmp_path),
                    "--weights random: random weights are for timing an untrained cfg")
 

@@ -130,13 +130,13 @@ def looks_like_cfg(head: bytes) -> bool:
 
 def random_seed(weights) -> int | None:
     """The seed of a `random` or `random:SEED` weights argument; None for a weights path."""
-    if weights is None or not str(weights).startswith(RANDOM):
+    text = str(weights)
+    if weights is None or not (text == RANDOM or text.startswith(f"{RANDOM}:")):
         return None
-    text = str(weights)[len(RANDOM):]
-    if text and not (text.startswith(":") and text[1:].isdigit()):
+    if text != RANDOM and not (text[len(RANDOM) + 1:].isascii() and text[len(RANDOM) + 1:].isdigit()):
         raise ArgumentError("weights", f"{weights}: give random or random:SEED (a whole number); a weights file "
                                        f"named so: ./{weights}")
-    return int(text[1:]) if text else 0
+    return int(text[len(RANDOM) + 1:]) if text != RANDOM else 0
 
 
 def load_model(path, weights=None, size: tuple[int, int] | None = None, dialect: str | None = None, *,
