@@ -4,6 +4,9 @@ failed, click's usage errors and help that hides the server's paths; each is one
 from __future__ import annotations
 
 import json
+import runpy
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -129,3 +132,158 @@ def test_average_fps_of_a_stream_that_ended_is_over_its_own_lifetime():
         stats.streams[1].record(100.0 + (k + 1) / 30, 0.01, 0.005, 0)
     streams = stats.snapshot([Ended(), Live()], now=110.0)["streams"]
     assert [s["average_fps"] for s in streams] == [30.0, 3.0]
+
+
+# --- item 4: messages that mislead ---------------------------------------------------------------------------
+
+def small_cfg(tmp_path: Path, conv_extra: str = "", head: str = "") -> Path:
+    """A two-layer cfg (a conv and a 1x1 head conv) with `conv_extra` lines in its first conv and `head` as the
+    [yolo] section's options (no head without them)."""
+    text = ("[net]\nwidth=32\nheight=32\nchannels=3\n\n[convolutional]\nbatch_normalize=1\nfilters=8\nsize=3\n"
+            f"stride=2\npad=1\nactivation=leaky\n{conv_extra}\n[convolutional]\nfilters=18\nsize=1\n"
+            "activation=linear\n")
+    path = tmp_path / "small.cfg"
+    path.write_text(text + (f"\n[yolo]\nclasses=1\n{head}" if head else ""))
+    return path
+
+
+def line_of(path: Path, start: str) -> int:
+    return next(n for n, line in enumerate(path.read_text().splitlines(), 1) if line.startswith(start))
+
+
+def test_a_size_the_routes_cannot_take_blames_the_option_and_names_the_stride():
+    line = one_line_error(invoke("inspect", DEMO, "--size", "100x100"),
+                          f"error: --size 100x100: {DEMO} takes multiples of 32 (e.g. 96x96 or 128x128); its [net] "
+                          "has 256x256; at 100x100: [route] route inputs differ in spatial size")
+    assert ".cfg:" not in line.split("at 100x100")[0]  # not reported as an error at a cfg line
+    assert invoke("inspect", DEMO, "--size", "96x128").exit_code == 0
+
+
+@pytest.mark.parametrize("key", ["xnor", "binary"])
+def test_binarised_convs_are_refused_not_run_as_float(tmp_path, key):
+    path = small_cfg(tmp_path, f"{key}=1\n")
+    one_line_error(invoke("inspect", path), f"{path}:{line_of(path, key)}: [convolutional] {key}=1: darknet's binarised (XNOR-net) "
+                                            "convolution is not supported")
+    assert invoke("inspect", small_cfg(tmp_path, f"{key}=0\n")).exit_code == 0
+
+
+def test_anchors_with_a_missing_comma_read_as_darknets_atof_does(tmp_path):
+    path = small_cfg(tmp_path, head="mask=0,1,2\nnum=3\nanchors=10,14, 23,27, 45    61, 37,58\n")
+    result = invoke("inspect", "--json", path)
+    assert result.exit_code == 0, result.stderr
+    data = json.loads(result.output)
+    assert data["heads"][0]["anchors"] == [[10, 14], [23, 27], [45, 37]]  # atof("45    61") = 45, 37 pairs with it
+    assert data["warnings"][0].startswith(f"{path}:{line_of(path, 'anchors')}: [yolo] anchors= part '45    61' is "
+                                          "read as 45, as darknet's atof reads it")
+    one_line_error(invoke("inspect", small_cfg(tmp_path, head="mask=0\nanchors=10,x14\n")),
+                   "anchors= part 'x14' is not a finite number")
+
+
+def test_a_mask_beyond_num_names_num(tmp_path):
+    pairs = ", ".join(f"{k},{k}" for k in range(1, 21))
+    path = small_cfg(tmp_path, head=f"mask=15,16,17\nnum=16\nanchors={pairs}\n")
+    one_line_error(invoke("inspect", path), f"{path}:{line_of(path, 'num')}: [yolo] mask index 16 is beyond num=16 (indices 0..15",
+                   "raise num= or fix mask=")
+
+
+def test_codegen_of_a_cfg_without_heads_returns_the_last_output_and_is_clean(tmp_path, capsys):
+    import torch
+
+    from pruneyolo.darknet.graph import load_graph
+    from pruneyolo.nn.build import build_model
+
+    path = small_cfg(tmp_path)
+    output = tmp_path / "headless.py"
+    result = invoke("codegen", path, "-o", output)
+    assert result.exit_code == 0 and "forward returns the last layer's output" in result.output
+    lint = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "--isolated", str(output)],
+                          check=False, capture_output=True, text=True)
+    assert lint.returncode == 0, lint.stdout
+    graph = load_graph(path)
+    namespace: dict = {"__name__": "generated"}
+    exec(compile(output.read_text(), str(output), "exec"), namespace)  # noqa: S102 - the file under test
+    generated = namespace["Small"]().eval()
+    in_process = build_model(graph, None)
+    generated.load_state_dict(in_process.state_dict())
+    image = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ours, theirs = generated(image), in_process(image)
+    assert [tuple(t.shape) for t in ours] == [(1, 18, 16, 16)] and torch.equal(ours[0], theirs[0])
+    assert run_as_script(output, capsys) == (0, "output 0: (1, 18, 16, 16)\n")
+
+
+def run_as_script(path: Path, capsys, *args: str) -> tuple[int, str]:
+    """(exit status, stdout) of `python path args` run in this process (torch is imported already)."""
+    argv = sys.argv
+    sys.argv = [str(path), *args]
+    try:
+        runpy.run_path(str(path), run_name="__main__")
+        status = 0
+    except SystemExit as exc:
+        status = exc.code or 0
+    finally:
+        sys.argv = argv
+    return status, capsys.readouterr().out
+
+
+def test_the_generated_file_has_a_help(tmp_path, capsys):
+    output = tmp_path / "prune.py"
+    assert invoke("codegen", ROOT / "cfgs" / "prune_0.88.cfg", "-o", output).exit_code == 0
+    capsys.readouterr()
+    status, text = run_as_script(output, capsys, "--help")
+    assert status == 0 and text.startswith("usage: prune.py [-h] [weights]") and "Darknet .weights for this cfg" in text
+
+
+# --- item 5: a cfg without weights ---------------------------------------------------------------------------
+
+def test_random_weights_are_seeded_and_marked(tmp_path):
+    import numpy as np
+
+    from pruneyolo.darknet.graph import load_graph
+    from pruneyolo.darknet.weights import random_weights
+    from pruneyolo.errors import ArgumentError
+    from pruneyolo.modelfile import load_model, random_seed
+
+    graph, weights, _ = load_model(DEMO, "random:3", (64, 64), random_ok=True)
+    reference = random_weights(load_graph(DEMO, graph.size), 3)
+    assert weights.random_seed == 3 and reference.random_seed is None
+    assert all(np.array_equal(a, b) for index, layer in weights.layers.items()
+               for a, b in zip(layer.arrays(), reference.layers[index].arrays(), strict=True))
+    assert load_model(DEMO, "random", (64, 64), random_ok=True).weights.random_seed == 0
+    with pytest.raises(ArgumentError, match="only `convert`, `bench` and `prune --target-fps/--target-ms`"):
+        load_model(DEMO, "random", (64, 64))
+    with pytest.raises(ArgumentError, match="random:x: give random or random:SEED"):
+        load_model(DEMO, "random:x", (64, 64), random_ok=True)
+    assert [random_seed(text) for text in ("random_yolo.weights", "random:12")] == [None, 12]
+    with pytest.raises(ArgumentError, match="random:²: give random or random:SEED"):
+        random_seed("random:²")
+    one_line_error(invoke("prune", DEMO, "--weights", "random", "--percent", "0.5", "-o", tmp_path),
+                   "--weights random: random weights are for timing an untrained cfg")
+
+
+def test_a_prune_of_random_weights_writes_only_its_cfg(tmp_path):
+    from pruneyolo.modelfile import load_model
+    from pruneyolo.prune.pruning import prune, write_result
+
+    graph, weights, _ = load_model(DEMO, "random:1", (64, 64), random_ok=True)
+    result = prune(graph, weights, 0.5)
+    assert result.weights.random_seed == 1
+    cfg_out, weights_out = write_result(result, tmp_path, str(DEMO))
+    assert weights_out is None and cfg_out.is_file() and not list(tmp_path.glob("*.weights"))
+
+
+def test_convert_with_random_weights_says_so_and_marks_the_ir(tmp_path):
+    import openvino as ov
+
+    from pruneyolo.detect.metadata import SECTION, ModelInfo
+
+    result = invoke("convert", DEMO, "--weights", "random:5", "--size", "32", "-o", tmp_path)
+    assert result.exit_code == 0, result.stderr
+    assert result.output.rstrip().endswith("; random weights (seed 5), not a trained model")
+    assert result.stderr.startswith("warning: random weights (seed 5), not a trained model")
+    model = ov.Core().read_model(tmp_path / "demo-tiny.xml")
+    assert ModelInfo.read(model).random_seed == 5
+    assert model.get_rt_info([SECTION, "weights"]).astype(str) == "random, seed 5: not trained"
+    result = invoke("run", tmp_path / "demo-tiny.xml", "--source", "synthetic:size=32x32", "--max-frames", "1", "--quiet")
+    assert result.exit_code == 0 and result.stderr.startswith(f"warning: {tmp_path / 'demo-tiny.xml'} was converted "
+                                                              "with random weights (seed 5), not a trained model")

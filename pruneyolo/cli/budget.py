@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import click
 
 from pruneyolo.bench.variants import CALIB_IMAGES
-from pruneyolo.cli.options import INFERENCE_TYPE, STORAGE_TYPE, calib_options
+from pruneyolo.cli.options import INFERENCE_TYPE, STORAGE_TYPE, calib_options, random_note
 from pruneyolo.errors import PruneyoloError
 from pruneyolo.export import SYNTHETIC
 
@@ -90,4 +90,9 @@ def run_budget(cfg: str, graph: Graph, weights: DarknetWeights, budget_args: dic
                   + (f" with {found.chosen.shortcuts} residual blocks removed" if found.chosen.shortcuts else "")
                   + f": {found.chosen.achieved:.1f} {'FPS per stream' if budget.fps else 'ms per frame set'}",
                   highlight=False)
-    console.print(f"wrote {cfg_out}, {weights_out} and {plot_path}", highlight=False)
+    if weights_out is None:
+        console.print(f"wrote {cfg_out} and {plot_path}; no .weights: the search ran on "
+                      f"{random_note(weights.random_seed)}, so train the cfg (or prune trained weights)",
+                      highlight=False)
+    else:
+        console.print(f"wrote {cfg_out}, {weights_out} and {plot_path}", highlight=False)

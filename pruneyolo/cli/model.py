@@ -8,7 +8,14 @@ from pathlib import Path
 
 import click
 
-from pruneyolo.cli.options import STORAGE_TYPE, calib_options, dialect_option, load_model, size_option
+from pruneyolo.cli.options import (
+    STORAGE_TYPE,
+    calib_options,
+    dialect_option,
+    load_model,
+    random_note,
+    size_option,
+)
 from pruneyolo.detect import HEADS_MODES
 from pruneyolo.errors import PruneyoloError
 from pruneyolo.export import SYNTHETIC
@@ -48,7 +55,9 @@ def codegen(cfg, output, weights, size, dialect):
         weights = str(Path(output).with_suffix(".weights"))
         write_weights(weights, graph, checkpoint_weights)
     atomic_write(output, render_model(graph, str(Path(weights).resolve()) if weights else None))
-    click.echo(f"wrote {output}: {len(graph.nodes)} layers, {graph.params:,} parameters, {graph.bflops:.3f} BFLOPs")
+    click.echo(f"wrote {output}: {len(graph.nodes)} layers, {graph.params:,} parameters, {graph.bflops:.3f} BFLOPs"
+               + ("" if graph.heads else "; the cfg has no [yolo] or [region] head: forward returns the last layer's "
+                  "output"))
 
 
 def destinations(formats: tuple[str, ...], output_dir, ovms_dir, with_onnx: bool) -> dict[str, str]:
@@ -79,7 +88,8 @@ def format_help() -> str:
 @click.command()
 @click.argument("cfg", type=click.Path(dir_okay=False))
 @click.option("--weights", type=click.Path(dir_okay=False),
-              help="Darknet .weights for CFG (not with a YOLOv5 .pt or an ONNX file).")
+              help="Darknet .weights for CFG (not with a YOLOv5 .pt or an ONNX file); random[:SEED]: seeded random "
+                   "weights, to time an untrained cfg (marked so in the IR).")
 @click.option("--output", "-o", "output_dir", type=click.Path(file_okay=False),
               help="Directory for what --format writes (<cfg stem>.xml/.bin by default).")
 @click.option("--format", "formats", multiple=True, metavar="|".join(TARGETS), callback=known_formats,
@@ -138,14 +148,15 @@ def convert(cfg, weights, output_dir, formats, storage, calib, calib_size, eval_
                    "NHWC BGR)")
         return
     options = IrOptions(heads, labels, storage, calibration(calib, calib_size) if calib else None)
-    graph, darknet_weights, model_labels = load_model(cfg, weights, size, dialect)
+    graph, darknet_weights, model_labels = load_model(cfg, weights, size, dialect, random_ok=True)
     quantizing = f", quantizing on {options.calibration.text}" if options.calibration else ""
     with Console(stderr=True).status(f"converting{quantizing}"):
         built = build_ir(graph, darknet_weights, replace(options, labels=labels or model_labels))
         exported = Exported(stem, built.model, storage, heads, built.module, graph, extra)
         written = write_targets(exported, places)
     width, height = graph.size
-    click.echo(f"wrote {', '.join(map(str, written))} ({storage}, heads {heads}, input u8 NHWC BGR {width}x{height})")
+    click.echo(f"wrote {', '.join(map(str, written))} ({storage}, heads {heads}, input u8 NHWC BGR {width}x{height})"
+               + ("" if darknet_weights.random_seed is None else f"; {random_note(darknet_weights.random_seed)}"))
     if eval_data:
         from pruneyolo.accuracy import map_vs_fp32
 

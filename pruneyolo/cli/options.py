@@ -75,11 +75,21 @@ def echo_warnings(loaded: LoadedModel) -> LoadedModel:
     return loaded
 
 
-def load_model(path, weights=None, size=None, dialect=None, *, need_weights: bool = True) -> LoadedModel:
-    """pruneyolo.modelfile.load_model, warnings on stderr."""
+def load_model(path, weights=None, size=None, dialect=None, *, need_weights: bool = True,
+               random_ok: bool = False) -> LoadedModel:
+    """pruneyolo.modelfile.load_model, warnings on stderr (and one for random weights)."""
     from pruneyolo import modelfile
 
-    return echo_warnings(modelfile.load_model(path, weights, size, dialect, need_weights=need_weights))
+    loaded = modelfile.load_model(path, weights, size, dialect, need_weights=need_weights, random_ok=random_ok)
+    if loaded.weights is not None and loaded.weights.random_seed is not None:
+        click.echo(f"warning: {random_note(loaded.weights.random_seed)}: speeds and sizes are real, detections are "
+                   "noise", err=True)
+    return echo_warnings(loaded)
+
+
+def random_note(seed: int) -> str:
+    """How output names random weights."""
+    return f"random weights (seed {seed}), not a trained model"
 
 
 def load_for_training(path, weights, size, out_dir) -> LoadedModel:

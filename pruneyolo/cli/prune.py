@@ -43,7 +43,9 @@ weights_option = click.option("--weights", "weights_path", type=click.Path(dir_o
 
 @click.command("prune")
 @click.argument("cfg", type=click.Path(dir_okay=False))
-@weights_option
+@click.option("--weights", "weights_path", type=click.Path(dir_okay=False),
+              help="Darknet .weights for CFG (none for a YOLOv5 .pt); with a budget, random[:SEED]: seeded random "
+                   "weights, to find an untrained cfg's prune (only the cfg is written).")
 @click.option("--percent", "percents", callback=parse_percents,
               help="Fraction of prunable channels (lowest |gamma|) to cut; several, comma-separated, for a sweep "
                    "(or give --target-fps / --target-ms).")
@@ -76,7 +78,7 @@ def prune_command(cfg, weights_path, percents, layer_keep, shortcut_counts, roun
         raise PruneyoloError("give either --percent or a budget (--target-fps or --target-ms)")
     if not budgeted and len(shortcut_counts) > 1:
         raise PruneyoloError("several --shortcuts counts are searched only with --target-fps or --target-ms")
-    graph, weights, _ = load_model(cfg, weights_path, size)
+    graph, weights, _ = load_model(cfg, weights_path, size, random_ok=budgeted)
     if budgeted:
         return run_budget(cfg, graph, weights, budget_args, shortcut_counts, layer_keep, round_to, directory)
     results = [prune(graph, weights, percent, layer_keep, shortcut_counts[0], round_to=round_to)

@@ -160,6 +160,9 @@ def run(model, sources, layout, conf, iou, loop, reconnect, max_frames, duration
     labels = backend.info.labels
     sinks, listeners, server = [], [], None
     console = Console(stderr=True)
+    if backend.info.random_seed is not None:
+        click.echo(f"warning: {model} was converted with random weights (seed {backend.info.random_seed}), not a "
+                   "trained model: its detections are noise", err=True)
     try:
         grid = make_layout(layout, len(specs), *backend.input_size)
         if jsonl:

@@ -6,6 +6,7 @@ import copy
 import dataclasses
 import hashlib
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
@@ -20,6 +21,7 @@ Shape = tuple[int, int, int]  # (channels, height, width)
 DIALECTS = ("darknet", "yolov5")
 YOLOV5_SECTIONS = {"focus", "convolutional_nobias", "convolutional_noconv"}
 YOLOV5_ACTIVATIONS = {"silu", "hardswish"}
+ATOF_PREFIX = re.compile(r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")  # the number C's atof reads at the start
 
 # Keys that only matter to training (or to darknet's own bookkeeping); read nowhere, warned about never.
 TRAINING_KEYS = {
@@ -30,8 +32,9 @@ TRAINING_KEYS = {
     "label_smooth_eps", "focal_loss", "dontloadscales", "dontload", "learning_rate_scale", "flipped",
     "old_filters", "remain", "train_only_bn", "delta_normalizer", "map", "embedding_layer", "track_history_size",
     "sim_thresh", "dets_for_track", "dets_for_show", "track_ciou_norm", "show_details", "antialiasing",
-    "probability", "dropblock", "dropblock_size_abs", "dropblock_size_rel", "max_boxes", "binary", "xnor",
+    "probability", "dropblock", "dropblock_size_abs", "dropblock_size_rel", "max_boxes",
 }
+BINARISING_KEYS = ("xnor", "binary")  # darknet's XNOR-net convs: sign(x) * mean|x| inputs and/or kernels
 
 
 class Flow(Enum):
@@ -502,6 +505,10 @@ def _dilated_padding(opts: Options, ctx: _Context, size: int, padding: int, dila
 
 
 def _make_conv(opts: Options, ctx: _Context, *, has_conv=True, has_bias=True, batch_normalize=None) -> Conv:
+    for key in BINARISING_KEYS:
+        if opts.int(key, 0):
+            raise opts.error(f"{key}={opts.int(key)}: darknet's binarised (XNOR-net) convolution is not supported, "
+                             "and a float conv in its place would be a different model", key)
     in_shape = ctx.shape_of(ctx.previous)
     filters = _positive(opts, "filters", opts.int("filters"))
     if not has_conv:
@@ -714,7 +721,7 @@ def parse_dropout(opts: Options, ctx: _Context) -> Node:
 
 def _anchors(opts: Options, ctx: _Context) -> tuple[tuple[tuple[float, float], ...], int]:
     """(anchor pairs, num) as darknet reads them: the first `num` pairs; extra values are ignored."""
-    values = opts.floats("anchors", [])
+    values = _atof_list(opts, ctx, "anchors")
     if not values:
         raise opts.error("anchors= is missing", "anchors")
     num = _positive(opts, "num", opts.int("num", len(values) // 2 or 1))
@@ -725,11 +732,29 @@ def _anchors(opts: Options, ctx: _Context) -> tuple[tuple[tuple[float, float], .
     return tuple((values[i], values[i + 1]) for i in range(0, len(values) - 1, 2)), num
 
 
+def _atof_list(opts: Options, ctx: _Context, key: str) -> list[float]:
+    """Comma-separated numbers read as darknet's atof reads each: a part with junk after its leading number (a
+    missing comma: '45    61') is that number, with a warning."""
+    values = []
+    for part in opts.str(key, "").split(","):
+        if not part.strip():
+            continue
+        leading = ATOF_PREFIX.match(part)
+        if not leading or not math.isfinite(float(leading.group())):
+            raise opts.error(f"{key}= part {part.strip()!r} is not a finite number", key)
+        if leading.end() < len(part.rstrip()):
+            ctx.warn(opts, key, f"{key}= part {part.strip()!r} is read as {leading.group().strip()}, as darknet's "
+                     "atof reads it (the rest ignored): is a comma missing?")
+        values.append(float(leading.group()))
+    return values
+
+
 def _check_mask(opts: Options, ctx: _Context, mask: tuple[int, ...], anchors: tuple, num: int) -> None:
     """Every mask index must be below num and have a whole anchor pair; fewer pairs than num is fine then."""
     for m in mask:
         if not 0 <= m < num:
-            raise opts.error(f"mask index {m} is beyond the {num} anchors", "mask")
+            raise opts.error(f"mask index {m} is beyond num={num} (indices 0..{num - 1}: darknet uses the first num "
+                             "anchor pairs); raise num= or fix mask=", "num" if opts.has("num") else "mask")
     for m in mask:
         if m >= len(anchors):
             raise opts.error(f"mask index {m} has no anchor: anchors= gives {len(anchors)} whole width,height "

@@ -39,6 +39,7 @@ class DarknetWeights:
     revision: int = 5
     seen: int = 0
     layers: dict[int, ConvWeights] = field(default_factory=dict)
+    random_seed: int | None = None  # set for --weights random: no trained model, whatever else is written
 
     @property
     def header_bytes(self) -> bytes:
@@ -95,6 +96,33 @@ def read_weights(path, graph: Graph) -> DarknetWeights:
     if offset != len(data):
         raise WeightsError(f"{path}: {len(data) - offset} bytes left over after the last layer: the cfg needs "
                            f"{needed_bytes} bytes, the file has {len(data)} (wrong cfg for these weights?)")
+    return result
+
+
+def random_weights(graph: Graph, seed: int = 0, *, gamma=None) -> DarknetWeights:
+    """Random weights: He-scaled zero-mean kernels, gamma in [0.2, 0.6) (or `gamma(rng, n)`).
+
+    Zero-mean kernels and modest gammas keep a deep random net's activations O(1) without amplifying
+    rounding differences chaotically, so two correct implementations agree to ~1e-6.
+    """
+    rng = np.random.default_rng(seed)
+    result = DarknetWeights()
+    for conv in graph.weighted_convs:
+        n = conv.filters
+        fan_in = max(1, (conv.in_channels // conv.groups) * conv.size * conv.size)
+        layer = ConvWeights(bias=None)
+        if conv.has_bias:
+            layer.bias = rng.normal(0, 0.1, n).astype(np.float32)
+        if conv.batch_normalize:
+            layer.scales = (gamma(rng, n) if gamma else rng.uniform(0.2, 0.6, n)).astype(np.float32)
+            layer.mean = rng.normal(0, 0.1, n).astype(np.float32)
+            layer.variance = rng.uniform(0.5, 1.5, n).astype(np.float32)
+        if conv.has_conv:
+            kernels = rng.normal(0, 1, conv.weight_shape)
+            if fan_in > 1:
+                kernels -= kernels.mean(axis=(1, 2, 3), keepdims=True)
+            layer.weights = (kernels * np.sqrt(2.0 / fan_in)).astype(np.float32)
+        result.layers[conv.index] = layer
     return result
 
 

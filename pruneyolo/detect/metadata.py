@@ -45,6 +45,7 @@ class ModelInfo:
     cfg_sha256: str = ""
     storage: str = "fp32"  # weight storage: fp32, fp16 or int8 (export.precision.weight_storage)
     pruneyolo_version: str = __version__
+    random_seed: int | None = None  # built from `--weights random:<seed>`: not a trained model
 
     @property
     def num_classes(self) -> int:
@@ -52,7 +53,7 @@ class ModelInfo:
 
     @classmethod
     def from_graph(cls, graph: Graph, labels: list[str] | None = None, heads_mode: str = "decoded",
-                   storage: str = "fp32") -> ModelInfo:
+                   storage: str = "fp32", random_seed: int | None = None) -> ModelInfo:
         classes = graph.heads[0].classes if graph.heads else 0
         labels = labels or [f"class_{i}" for i in range(classes)]
         if len(labels) != classes:
@@ -61,7 +62,7 @@ class ModelInfo:
         heads = [HeadInfo(head.stride, head.pixel_anchors, head.decode, head.scale_x_y, list(head.out_shape[1:]))
                  for head in graph.heads]
         return cls(labels, width, height, heads, heads_mode, graph.dialect, graph.path.rsplit("/", 1)[-1],
-                   graph.cfg_sha256, storage)
+                   graph.cfg_sha256, storage, random_seed=random_seed)
 
     def to_rt_info(self) -> dict[str, str]:
         """Flat string values: model_api's keys plus ours (`pruneyolo_*`, JSON where structured)."""
@@ -80,6 +81,7 @@ class ModelInfo:
             "new_coords": " ".join(str(int(head.decode == "new_coords")) for head in self.heads),
             "input_size": f"{self.input_width} {self.input_height}",
             "heads_mode": self.heads_mode,
+            **({} if self.random_seed is None else {"weights": f"random, seed {self.random_seed}: not trained"}),
             "pruneyolo": json.dumps(asdict(self), separators=(",", ":")),
         }
 

@@ -52,6 +52,7 @@ class BuiltIr(NamedTuple):
 def build_ir(graph: Graph, weights: DarknetWeights | None, options: IrOptions = IrOptions()) -> BuiltIr:
     """The IR `options` ask for, in memory: converted once from the module, quantized when the storage is int8."""
     module = export_module(graph, weights, options.heads)
-    float_model = module_to_openvino(module, graph, options.heads, options.labels, options.storage)
+    float_model = module_to_openvino(module, graph, options.heads, options.labels, options.storage,
+                                     weights.random_seed if weights else None)
     model = quantize(float_model, options.calibration) if options.calibration else float_model
     return BuiltIr(model, float_model, module)

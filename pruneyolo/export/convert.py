@@ -66,10 +66,11 @@ def embed_preprocessing(model: ov.Model, channels: int) -> ov.Model:
 
 
 def module_to_openvino(module: nn.Module, graph: Graph, heads: str = "decoded", labels: list[str] | None = None,
-                       storage: str = "fp32") -> ov.Model:
+                       storage: str = "fp32", random_seed: int | None = None) -> ov.Model:
     """An export_module converted: pre-processing embedded, 2022.3-loadable ops, metadata set (naming `storage`,
-    the weight storage the IR will be written in: fp32, fp16 or int8, as export.precision.weight_storage names it)."""
-    info = ModelInfo.from_graph(graph, labels, heads, storage)
+    the weight storage the IR will be written in: fp32, fp16 or int8, as export.precision.weight_storage names it;
+    `random_seed`: the weights are `--weights random`'s)."""
+    info = ModelInfo.from_graph(graph, labels, heads, storage, random_seed)
     channels, height, width = graph.input_shape
     example = torch.zeros(1, channels, height, width)
     with torch.no_grad(), warnings.catch_warnings():

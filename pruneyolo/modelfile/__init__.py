@@ -7,18 +7,22 @@ so the commands that take them (`convert`, `eval`, `run`) ask `model_kind` and u
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
-from pruneyolo.darknet.graph import Graph, load_graph
-from pruneyolo.darknet.weights import DarknetWeights, read_weights
-from pruneyolo.errors import ArgumentError, PruneyoloError
+from pruneyolo.errors import ArgumentError, CfgError, PruneyoloError
 from pruneyolo.yolov5 import PICKLE_PROTOCOL_OPCODE, TAR_MAGIC, TAR_MAGIC_END, ZIP_MAGIC
+
+if TYPE_CHECKING:  # the cfg parser loads on first use: `run` checks an IR with require_ir alone
+    from pruneyolo.darknet.graph import Graph
+    from pruneyolo.darknet.weights import DarknetWeights
 
 KINDS = {"cfg": "a Darknet cfg", "checkpoint": "a YOLOv5 checkpoint", "onnx": "an ONNX file",
          "ir": "an OpenVINO IR"}
 SUFFIXES = {".pt": "checkpoint", ".pth": "checkpoint", ".onnx": "onnx", ".xml": "ir"}
 GRAPH_KINDS = ("cfg", "checkpoint")
+RANDOM = "random"  # --weights random[:SEED]: seeded random weights instead of a file
 
 
 class LoadedModel(NamedTuple):
@@ -124,9 +128,25 @@ def looks_like_cfg(head: bytes) -> bool:
     return False
 
 
+def random_seed(weights) -> int | None:
+    """The seed of a `random` or `random:SEED` weights argument; None for a weights path."""
+    text = str(weights)
+    if weights is None or not (text == RANDOM or text.startswith(f"{RANDOM}:")):
+        return None
+    if text != RANDOM and not (text[len(RANDOM) + 1:].isascii() and text[len(RANDOM) + 1:].isdigit()):
+        raise ArgumentError("weights", f"{weights}: give random or random:SEED (a whole number); a weights file "
+                                       f"named so: ./{weights}")
+    return int(text[len(RANDOM) + 1:]) if text != RANDOM else 0
+
+
 def load_model(path, weights=None, size: tuple[int, int] | None = None, dialect: str | None = None, *,
-               need_weights: bool = True) -> LoadedModel:
-    """CFG + weights, or a YOLOv5 checkpoint alone (default size 640x640); every problem is one line."""
+               need_weights: bool = True, random_ok: bool = False) -> LoadedModel:
+    """CFG + weights, or a YOLOv5 checkpoint alone (default size 640x640); every problem is one line. With
+    `random_ok`, weights `random[:SEED]` are seeded random weights (marked so), for timing an untrained cfg."""
+    seed = random_seed(weights)
+    if seed is not None and not random_ok:
+        raise ArgumentError("weights", f"{weights}: random weights are for timing an untrained cfg: only "
+                                       "`convert`, `bench` and `prune --target-fps/--target-ms` take them")
     if require_kind(path, *GRAPH_KINDS) == "checkpoint":
         from pruneyolo.yolov5.source import import_checkpoint
 
@@ -134,13 +154,66 @@ def load_model(path, weights=None, size: tuple[int, int] | None = None, dialect:
         if dialect:
             raise ArgumentError("dialect", f"applies to cfg files; {path} is a checkpoint, whose form is chosen on import")
         return imported_model(*import_checkpoint(path, size))
-    graph = load_graph(path, size, dialect)
+    graph = load_sized_graph(path, size, dialect)
+    if seed is not None:
+        from pruneyolo.darknet.weights import random_weights
+
+        return LoadedModel(graph, dataclasses.replace(random_weights(graph, seed), random_seed=seed), None)
     if weights:
+        from pruneyolo.darknet.weights import read_weights
+
         return LoadedModel(graph, read_weights(weights, graph), None)
     if need_weights:
         raise ArgumentError("weights", f"missing: {path} is a cfg, which needs them (or give a YOLOv5 .pt checkpoint in "
                                        "its place)")
     return LoadedModel(graph, None, None)
+
+
+def load_sized_graph(path, size: tuple[int, int] | None, dialect: str | None) -> Graph:
+    """load_graph at `size`; a cfg that builds at its own [net] size but not at `size` blames `size`, saying
+    which sizes the model takes."""
+    from pruneyolo.darknet.graph import load_graph
+
+    try:
+        return load_graph(path, size, dialect)
+    except CfgError as exc:
+        if size is None:
+            raise
+        try:
+            own = load_graph(path, None, dialect)
+        except PruneyoloError:
+            raise exc from None
+        stride = max(stride_needed(own), 1)
+        fitting = [f"{w}x{h}" for w, h in sizes_near(size, stride) if builds(path, (w, h), dialect)]
+        takes = f"multiples of {stride} (e.g. {' or '.join(fitting)})" if fitting else "its [net] size"
+        raise ArgumentError("size", f"{size[0]}x{size[1]}: {path} takes {takes}; its [net] has {own.size[0]}x"
+                                    f"{own.size[1]}; at {size[0]}x{size[1]}: {exc.message}") from None
+
+
+def stride_needed(graph: Graph) -> int:
+    """The largest factor by which any layer downsamples the input (global pooling aside): sizes that are
+    multiples of it keep every route and shortcut's inputs the same size."""
+    _, height, width = graph.input_shape
+    return max((max(round(height / node.out_shape[1]), round(width / node.out_shape[2])) for node in graph.nodes
+                if node.out_shape[1] > 1 or node.out_shape[2] > 1), default=1)
+
+
+def sizes_near(size: tuple[int, int], stride: int) -> list[tuple[int, int]]:
+    """The multiples of `stride` just below and just above `size` (below only when it is not zero)."""
+    below = tuple(max(stride, value // stride * stride) for value in size)
+    above = tuple(-(-value // stride) * stride for value in size)
+    return list(dict.fromkeys((below, above)))
+
+
+def builds(path, size: tuple[int, int], dialect: str | None) -> bool:
+    """The cfg builds at `size`."""
+    from pruneyolo.darknet.graph import load_graph
+
+    try:
+        load_graph(path, size, dialect)
+    except PruneyoloError:
+        return False
+    return True
 
 
 def refuse_weights(path, weights) -> None:

@@ -43,6 +43,12 @@ def make_layer(node: Node) -> nn.Module:
     return layer_class(node)(*arguments)
 
 
+def output_layers(graph: Graph) -> list[int]:
+    """The layers whose outputs `forward` returns: each head's input, or the last layer when the cfg has no
+    [yolo] or [region] head."""
+    return [head.inputs[0] for head in graph.heads] or [len(graph.nodes) - 1]
+
+
 class DarknetModel(nn.Module):
     """A cfg's network; `forward` maps a float NCHW RGB image in [0, 1] to the raw head tensors, in cfg order."""
 
@@ -58,7 +64,7 @@ class DarknetModel(nn.Module):
         for conv in graph.convs:
             if conv.share is not None:
                 getattr(self, module_name(conv)).share_arrays(getattr(self, module_name(graph.nodes[conv.share])))
-        self.head_inputs = [head.inputs[0] for head in graph.heads]
+        self.head_inputs = output_layers(graph)
 
     def forward(self, x):
         outputs: list[torch.Tensor] = []

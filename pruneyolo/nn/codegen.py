@@ -16,7 +16,7 @@ from pruneyolo import __version__
 from pruneyolo.activations import ACTIVATIONS
 from pruneyolo.darknet.graph import Graph, Node
 from pruneyolo.nn import layers
-from pruneyolo.nn.build import layer_arguments, layer_class, module_name
+from pruneyolo.nn.build import layer_arguments, layer_class, module_name, output_layers
 
 TEMPLATE = "model.py.j2"
 
@@ -117,5 +117,5 @@ def render_model(graph: Graph, default_weights: str | None = None) -> str:
         width=width, height=height, channels=channels, heads=heads, params=graph.params, bflops=graph.bflops,
         file_name=display_name(f"{Path(graph.path).stem}.py"), layers_source=_layers_source(graph), layer_count=len(graph.nodes),
         init_lines=init_lines, forward_lines=[_forward_line(graph, node) for node in graph.nodes],
-        outputs=[_variable(graph, head.inputs[0]) for head in graph.heads],
+        outputs=[_variable(graph, index) for index in output_layers(graph)], last=graph.nodes[-1],
         conv_names=[module_name(conv) for conv in graph.weighted_convs], default_weights=repr(default_weights))

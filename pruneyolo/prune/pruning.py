@@ -338,7 +338,7 @@ def prune_weights(graph: Graph, weights: DarknetWeights, conv_masks: dict[int, n
         if fold and not in_mask.all():
             delta = fold_delta(layer.weights, constants[source], ~in_mask)
         layers[conv.index] = pruned_layer(conv, layer, in_mask, conv_masks[conv.index], delta)
-    return DarknetWeights(0, 2, 5, weights.seen, layers)
+    return DarknetWeights(0, 2, 5, weights.seen, layers, weights.random_seed)
 
 
 def prune_sections(graph: Graph, conv_masks: dict[int, np.ndarray]) -> list[Section]:
@@ -448,7 +448,8 @@ def remove_blocks(graph: Graph, weights: DarknetWeights,
     new_graph = build_graph(sections, graph.path, graph.size, graph.dialect)
     kept = [old for old in range(len(graph.nodes)) if old not in removed]
     layers = {new: weights.layers[old] for new, old in enumerate(kept) if old in weights.layers}
-    return new_graph, DarknetWeights(weights.major, weights.minor, weights.revision, weights.seen, layers)
+    return new_graph, DarknetWeights(weights.major, weights.minor, weights.revision, weights.seen, layers,
+                                     weights.random_seed)
 
 
 def prune(graph: Graph, weights: DarknetWeights, percent: float, layer_keep: float | None = None,
@@ -477,10 +478,13 @@ def output_stem(cfg_path: str, percent: float, shortcuts: int) -> str:
     return f"prune_{percent:g}{layers}_{Path(cfg_path).stem}"
 
 
-def write_result(result: PruneResult, directory, cfg_path: str) -> tuple[Path, Path]:
-    """Write the pruned .cfg and .weights (atomically) into `directory`; returns their paths."""
+def write_result(result: PruneResult, directory, cfg_path: str) -> tuple[Path, Path | None]:
+    """Write the pruned .cfg and .weights (atomically) into `directory`; returns their paths. Random weights
+    (`--weights random`) are not written: only the cfg is a result then (weights path None)."""
     stem = output_stem(cfg_path, result.percent, result.shortcuts)
     cfg_out, weights_out = Path(directory) / f"{stem}.cfg", Path(directory) / f"{stem}.weights"
     atomic_write(cfg_out, format_cfg(list(result.graph.sections)))
+    if result.weights.random_seed is not None:
+        return cfg_out, None
     atomic_write(weights_out, weights_bytes(result.graph, result.weights))
     return cfg_out, weights_out
