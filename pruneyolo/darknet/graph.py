@@ -20,6 +20,7 @@ Shape = tuple[int, int, int]  # (channels, height, width)
 DIALECTS = ("darknet", "yolov5")
 YOLOV5_SECTIONS = {"focus", "convolutional_nobias", "convolutional_noconv"}
 YOLOV5_ACTIVATIONS = {"silu", "hardswish"}
+MAX_REG_MAX = 64  # DFL bins per box side; Ultralytics uses 16
 
 # Keys that only matter to training (or to darknet's own bookkeeping); read nowhere, warned about never.
 TRAINING_KEYS = {
@@ -209,7 +210,8 @@ class Yolo(Node):
     scale_x_y: float
     new_coords: bool
     stride: int
-    decode: str  # 'darknet', 'new_coords', 'yolov5', or 'region' (yolov2; anchors in grid cells, softmax)
+    decode: str  # 'darknet', 'new_coords', 'yolov5', 'region' (yolov2; anchors in grid cells, softmax), 'dfl'
+    reg_max: int = 0  # 'dfl': bins per box side
 
     kind = "yolo"
 
@@ -222,6 +224,34 @@ class Yolo(Node):
         """The head's anchors in input pixels (region (yolov2) anchors are given in grid cells)."""
         unit = self.stride if self.decode == "region" else 1
         return [[w * unit, h * unit] for w, h in self.head_anchors]
+
+
+@dataclass(frozen=True)
+class Detect(Yolo):
+    """An anchor-free head (YOLOv8/YOLO11): per cell 4 x reg_max box-side distance bins (DFL) then class logits.
+
+    Its one "anchor" is (stride, stride): the distances are in grid cells, so a box side is distance x stride.
+    """
+
+    kind = "detect"
+
+
+@dataclass(frozen=True)
+class Attention(Node):
+    """Multi-head self-attention over all positions (YOLO11's C2PSA). The input holds every head's queries,
+    then every head's keys (key_dim each), then every head's values (head_dim each); out: the values mixed."""
+
+    heads: int
+    key_dim: int
+    head_dim: int
+
+    kind = "attention"
+
+    @property
+    def bflops(self) -> float:
+        _, height, width = self.out_shape
+        positions = height * width
+        return 2.0 * self.heads * positions * positions * (self.key_dim + self.head_dim) / 1e9
 
 
 class Flow(Enum):
@@ -239,7 +269,7 @@ class Flow(Enum):
 CHANNEL_FLOW: dict[type[Node], Flow] = {
     Conv: Flow.CONSUMES, MaxPool: Flow.PASSES, Upsample: Flow.PASSES, Identity: Flow.PASSES,
     Route: Flow.CONCATENATES, Shortcut: Flow.ADDS, AvgPool: Flow.OPAQUE, Reorg: Flow.OPAQUE,
-    ScaleChannels: Flow.OPAQUE, Sam: Flow.OPAQUE, Yolo: Flow.OPAQUE,
+    ScaleChannels: Flow.OPAQUE, Sam: Flow.OPAQUE, Yolo: Flow.OPAQUE, Detect: Flow.OPAQUE, Attention: Flow.OPAQUE,
 }
 
 
@@ -682,6 +712,38 @@ def parse_region(opts: Options, ctx: _Context) -> Node:
     return _head(opts, ctx, region=True)
 
 
+@section("detect")
+def parse_detect(opts: Options, ctx: _Context) -> Node:
+    """pruneyolo's anchor-free DFL head: the previous layer holds 4 x reg_max distance bins, then class logits."""
+    channels, height, width = ctx.shape_of(ctx.previous)
+    classes = _positive(opts, "classes", opts.int("classes"))
+    reg_max = opts.int("reg_max", 16)
+    if not 2 <= reg_max <= MAX_REG_MAX:
+        raise opts.error(f"reg_max={reg_max} must be in 2..{MAX_REG_MAX}", "reg_max")
+    if channels != 4 * reg_max + classes:
+        raise opts.error(f"the layer before this head has {channels} channels; 4 x reg_max={reg_max} + "
+                         f"classes={classes} needs {4 * reg_max + classes}", "classes")
+    stride = round(ctx.input_shape[1] / height)
+    if stride * height != ctx.input_shape[1] or stride * width != ctx.input_shape[2]:
+        raise opts.error(f"its {height}x{width} grid does not divide the {ctx.input_shape[1]}x"
+                         f"{ctx.input_shape[2]} input evenly", "classes")
+    return Detect(ctx.index, ctx.section.line, (ctx.previous,), (channels, height, width), (0,),
+                  ((float(stride), float(stride)),), classes, 1.0, False, stride, "dfl", reg_max)
+
+
+@section("attention")
+def parse_attention(opts: Options, ctx: _Context) -> Node:
+    channels, height, width = ctx.shape_of(ctx.previous)
+    heads = _positive(opts, "heads", opts.int("heads"))
+    key_dim = _positive(opts, "key_dim", opts.int("key_dim"))
+    values = channels - 2 * heads * key_dim
+    if values < heads or values % heads:
+        raise opts.error(f"{channels} input channels minus {heads} heads x 2 x key_dim={key_dim} leaves {values} "
+                         f"value channels, not a positive multiple of heads={heads}", "heads")
+    return Attention(ctx.index, ctx.section.line, (ctx.previous,), (values, height, width), heads, key_dim,
+                     values // heads)
+
+
 def detect_dialect(sections: list[Section]) -> str:
     """'yolov5' for yolov5-as-cfg files (their sections or PyTorch-style activations), else 'darknet'."""
     for sec in sections:
@@ -727,7 +789,8 @@ def build_graph(sections: list[Section], path: str = "<cfg>", size: tuple[int, i
                            f"{', '.join(sorted(f'[{name}]' for name in PARSERS))}")
         opts = sec.options()
         ctx = _Context(len(nodes), shapes, input_shape, dialect, sec, nodes, warnings)
-        if ctx.index == 0 and sec.name in ("route", "shortcut", "sam", "scale_channels", "yolo", "region"):
+        if ctx.index == 0 and sec.name in ("route", "shortcut", "sam", "scale_channels", "yolo", "region", "detect",
+                                                "attention"):
             raise opts.error("cannot be the first layer: it needs earlier layers")
         node = parser(opts, ctx)
         for key in opts.unused():

@@ -21,9 +21,10 @@ class HeadInfo:
 
     stride: int
     anchors: list[list[float]]
-    decode: str  # 'darknet' | 'new_coords' | 'yolov5' | 'region'
+    decode: str  # 'darknet' | 'new_coords' | 'yolov5' | 'region' | 'dfl'
     scale_x_y: float = 1.0
     grid: list[int] = field(default_factory=list)  # [h, w]
+    reg_max: int = 0  # 'dfl': distance bins per box side
 
 
 @dataclass
@@ -54,8 +55,8 @@ class ModelInfo:
         if len(labels) != classes:
             raise PruneyoloError(f"{len(labels)} labels given but the cfg has classes={classes}")
         width, height = graph.size
-        heads = [HeadInfo(head.stride, head.pixel_anchors, head.decode, head.scale_x_y, list(head.out_shape[1:]))
-                 for head in graph.heads]
+        heads = [HeadInfo(head.stride, head.pixel_anchors, head.decode, head.scale_x_y, list(head.out_shape[1:]),
+                          head.reg_max) for head in graph.heads]
         return cls(labels, width, height, heads, heads_mode, graph.dialect, graph.path.rsplit("/", 1)[-1],
                    graph.cfg_sha256, precision)
 

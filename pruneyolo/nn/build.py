@@ -11,6 +11,7 @@ from torch import nn
 
 from pruneyolo.activations import ACTIVATIONS
 from pruneyolo.darknet.graph import (
+    Attention,
     AvgPool,
     Conv,
     Graph,
@@ -42,6 +43,7 @@ LAYERS: dict[type, LayerSpec] = {
     ScaleChannels: (L.ScaleChannels, lambda n: []),
     Sam: (L.Sam, lambda n: []),
     AvgPool: (L.GlobalAvgPool, lambda n: []),
+    Attention: (L.Attention, lambda n: [n.heads, n.key_dim]),
 }
 PASS_THROUGH = (Identity, Yolo)
 
@@ -105,7 +107,7 @@ class DecodedModel(nn.Module):
         decoders = []
         for head in graph.heads:
             stride_xy = (width / head.out_shape[2], height / head.out_shape[1])
-            decoders.append(L.YoloDecode(head.pixel_anchors, stride_xy, head.decode, head.scale_x_y))
+            decoders.append(L.YoloDecode(head.pixel_anchors, stride_xy, head.decode, head.scale_x_y, head.reg_max))
         self.decoders = nn.ModuleList(decoders)
 
     def forward(self, x):
