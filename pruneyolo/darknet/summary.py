@@ -6,6 +6,7 @@ from dataclasses import fields
 
 from pruneyolo import __version__
 from pruneyolo.darknet.graph import (
+    Attention,
     Conv,
     Flow,
     Graph,
@@ -48,7 +49,9 @@ def _describe(node: Node) -> tuple[str, str, str]:
     if channel_flow(node) in (Flow.CONCATENATES, Flow.ADDS):  # a join: its inputs are what to show
         return node.kind, "", " ".join(str(i) for i in node.inputs)
     if isinstance(node, Yolo):
-        return node.decode if node.decode == "region" else "yolo", "", f"stride {node.stride}"
+        return node.decode if node.decode == "region" else node.kind, "", f"stride {node.stride}"
+    if isinstance(node, Attention):
+        return node.kind, f"{node.heads}x{node.head_dim}", f"key {node.key_dim}"
     return node.kind, "", ""
 
 

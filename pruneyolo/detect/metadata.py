@@ -85,6 +85,8 @@ class ModelInfo:
         pre-processing that letterboxes any BGR frame into the input as `pruneyolo run` does. The IR already
         swaps BGR to RGB and divides by 255, so model_api must do neither (its YOLOv5 defaults do both)."""
         wrapper = MODEL_API_WRAPPERS.get(self.heads_mode)
+        if wrapper and self.heads and all(head.decode == "dfl" for head in self.heads):
+            wrapper = "YOLOv8"  # the same parsing as YOLOv5's wrapper, under the name of what the model is
         return {
             **({"model_type": wrapper} if wrapper else {}),
             "labels": " ".join(label.replace(" ", "_") for label in self.labels),

@@ -75,7 +75,7 @@ def _variable(graph: Graph, index: int) -> str:
 def _forward_line(graph: Graph, node: Node) -> str:
     args = ", ".join(_variable(graph, i) for i in node.inputs)
     if isinstance(node, Yolo):
-        return f"# layer {node.index}: [yolo] head on {args}, stride {node.stride}"
+        return f"# layer {node.index}: [{node.kind}] head on {args}, stride {node.stride}"
     if isinstance(node, Identity):
         return f"# layer {node.index}: [dropout], identity at inference"
     return f"x{node.index} = self.{module_name(node)}({args})  # {_shape(node.out_shape)}"
