@@ -1,7 +1,7 @@
-"""Node types declare how channels flow (darknet.graph.CHANNEL_FLOW); pruning and the summary read that table.
+"""Node types declare how channels flow (their `flow`); pruning and the summary read it.
 
-A new layer type is added here the way a contributor would add one (a node class, its section parser, its
-PyTorch layer); undeclared it is a barrier, declared as passing channels through it is pruned across, and
+A new layer type is added here the way a contributor would add one (a node class naming its PyTorch layer, its
+section parser); undeclared its flow is a barrier, declared as passing channels through it is pruned across, and
 either way the pruned model computes what the original did.
 """
 
@@ -58,19 +58,20 @@ classes=1
 """
 
 
+class DoubleLayer(nn.Module):
+    def forward(self, x):
+        return x * 2
+
+
 @dataclass(frozen=True)
 class Double(dg.Node):
     """A new layer type: every channel times two."""
 
     kind = "double"
+    layer = DoubleLayer
 
     def pass_constant(self, values):
         return values * 2
-
-
-class DoubleLayer(nn.Module):
-    def forward(self, x):
-        return x * 2
 
 
 def parse_double(opts, ctx) -> Double:
@@ -79,9 +80,9 @@ def parse_double(opts, ctx) -> Double:
 
 @pytest.fixture
 def with_double(monkeypatch):
-    """The section, node class and PyTorch layer of the new type registered, its channel flow not (yet)."""
-    monkeypatch.setitem(dg.PARSERS, "double", parse_double)
-    monkeypatch.setitem(build.LAYERS, Double, (DoubleLayer, lambda node: []))
+    """The section of the new type registered; its node class declares its PyTorch layer, its channel flow not
+    (yet)."""
+    monkeypatch.setitem(dg.SECTIONS, "double", dg.SectionType(parse_double))
     graph = dg.build_graph(parse_cfg_text(CFG, "double.cfg"), "double.cfg")
     weights = random_weights(graph, 3, gamma=spike_and_slab)
     for layer in weights.layers.values():  # cut channels still emit a constant: leaky(beta) != 0
@@ -114,13 +115,20 @@ def test_an_undeclared_node_type_is_a_barrier_and_pruning_stays_exact(with_doubl
 
 
 def test_a_node_type_declared_pass_through_is_pruned_across_exactly(with_double, monkeypatch):
-    monkeypatch.setitem(dg.CHANNEL_FLOW, Double, dg.Flow.PASSES)
+    monkeypatch.setattr(Double, "flow", dg.Flow.PASSES)
     graph, weights = with_double
     kept, error = pruned_error(graph, weights)
     assert 0 < kept.sum() < len(kept) and error < 1e-5
     assert summary_data(graph)["layers"][1]["channels"] == "passes through"
 
 
-def test_every_parsed_node_type_declares_its_channel_flow():
+def test_every_node_type_declares_its_channel_flow_and_a_layer_unless_it_passes_through():
     node_types = {cls for cls in vars(dg).values() if isinstance(cls, type) and issubclass(cls, dg.Node)}
-    assert node_types - {dg.Node} == set(dg.CHANNEL_FLOW)
+    flows = {cls: cls.flow for cls in node_types - {dg.Node}}
+    assert flows == {
+        dg.Conv: dg.Flow.CONSUMES, dg.MaxPool: dg.Flow.PASSES, dg.Upsample: dg.Flow.PASSES,
+        dg.Identity: dg.Flow.PASSES, dg.Route: dg.Flow.CONCATENATES, dg.Shortcut: dg.Flow.ADDS,
+        dg.AvgPool: dg.Flow.OPAQUE, dg.Reorg: dg.Flow.OPAQUE, dg.ScaleChannels: dg.Flow.OPAQUE,
+        dg.Sam: dg.Flow.OPAQUE, dg.Yolo: dg.Flow.OPAQUE}
+    assert {cls for cls in flows if cls.layer is None} == {cls for cls in flows if cls.pass_through} == {
+        dg.Identity, dg.Yolo}

@@ -25,7 +25,7 @@ from pruneyolo.activations import ACTIVATIONS, canonical_activation
 from pruneyolo.darknet.cfg import parse_cfg_text
 from pruneyolo.darknet.graph import (
     DIALECTS,
-    PARSERS,
+    SECTIONS,
     Conv,
     MaxPool,
     Route,
@@ -72,7 +72,7 @@ def _features(graph) -> set[str]:
 def test_own_cfgs_cover_every_section_activation_dialect_and_decode():
     graphs = [load_graph(path) for path in CFGS]
     sections = [section for graph in graphs for section in graph.sections]
-    assert {section.name for section in sections} == set(PARSERS) | {"net", "network"}
+    assert {section.name for section in sections} == set(SECTIONS) | {"net", "network"}
     spellings = {section.entries["activation"].value for section in sections
                  if "activation" in section.entries}
     assert {canonical_activation(name) for name in spellings} == set(ACTIVATIONS)

@@ -35,9 +35,24 @@ TRAINING_KEYS = {
 }
 
 
+class Flow(Enum):
+    """How a node's output channels come from its inputs' channels."""
+
+    PASSES = "passes through"  # output channel k is input channel k on its own (Node.pass_constant)
+    CONCATENATES = "concatenates"  # the inputs' channels (with groups: each one's group slice) side by side
+    ADDS = "adds"  # the inputs added over the channels they share, in inputs[0]'s order
+    CONSUMES = "consumes"  # every input channel mixed into channels of its own: a conv, what pruning cuts
+    OPAQUE = "opaque"  # needs every input channel; its outputs are no conv's channels
+
+
 @dataclass(frozen=True)
 class Node:
-    """A layer: its index, source line, absolute input indices (-1 = the image) and output shape."""
+    """A layer: its index, source line, absolute input indices (-1 = the image) and output shape.
+
+    A node type declares what every later stage needs to know about it as class attributes: its `kind`
+    (summary type, module names), channel `flow` (pruning; OPAQUE, a barrier, unless declared), whether it is
+    `pass_through` at inference (no module: its output is its first input), and its PyTorch `layer` (a class
+    name in pruneyolo.nn.layers or a module class of its own) built from `layer_args()`."""
 
     index: int
     line: int
@@ -45,6 +60,23 @@ class Node:
     out_shape: Shape
 
     kind = "node"
+    flow = Flow.OPAQUE
+    pass_through = False
+    layer = None
+
+    def layer_args(self) -> list:
+        """The PyTorch layer's constructor arguments, in order (an `activation` one by its canonical name)."""
+        return []
+
+    def describe(self) -> tuple[str, str, str]:
+        """The summary's type, filters and size/stride-or-inputs columns."""
+        if self.flow in (Flow.CONCATENATES, Flow.ADDS):  # a join: its inputs are what to show
+            return self.kind, "", " ".join(str(i) for i in self.inputs)
+        return self.kind, "", ""
+
+    def codegen_note(self, inputs: str) -> str:
+        """The generated forward's comment for a pass-through node reading `inputs`."""
+        return f"# layer {self.index}: [{self.kind}] passes {inputs} through"
 
     @property
     def params(self) -> int:
@@ -61,6 +93,11 @@ class Node:
     def pass_constant(self, values):
         """A pass-through node's output channels where its input channels are constant maps of `values`."""
         return values
+
+
+def _stride_text(node) -> str:
+    """A conv's or pool's stride for the summary: one number, or `XxY` when they differ."""
+    return str(node.stride_y) if node.stride_y == node.stride_x else f"{node.stride_x}x{node.stride_y}"
 
 
 @dataclass(frozen=True)
@@ -82,6 +119,20 @@ class Conv(Node):
     share: int | None = None  # share_index=: the conv whose arrays this one uses (none of its own in .weights)
 
     kind = "conv"
+    flow = Flow.CONSUMES
+    layer = "ConvBlock"
+
+    def layer_args(self) -> list:
+        return [self.in_channels, self.filters, self.size, (self.stride_y, self.stride_x), self.padding,
+                self.groups, self.dilation, self.batch_normalize, self.activation, self.has_conv, self.has_bias]
+
+    def describe(self) -> tuple[str, str, str]:
+        if not self.has_conv:
+            return "bn_act", f"{self.filters}", ""
+        group = f"/{self.groups}" if self.groups > 1 else ""
+        dilation = f"({self.dilation})" if self.dilation > 1 else ""
+        kind = "convS" if self.share is not None else "conv"
+        return kind, f"{self.filters}{group}", f"{self.size}x{self.size}/{_stride_text(self)}{dilation}"
 
     @property
     def in_channels(self) -> int:
@@ -117,6 +168,14 @@ class MaxPool(Node):
     pads: tuple[int, int, int, int]  # (left, right, top, bottom) that reproduce darknet's windows exactly
 
     kind = "maxpool"
+    flow = Flow.PASSES
+    layer = "MaxPool"
+
+    def layer_args(self) -> list:
+        return [self.size, (self.stride_y, self.stride_x), self.pads]
+
+    def describe(self) -> tuple[str, str, str]:
+        return "max", "", f"{self.size}x{self.size}/{_stride_text(self)}"
 
     @property
     def bflops(self) -> float:
@@ -129,6 +188,7 @@ class AvgPool(Node):
     """Global average pooling to C x 1 x 1."""
 
     kind = "avgpool"
+    layer = "GlobalAvgPool"
 
 
 @dataclass(frozen=True)
@@ -139,6 +199,14 @@ class Upsample(Node):
     scale: float
 
     kind = "upsample"
+    flow = Flow.PASSES
+    layer = "Upsample"
+
+    def layer_args(self) -> list:
+        return [self.stride, self.scale]
+
+    def describe(self) -> tuple[str, str, str]:
+        return "upsample", "", f"{self.stride}x"
 
     def pass_constant(self, values):
         return values * self.scale
@@ -153,6 +221,13 @@ class Reorg(Node):
     mode: str
 
     kind = "reorg"
+    layer = "Reorg"
+
+    def layer_args(self) -> list:
+        return [self.stride, self.mode]
+
+    def describe(self) -> tuple[str, str, str]:
+        return f"reorg/{self.mode}", "", f"/{self.stride}"
 
 
 @dataclass(frozen=True)
@@ -163,6 +238,16 @@ class Route(Node):
     group_id: int
 
     kind = "route"
+    flow = Flow.CONCATENATES
+    layer = "Route"
+
+    def layer_args(self) -> list:
+        return [self.groups, self.group_id]
+
+    def describe(self) -> tuple[str, str, str]:
+        if self.groups == 1:
+            return super().describe()
+        return self.kind, "", " ".join(str(i) for i in self.inputs) + f" (group {self.group_id}/{self.groups})"
 
 
 @dataclass(frozen=True)
@@ -172,6 +257,11 @@ class Shortcut(Node):
     activation: str
 
     kind = "shortcut"
+    flow = Flow.ADDS
+    layer = "Shortcut"
+
+    def layer_args(self) -> list:
+        return [self.activation]
 
     @property
     def bflops(self) -> float:
@@ -184,6 +274,7 @@ class ScaleChannels(Node):
     """inputs[1] (C x H x W) multiplied per channel by inputs[0] (C x 1 x 1), as in squeeze-excitation."""
 
     kind = "scale_channels"
+    layer = "ScaleChannels"
 
 
 @dataclass(frozen=True)
@@ -191,6 +282,7 @@ class Sam(Node):
     """Spatial attention: element-wise product of inputs[0] and inputs[1]."""
 
     kind = "sam"
+    layer = "Sam"
 
 
 @dataclass(frozen=True)
@@ -198,6 +290,11 @@ class Identity(Node):
     """Layers that do nothing at inference ([dropout])."""
 
     kind = "identity"
+    flow = Flow.PASSES
+    pass_through = True
+
+    def codegen_note(self, inputs: str) -> str:
+        return f"# layer {self.index}: [dropout], identity at inference"
 
 
 @dataclass(frozen=True)
@@ -214,6 +311,13 @@ class Yolo(Node):
     reg_max: int = 0  # 'dfl': bins per box side
 
     kind = "yolo"
+    pass_through = True  # the raw head tensor is the model's output; decoding is the export's choice
+
+    def describe(self) -> tuple[str, str, str]:
+        return self.decode if self.decode == "region" else self.kind, "", f"stride {self.stride}"
+
+    def codegen_note(self, inputs: str) -> str:
+        return f"# layer {self.index}: [{self.kind}] head on {inputs}, stride {self.stride}"
 
     @property
     def head_anchors(self) -> tuple[tuple[float, float], ...]:
@@ -246,6 +350,13 @@ class Attention(Node):
     head_dim: int
 
     kind = "attention"
+    layer = "Attention"
+
+    def layer_args(self) -> list:
+        return [self.heads, self.key_dim]
+
+    def describe(self) -> tuple[str, str, str]:
+        return self.kind, f"{self.heads}x{self.head_dim}", f"key {self.key_dim}"
 
     @property
     def bflops(self) -> float:
@@ -254,28 +365,9 @@ class Attention(Node):
         return 2.0 * self.heads * positions * positions * (self.key_dim + self.head_dim) / 1e9
 
 
-class Flow(Enum):
-    """How a node's output channels come from its inputs' channels."""
-
-    PASSES = "passes through"  # output channel k is input channel k on its own (Node.pass_constant)
-    CONCATENATES = "concatenates"  # the inputs' channels (with groups: each one's group slice) side by side
-    ADDS = "adds"  # the inputs added over the channels they share, in inputs[0]'s order
-    CONSUMES = "consumes"  # every input channel mixed into channels of its own: a conv, what pruning cuts
-    OPAQUE = "opaque"  # needs every input channel; its outputs are no conv's channels
-
-
-# Every node type's channel flow, read by pruning and the summary. A type missing here is OPAQUE: a barrier
-# whose inputs are never pruned.
-CHANNEL_FLOW: dict[type[Node], Flow] = {
-    Conv: Flow.CONSUMES, MaxPool: Flow.PASSES, Upsample: Flow.PASSES, Identity: Flow.PASSES,
-    Route: Flow.CONCATENATES, Shortcut: Flow.ADDS, AvgPool: Flow.OPAQUE, Reorg: Flow.OPAQUE,
-    ScaleChannels: Flow.OPAQUE, Sam: Flow.OPAQUE, Yolo: Flow.OPAQUE, Detect: Flow.OPAQUE, Attention: Flow.OPAQUE,
-}
-
-
 def channel_flow(node: Node) -> Flow:
     """A node's declared channel flow (OPAQUE when its type declares none)."""
-    return CHANNEL_FLOW.get(type(node), Flow.OPAQUE)
+    return type(node).flow
 
 
 @dataclass(frozen=True)
@@ -378,15 +470,27 @@ class _Context:
 
 
 SectionParser = Callable[[Options, _Context], Node]
-PARSERS: dict[str, SectionParser] = {}
 
 
-def section(*names: str):
-    """Register a parser for one section type and its aliases."""
+@dataclass(frozen=True)
+class SectionType:
+    """How a section is read: its parser, the keys holding layer references (renumbered when layers are
+    removed), and whether it may be the first layer (one that needs earlier layers may not)."""
+
+    parse: SectionParser
+    references: tuple[str, ...] = ()
+    may_be_first: bool = True
+
+
+SECTIONS: dict[str, SectionType] = {}
+
+
+def section(*names: str, references: tuple[str, ...] = (), may_be_first: bool = True):
+    """Register a parser for one section type and its aliases (the node type it returns declares the rest)."""
 
     def register(parser: SectionParser) -> SectionParser:
         for name in names:
-            PARSERS[name] = parser
+            SECTIONS[name] = SectionType(parser, references, may_be_first)
         return parser
 
     return register
@@ -580,7 +684,7 @@ def parse_focus(opts: Options, ctx: _Context) -> Node:
     return node
 
 
-@section("route")
+@section("route", references=("layers",), may_be_first=False)
 def parse_route(opts: Options, ctx: _Context) -> Node:
     references = opts.ints("layers")
     if not references:
@@ -601,7 +705,7 @@ def parse_route(opts: Options, ctx: _Context) -> Node:
     return Route(ctx.index, ctx.section.line, inputs, (channels, *shapes[0][1:]), groups, group_id)
 
 
-@section("shortcut")
+@section("shortcut", references=("from",), may_be_first=False)
 def parse_shortcut(opts: Options, ctx: _Context) -> Node:
     sources = tuple(ctx.resolve(opts, "from", ref) for ref in opts.ints("from"))
     if not sources:
@@ -617,7 +721,7 @@ def parse_shortcut(opts: Options, ctx: _Context) -> Node:
     return Shortcut(ctx.index, ctx.section.line, (ctx.previous, *sources), out_shape, _activation(opts, "linear"))
 
 
-@section("scale_channels")
+@section("scale_channels", references=("from",), may_be_first=False)
 def parse_scale_channels(opts: Options, ctx: _Context) -> Node:
     source = ctx.resolve(opts, "from", opts.int("from"))
     if opts.int("scale_wh", 0):
@@ -629,7 +733,7 @@ def parse_scale_channels(opts: Options, ctx: _Context) -> Node:
     return ScaleChannels(ctx.index, ctx.section.line, (ctx.previous, source), out_shape)
 
 
-@section("sam")
+@section("sam", references=("from",), may_be_first=False)
 def parse_sam(opts: Options, ctx: _Context) -> Node:
     source = ctx.resolve(opts, "from", opts.int("from"))
     if ctx.shape_of(source) != ctx.shape_of(ctx.previous):
@@ -702,17 +806,17 @@ def _head(opts: Options, ctx: _Context, *, region: bool) -> Node:
                 scale_x_y, new_coords, stride, decode)
 
 
-@section("yolo")
+@section("yolo", may_be_first=False)
 def parse_yolo(opts: Options, ctx: _Context) -> Node:
     return _head(opts, ctx, region=False)
 
 
-@section("region")
+@section("region", may_be_first=False)
 def parse_region(opts: Options, ctx: _Context) -> Node:
     return _head(opts, ctx, region=True)
 
 
-@section("detect")
+@section("detect", may_be_first=False)
 def parse_detect(opts: Options, ctx: _Context) -> Node:
     """pruneyolo's anchor-free DFL head: the previous layer holds 4 x reg_max distance bins, then class logits."""
     channels, height, width = ctx.shape_of(ctx.previous)
@@ -731,7 +835,7 @@ def parse_detect(opts: Options, ctx: _Context) -> Node:
                   ((float(stride), float(stride)),), classes, 1.0, False, stride, "dfl", reg_max)
 
 
-@section("attention")
+@section("attention", may_be_first=False)
 def parse_attention(opts: Options, ctx: _Context) -> Node:
     channels, height, width = ctx.shape_of(ctx.previous)
     heads = _positive(opts, "heads", opts.int("heads"))
@@ -781,18 +885,17 @@ def build_graph(sections: list[Section], path: str = "<cfg>", size: tuple[int, i
     shapes: list[Shape] = []
     warnings: list[str] = []
     for sec in sections[1:]:
-        parser = PARSERS.get(sec.name)
-        if parser is None:
+        section_type = SECTIONS.get(sec.name)
+        if section_type is None:
             if sec.name in ("net", "network"):
                 raise CfgError(sec.path, sec.line, "a second [net] section: a cfg has exactly one, at the top")
             raise CfgError(sec.path, sec.line, f"unknown section [{sec.name}]: pruneyolo supports "
-                           f"{', '.join(sorted(f'[{name}]' for name in PARSERS))}")
+                           f"{', '.join(sorted(f'[{name}]' for name in SECTIONS))}")
         opts = sec.options()
         ctx = _Context(len(nodes), shapes, input_shape, dialect, sec, nodes, warnings)
-        if ctx.index == 0 and sec.name in ("route", "shortcut", "sam", "scale_channels", "yolo", "region", "detect",
-                                                "attention"):
+        if ctx.index == 0 and not section_type.may_be_first:
             raise opts.error("cannot be the first layer: it needs earlier layers")
-        node = parser(opts, ctx)
+        node = section_type.parse(opts, ctx)
         for key in opts.unused():
             if key not in TRAINING_KEYS:
                 warnings.append(f"{sec.path}:{sec.entries[key].line}: [{sec.name}] ignores unknown key '{key}'")

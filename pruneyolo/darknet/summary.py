@@ -5,54 +5,12 @@ from __future__ import annotations
 from dataclasses import fields
 
 from pruneyolo import __version__
-from pruneyolo.darknet.graph import (
-    Attention,
-    Conv,
-    Flow,
-    Graph,
-    MaxPool,
-    Node,
-    Reorg,
-    Route,
-    Upsample,
-    Yolo,
-    channel_flow,
-)
+from pruneyolo.darknet.graph import Graph, Node, channel_flow
 
 
 def _shape(shape) -> str:
     channels, height, width = shape
     return f"{width:4d} x{height:4d} x{channels:5d}"
-
-
-def _stride(node: Conv | MaxPool) -> str:
-    return str(node.stride_y) if node.stride_y == node.stride_x else f"{node.stride_x}x{node.stride_y}"
-
-
-def _describe(node: Node) -> tuple[str, str, str]:
-    """(type, filters, size/stride or inputs) columns for one node."""
-    if isinstance(node, Conv):
-        if not node.has_conv:
-            return "bn_act", f"{node.filters}", ""
-        group = f"/{node.groups}" if node.groups > 1 else ""
-        dilation = f"({node.dilation})" if node.dilation > 1 else ""
-        kind = "convS" if node.share is not None else "conv"
-        return kind, f"{node.filters}{group}", f"{node.size}x{node.size}/{_stride(node)}{dilation}"
-    if isinstance(node, MaxPool):
-        return "max", "", f"{node.size}x{node.size}/{_stride(node)}"
-    if isinstance(node, Upsample):
-        return "upsample", "", f"{node.stride}x"
-    if isinstance(node, Reorg):
-        return f"reorg/{node.mode}", "", f"/{node.stride}"
-    if isinstance(node, Route) and node.groups > 1:
-        return node.kind, "", " ".join(str(i) for i in node.inputs) + f" (group {node.group_id}/{node.groups})"
-    if channel_flow(node) in (Flow.CONCATENATES, Flow.ADDS):  # a join: its inputs are what to show
-        return node.kind, "", " ".join(str(i) for i in node.inputs)
-    if isinstance(node, Yolo):
-        return node.decode if node.decode == "region" else node.kind, "", f"stride {node.stride}"
-    if isinstance(node, Attention):
-        return node.kind, f"{node.heads}x{node.head_dim}", f"key {node.key_dim}"
-    return node.kind, "", ""
 
 
 def format_summary(graph: Graph) -> str:
@@ -63,7 +21,7 @@ def format_summary(graph: Graph) -> str:
              (f"{'layer':>5}  {'type':<14}{'filters':>8}  {'size/strd(dil)':<16}{'input':>20} -> "
              f"{'output':<20}{'BFLOPs':>9}")]
     for node in graph.nodes:
-        kind, filters, geometry = _describe(node)
+        kind, filters, geometry = node.describe()
         flops = f"{node.bflops:9.3f}" if node.bflops else ""
         lines.append(f"{node.index:5d}  {kind:<14}{filters:>8}  {geometry:<16}"
                      f"{_shape(graph.shape_into(node)):>20} -> {_shape(node.out_shape):<20}{flops}")

@@ -3,49 +3,15 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
 
 import numpy as np
 import torch
 from torch import nn
 
 from pruneyolo.activations import ACTIVATIONS
-from pruneyolo.darknet.graph import (
-    Attention,
-    AvgPool,
-    Conv,
-    Graph,
-    Identity,
-    MaxPool,
-    Node,
-    Reorg,
-    Route,
-    Sam,
-    ScaleChannels,
-    Shortcut,
-    Upsample,
-    Yolo,
-)
+from pruneyolo.darknet.graph import Conv, Graph, Node
 from pruneyolo.darknet.weights import ConvWeights, DarknetWeights, part_sizes
 from pruneyolo.nn import layers as L
-
-LayerSpec = tuple[type, Callable[[Node], list]]
-# node type -> (layer class in pruneyolo.nn.layers, its constructor arguments); codegen writes the same call out
-LAYERS: dict[type, LayerSpec] = {
-    Conv: (L.ConvBlock, lambda n: [n.in_channels, n.filters, n.size, (n.stride_y, n.stride_x), n.padding,
-                                   n.groups, n.dilation, n.batch_normalize, n.activation, n.has_conv,
-                                   n.has_bias]),
-    MaxPool: (L.MaxPool, lambda n: [n.size, (n.stride_y, n.stride_x), n.pads]),
-    Upsample: (L.Upsample, lambda n: [n.stride, n.scale]),
-    Reorg: (L.Reorg, lambda n: [n.stride, n.mode]),
-    Route: (L.Route, lambda n: [n.groups, n.group_id]),
-    Shortcut: (L.Shortcut, lambda n: [n.activation]),
-    ScaleChannels: (L.ScaleChannels, lambda n: []),
-    Sam: (L.Sam, lambda n: []),
-    AvgPool: (L.GlobalAvgPool, lambda n: []),
-    Attention: (L.Attention, lambda n: [n.heads, n.key_dim]),
-}
-PASS_THROUGH = (Identity, Yolo)
 
 
 def module_name(node: Node) -> str:
@@ -58,18 +24,23 @@ def torch_activation(name: str) -> nn.Module | None:
     return None if name == "linear" else eval(ACTIVATIONS[name].module, {"nn": nn, "HardMish": L.HardMish})
 
 
+def layer_class(node: Node) -> type[nn.Module]:
+    """The PyTorch layer class a node's type declares (by name in pruneyolo.nn.layers, or a class of its own)."""
+    layer = type(node).layer
+    if layer is None:
+        raise TypeError(f"no PyTorch layer for {node.kind}")
+    return getattr(L, layer) if isinstance(layer, str) else layer
+
+
 def layer_arguments(node: Node) -> list[tuple[str, object]]:
     """(parameter name, value) of a node's layer constructor, in order; activations still by name."""
-    layer_class, args = LAYERS[type(node)]
-    return list(zip(inspect.signature(layer_class).parameters, args(node), strict=False))
+    return list(zip(inspect.signature(layer_class(node)).parameters, node.layer_args(), strict=False))
 
 
 def make_layer(node: Node) -> nn.Module:
     """The module for one node."""
-    if type(node) not in LAYERS:
-        raise TypeError(f"no PyTorch layer for {node.kind}")
     arguments = [torch_activation(value) if name == "activation" else value for name, value in layer_arguments(node)]
-    return LAYERS[type(node)][0](*arguments)
+    return layer_class(node)(*arguments)
 
 
 class DarknetModel(nn.Module):
@@ -79,7 +50,7 @@ class DarknetModel(nn.Module):
         super().__init__()
         self.plan: list[tuple[str | None, tuple[int, ...]]] = []
         for node in graph.nodes:
-            if isinstance(node, PASS_THROUGH):
+            if node.pass_through:
                 self.plan.append((None, node.inputs))
                 continue
             self.add_module(module_name(node), make_layer(node))

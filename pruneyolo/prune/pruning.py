@@ -20,12 +20,11 @@ import numpy as np
 
 from pruneyolo.activations import activate
 from pruneyolo.darknet.cfg import Section, format_cfg
-from pruneyolo.darknet.graph import Conv, Flow, Graph, Node, Shortcut, build_graph, channel_flow
+from pruneyolo.darknet.graph import SECTIONS, Conv, Flow, Graph, Node, Shortcut, build_graph, channel_flow
 from pruneyolo.darknet.weights import ConvWeights, DarknetWeights, weights_bytes
 from pruneyolo.errors import ArgumentError, PruneyoloError
 from pruneyolo.files import atomic_write
 
-REFERENCE_KEYS = {"route": "layers", "shortcut": "from", "sam": "from", "scale_channels": "from"}
 
 @dataclass(frozen=True)
 class ChannelConstraints:
@@ -428,14 +427,14 @@ def renumber(sections: list[Section], removed: set[int], replaced: dict[int, int
     result = [copy.deepcopy(sections[0])]
     for old in kept:
         section = copy.deepcopy(sections[old + 1])
-        key = REFERENCE_KEYS.get(section.name)
-        if key and key in section.entries:
-            new = new_index[old]
-            references = []
-            for reference in section.options().ints(key):
-                absolute = target(old + reference if reference < 0 else reference)
-                references.append(absolute - new if reference < 0 else absolute)
-            section.set(key, references)
+        for key in SECTIONS[section.name].references:
+            if key in section.entries:
+                new = new_index[old]
+                references = []
+                for reference in section.options().ints(key):
+                    absolute = target(old + reference if reference < 0 else reference)
+                    references.append(absolute - new if reference < 0 else absolute)
+                section.set(key, references)
         result.append(section)
     return result
 
