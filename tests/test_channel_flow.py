@@ -129,6 +129,6 @@ def test_every_node_type_declares_its_channel_flow_and_a_layer_unless_it_passes_
         dg.Conv: dg.Flow.CONSUMES, dg.MaxPool: dg.Flow.PASSES, dg.Upsample: dg.Flow.PASSES,
         dg.Identity: dg.Flow.PASSES, dg.Route: dg.Flow.CONCATENATES, dg.Shortcut: dg.Flow.ADDS,
         dg.AvgPool: dg.Flow.OPAQUE, dg.Reorg: dg.Flow.OPAQUE, dg.ScaleChannels: dg.Flow.OPAQUE,
-        dg.Sam: dg.Flow.OPAQUE, dg.Yolo: dg.Flow.OPAQUE}
+        dg.Sam: dg.Flow.OPAQUE, dg.Yolo: dg.Flow.OPAQUE, dg.Detect: dg.Flow.OPAQUE, dg.Attention: dg.Flow.OPAQUE}
     assert {cls for cls in flows if cls.layer is None} == {cls for cls in flows if cls.pass_through} == {
-        dg.Identity, dg.Yolo}
+        dg.Identity, dg.Yolo, dg.Detect}

@@ -39,7 +39,7 @@ from pruneyolo.export.build import IrOptions, build_ir
 CFGS = OWN_CFGS + SHIPPED_CFGS
 OPENCV_READS = [path for path in CFGS if opencv_reads(path)]
 OPENCV_REFUSES = [path for path in CFGS if path not in OPENCV_READS]
-DECODES = {"darknet", "new_coords", "yolov5", "region"}
+DECODES = {"darknet", "new_coords", "yolov5", "region", "dfl"}
 
 
 def _features(graph) -> set[str]:

@@ -1,4 +1,4 @@
-"""The `import` command: a YOLOv5 checkpoint to Darknet cfg + weights + names."""
+"""The `import` command: a YOLOv5 or YOLOv8 / YOLO11 checkpoint to Darknet cfg + weights + names."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pruneyolo.cli.options import size_option
               help="Directory for <stem>.cfg, <stem>.weights and <stem>.names.")
 @size_option
 def import_command(checkpoint, directory, size):
-    """Read a YOLOv5 .pt (pruned or not) without running its code; write Darknet cfg, weights and names.
+    """Read a YOLOv5 or YOLOv8/YOLO11 .pt (pruned or not) without running its code; write cfg, weights, names.
 
     The input size is not stored in a checkpoint: 640x640 unless --size (a multiple of the largest stride).
     """

@@ -22,6 +22,7 @@ DIALECTS = ("darknet", "yolov5")
 YOLOV5_SECTIONS = {"focus", "convolutional_nobias", "convolutional_noconv"}
 YOLOV5_ACTIVATIONS = {"silu", "hardswish"}
 ATOF_PREFIX = re.compile(r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")  # the number C's atof reads at the start
+MAX_REG_MAX = 64  # DFL bins per box side; Ultralytics uses 16
 
 # Keys that only matter to training (or to darknet's own bookkeeping); read nowhere, warned about never.
 TRAINING_KEYS = {
@@ -309,16 +310,17 @@ class Yolo(Node):
     scale_x_y: float
     new_coords: bool
     stride: int
-    decode: str  # 'darknet', 'new_coords', 'yolov5', or 'region' (yolov2; anchors in grid cells, softmax)
+    decode: str  # 'darknet', 'new_coords', 'yolov5', 'region' (yolov2; anchors in grid cells, softmax), 'dfl'
+    reg_max: int = 0  # 'dfl': bins per box side
 
     kind = "yolo"
     pass_through = True  # the raw head tensor is the model's output; decoding is the export's choice
 
     def describe(self) -> tuple[str, str, str]:
-        return self.decode if self.decode == "region" else "yolo", "", f"stride {self.stride}"
+        return self.decode if self.decode == "region" else self.kind, "", f"stride {self.stride}"
 
     def codegen_note(self, inputs: str) -> str:
-        return f"# layer {self.index}: [yolo] head on {inputs}, stride {self.stride}"
+        return f"# layer {self.index}: [{self.kind}] head on {inputs}, stride {self.stride}"
 
     @property
     def head_anchors(self) -> tuple[tuple[float, float], ...]:
@@ -329,6 +331,41 @@ class Yolo(Node):
         """The head's anchors in input pixels (region (yolov2) anchors are given in grid cells)."""
         unit = self.stride if self.decode == "region" else 1
         return [[w * unit, h * unit] for w, h in self.head_anchors]
+
+
+@dataclass(frozen=True)
+class Detect(Yolo):
+    """An anchor-free head (YOLOv8/YOLO11): per cell 4 x reg_max box-side distance bins (DFL) then class logits.
+
+    Its one "anchor" is (stride, stride): the distances are in grid cells, so a box side is distance x stride.
+    """
+
+    kind = "detect"
+
+
+@dataclass(frozen=True)
+class Attention(Node):
+    """Multi-head self-attention over all positions (YOLO11's C2PSA). The input holds every head's queries,
+    then every head's keys (key_dim each), then every head's values (head_dim each); out: the values mixed."""
+
+    heads: int
+    key_dim: int
+    head_dim: int
+
+    kind = "attention"
+    layer = "Attention"
+
+    def layer_args(self) -> list:
+        return [self.heads, self.key_dim]
+
+    def describe(self) -> tuple[str, str, str]:
+        return self.kind, f"{self.heads}x{self.head_dim}", f"key {self.key_dim}"
+
+    @property
+    def bflops(self) -> float:
+        _, height, width = self.out_shape
+        positions = height * width
+        return 2.0 * self.heads * positions * positions * (self.key_dim + self.head_dim) / 1e9
 
 
 def channel_flow(node: Node) -> Flow:
@@ -805,6 +842,38 @@ def parse_yolo(opts: Options, ctx: _Context) -> Node:
 @section("region", may_be_first=False)
 def parse_region(opts: Options, ctx: _Context) -> Node:
     return _head(opts, ctx, region=True)
+
+
+@section("detect", may_be_first=False)
+def parse_detect(opts: Options, ctx: _Context) -> Node:
+    """pruneyolo's anchor-free DFL head: the previous layer holds 4 x reg_max distance bins, then class logits."""
+    channels, height, width = ctx.shape_of(ctx.previous)
+    classes = _positive(opts, "classes", opts.int("classes"))
+    reg_max = opts.int("reg_max", 16)
+    if not 2 <= reg_max <= MAX_REG_MAX:
+        raise opts.error(f"reg_max={reg_max} must be in 2..{MAX_REG_MAX}", "reg_max")
+    if channels != 4 * reg_max + classes:
+        raise opts.error(f"the layer before this head has {channels} channels; 4 x reg_max={reg_max} + "
+                         f"classes={classes} needs {4 * reg_max + classes}", "classes")
+    stride = round(ctx.input_shape[1] / height)
+    if stride * height != ctx.input_shape[1] or stride * width != ctx.input_shape[2]:
+        raise opts.error(f"its {height}x{width} grid does not divide the {ctx.input_shape[1]}x"
+                         f"{ctx.input_shape[2]} input evenly", "classes")
+    return Detect(ctx.index, ctx.section.line, (ctx.previous,), (channels, height, width), (0,),
+                  ((float(stride), float(stride)),), classes, 1.0, False, stride, "dfl", reg_max)
+
+
+@section("attention", may_be_first=False)
+def parse_attention(opts: Options, ctx: _Context) -> Node:
+    channels, height, width = ctx.shape_of(ctx.previous)
+    heads = _positive(opts, "heads", opts.int("heads"))
+    key_dim = _positive(opts, "key_dim", opts.int("key_dim"))
+    values = channels - 2 * heads * key_dim
+    if values < heads or values % heads:
+        raise opts.error(f"{channels} input channels minus {heads} heads x 2 x key_dim={key_dim} leaves {values} "
+                         f"value channels, not a positive multiple of heads={heads}", "heads")
+    return Attention(ctx.index, ctx.section.line, (ctx.previous,), (values, height, width), heads, key_dim,
+                     values // heads)
 
 
 def detect_dialect(sections: list[Section]) -> str:

@@ -16,7 +16,7 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 
 
 def decode_head(raw: np.ndarray, head: HeadInfo, input_width: int, input_height: int) -> np.ndarray:
-    """One head [1, A*(5+C), h, w] -> [A*h*w, 5+C]."""
+    """One head [1, A*(5+C), h, w] (a 'dfl' head: [1, 4 x reg_max + C, h, w]) -> [A*h*w, 5+C]."""
     anchors = np.asarray(head.anchors, np.float32)
     count = len(anchors)
     _, channels, height, width = raw.shape
@@ -25,7 +25,8 @@ def decode_head(raw: np.ndarray, head: HeadInfo, input_width: int, input_height:
     stride_x, stride_y = input_width / width, input_height / height
     anchor_w = anchors[:, 0, None, None]
     anchor_h = anchors[:, 1, None, None]
-    out = np.empty_like(p)
+    columns = channels - 4 * head.reg_max + 5 if head.decode == "dfl" else channels // count
+    out = np.empty((*p.shape[:-1], columns))
     scale = head.scale_x_y
     if head.decode == "new_coords":
         xy, wh = p[..., 0:2] * scale - 0.5 * (scale - 1), (p[..., 2:4] ** 2) * 4
@@ -34,6 +35,10 @@ def decode_head(raw: np.ndarray, head: HeadInfo, input_width: int, input_height:
         s = _sigmoid(p)
         xy, wh = s[..., 0:2] * 2 - 0.5, (s[..., 2:4] * 2) ** 2
         out[..., 4:] = s[..., 4:]
+    elif head.decode == "dfl":
+        xy, wh = _distribution_focal(p[..., :4 * head.reg_max], head.reg_max)
+        out[..., 4] = 1.0
+        out[..., 5:] = _sigmoid(p[..., 4 * head.reg_max:])
     elif head.decode == "region":
         xy, wh = _sigmoid(p[..., 0:2]), np.exp(p[..., 2:4])
         out[..., 4] = _sigmoid(p[..., 4])
@@ -46,7 +51,17 @@ def decode_head(raw: np.ndarray, head: HeadInfo, input_width: int, input_height:
     out[..., 1] = (grid_y + xy[..., 1]) * stride_y
     out[..., 2] = wh[..., 0] * anchor_w
     out[..., 3] = wh[..., 1] * anchor_h
-    return out.reshape(-1, channels // count).astype(np.float32)
+    return out.reshape(-1, columns).astype(np.float32)
+
+
+def _distribution_focal(bins: np.ndarray, reg_max: int) -> tuple[np.ndarray, np.ndarray]:
+    """DFL bins [..., 4 x reg_max] -> (centre offset in the cell, size) in grid cells: each side's distance
+    is the expectation of its softmax over 0..reg_max-1, sides in the order left, top, right, bottom."""
+    bins = bins.reshape(*bins.shape[:-1], 4, reg_max)
+    weights = np.exp(bins - bins.max(-1, keepdims=True))
+    distances = (weights * np.arange(reg_max)).sum(-1) / weights.sum(-1)
+    near, far = distances[..., :2], distances[..., 2:]
+    return 0.5 + (far - near) / 2, near + far
 
 
 def decode_raw(raws: list[np.ndarray], info: ModelInfo) -> np.ndarray:

@@ -25,9 +25,10 @@ class HeadInfo:
 
     stride: int
     anchors: list[list[float]]
-    decode: str  # 'darknet' | 'new_coords' | 'yolov5' | 'region'
+    decode: str  # 'darknet' | 'new_coords' | 'yolov5' | 'region' | 'dfl'
     scale_x_y: float = 1.0
     grid: list[int] = field(default_factory=list)  # [h, w]
+    reg_max: int = 0  # 'dfl': distance bins per box side
 
 
 @dataclass
@@ -59,8 +60,8 @@ class ModelInfo:
         if len(labels) != classes:
             raise PruneyoloError(f"{len(labels)} labels given but the cfg has classes={classes}")
         width, height = graph.size
-        heads = [HeadInfo(head.stride, head.pixel_anchors, head.decode, head.scale_x_y, list(head.out_shape[1:]))
-                 for head in graph.heads]
+        heads = [HeadInfo(head.stride, head.pixel_anchors, head.decode, head.scale_x_y, list(head.out_shape[1:]),
+                          head.reg_max) for head in graph.heads]
         return cls(labels, width, height, heads, heads_mode, graph.dialect, graph.path.rsplit("/", 1)[-1],
                    graph.cfg_sha256, storage, random_seed=random_seed)
 
@@ -90,6 +91,8 @@ class ModelInfo:
         pre-processing that letterboxes any BGR frame into the input as `pruneyolo run` does. The IR already
         swaps BGR to RGB and divides by 255, so model_api must do neither (its YOLOv5 defaults do both)."""
         wrapper = MODEL_API_WRAPPERS.get(self.heads_mode)
+        if wrapper and self.heads and all(head.decode == "dfl" for head in self.heads):
+            wrapper = "YOLOv8"  # the same parsing as YOLOv5's wrapper, under the name of what the model is
         return {
             **({"model_type": wrapper} if wrapper else {}),
             "labels": " ".join(label.replace(" ", "_") for label in self.labels),

@@ -84,7 +84,7 @@ class DecodedModel(nn.Module):
         decoders = []
         for head in graph.heads:
             stride_xy = (width / head.out_shape[2], height / head.out_shape[1])
-            decoders.append(L.YoloDecode(head.pixel_anchors, stride_xy, head.decode, head.scale_x_y))
+            decoders.append(L.YoloDecode(head.pixel_anchors, stride_xy, head.decode, head.scale_x_y, head.reg_max))
         self.decoders = nn.ModuleList(decoders)
 
     def forward(self, x):

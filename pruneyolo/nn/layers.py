@@ -169,13 +169,35 @@ class GlobalAvgPool(nn.Module):
         return x.mean((2, 3), keepdim=True)
 
 
-class YoloDecode(nn.Module):
-    """Raw head [N, A*(5+C), h, w] -> [N, A*h*w, 5+C]: (cx, cy, w, h) in input pixels, objectness, classes."""
+class Attention(nn.Module):
+    """Self-attention of every position on every other, per head: the input holds all heads' queries, then
+    keys (key_dim channels each), then values; the output is each head's values weighted by the attention."""
 
-    def __init__(self, anchors, stride_xy, decode="darknet", scale_x_y=1.0):
+    def __init__(self, heads, key_dim):
+        super().__init__()
+        self.heads, self.key_dim = heads, key_dim
+
+    def forward(self, x):
+        n, c, h, w = x.shape
+        keys = self.heads * self.key_dim
+        q, k, v = x.flatten(2).split([keys, keys, c - 2 * keys], 1)
+        q = q.reshape(n, self.heads, self.key_dim, h * w)
+        k = k.reshape(n, self.heads, self.key_dim, h * w)
+        v = v.reshape(n, self.heads, -1, h * w)
+        attention = torch.softmax((q.transpose(-2, -1) @ k) * self.key_dim ** -0.5, -1)
+        return (v @ attention.transpose(-2, -1)).reshape(n, -1, h, w)
+
+
+class YoloDecode(nn.Module):
+    """Raw head [N, A*(5+C), h, w] -> [N, A*h*w, 5+C]: (cx, cy, w, h) in input pixels, objectness, classes.
+
+    'dfl' (anchor-free) heads hold 4 x reg_max distance bins then C class logits; their objectness is 1.
+    """
+
+    def __init__(self, anchors, stride_xy, decode="darknet", scale_x_y=1.0, reg_max=0):
         super().__init__()
         self.register_buffer("anchors", torch.tensor(anchors, dtype=torch.float32).view(1, -1, 1, 1, 2))
-        self.stride_xy, self.decode, self.scale_x_y = stride_xy, decode, scale_x_y
+        self.stride_xy, self.decode, self.scale_x_y, self.reg_max = stride_xy, decode, scale_x_y, reg_max
 
     def forward(self, raw):
         n, _, h, w = raw.shape
@@ -191,6 +213,13 @@ class YoloDecode(nn.Module):
         elif self.decode == "yolov5":
             q = torch.sigmoid(p)
             xy, wh, rest = q[..., 0:2] * 2 - 0.5, (q[..., 2:4] * 2) ** 2, q[..., 4:]
+        elif self.decode == "dfl":
+            bins = p[..., :4 * self.reg_max].reshape(n, count, h, w, 4, self.reg_max)
+            steps = torch.arange(self.reg_max, dtype=raw.dtype, device=raw.device)
+            distances = (torch.softmax(bins, -1) * steps).sum(-1)  # left, top, right, bottom in grid cells
+            xy, wh = 0.5 + (distances[..., 2:] - distances[..., :2]) / 2, distances[..., :2] + distances[..., 2:]
+            scores = torch.sigmoid(p[..., 4 * self.reg_max:])
+            rest = torch.cat([torch.ones_like(scores[..., :1]), scores], -1)
         elif self.decode == "region":
             xy, wh = torch.sigmoid(p[..., 0:2]), torch.exp(p[..., 2:4])
             rest = torch.cat([torch.sigmoid(p[..., 4:5]), torch.softmax(p[..., 5:], -1)], -1)

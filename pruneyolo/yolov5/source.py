@@ -1,4 +1,4 @@
-"""A YOLOv5 checkpoint imported into Darknet form: in memory (a typed graph and weights) or as cfg, weights, names."""
+"""A YOLOv5 or YOLOv8 / YOLO11 checkpoint imported into Darknet form: in memory (a typed graph and weights) or as cfg, weights, names."""
 
 from __future__ import annotations
 
@@ -18,14 +18,15 @@ if TYPE_CHECKING:
 
 def import_checkpoint(path, size: tuple[int, int] | None = None) -> tuple[Graph, Imported]:
     """A checkpoint read safely and mapped to Darknet form: (graph typed from the emitted cfg text, Imported)."""
+    from pruneyolo.yolov5 import mapping, yolov8
     from pruneyolo.yolov5.checkpoint import CheckpointError, load_checkpoint
-    from pruneyolo.yolov5.mapping import DEFAULT_SIZE, LayerError, to_darknet
 
     path = str(path)
     checkpoint = load_checkpoint(path)
+    convert = yolov8.to_darknet if yolov8.is_anchor_free(checkpoint.model) else mapping.to_darknet
     try:
-        imported = to_darknet(checkpoint.model, size or DEFAULT_SIZE, Path(path).name)
-    except LayerError as exc:
+        imported = convert(checkpoint.model, size or mapping.DEFAULT_SIZE, Path(path).name)
+    except mapping.LayerError as exc:
         raise CheckpointError(f"{path}: {exc}") from None
     graph = replace(build_graph(parse_cfg_text(imported.cfg_text, path), path, dialect=imported.dialect),
                     source_sha256=checkpoint.sha256)

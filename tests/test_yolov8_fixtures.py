@@ -1,0 +1,107 @@
+"""The four real Ultralytics checkpoints of ../shared/yolov8/fixtures (YOLOv8n and YOLO11n stock, a Torch-Pruning
+C2f_v2 prune, a network-slimming prune) against the outputs their own code produced. Skipped without ../shared."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from cfg_sources import SHARED
+from click.testing import CliRunner
+from support import compile_f32, relative_error
+
+from pruneyolo.cli.main import main
+from pruneyolo.detect import CONFIDENCE_THRESHOLD, IOU_THRESHOLD
+from pruneyolo.detect.boxes import select
+from pruneyolo.detect.decode import decode_raw, rows_from_scores
+from pruneyolo.detect.metadata import ModelInfo
+from pruneyolo.yolov5.checkpoint import load_checkpoint
+from pruneyolo.yolov5.source import import_checkpoint
+
+FIXTURES = (SHARED or Path("/nonexistent")) / "yolov8" / "fixtures"
+NAMES = ("v8n_stock", "v8n_tp_pruned", "v11n_stock", "v8n_slim_pruned")
+FIRST_NAMES = {"v8n_stock": "person", "v8n_tp_pruned": "person", "v11n_stock": "person", "v8n_slim_pruned": "0"}
+BOUND = 1e-3  # max|a-b| / max(1, max|b|)
+
+pytestmark = pytest.mark.skipif(not FIXTURES.is_dir(), reason=f"no YOLOv8 fixtures at {FIXTURES} (a fresh clone has none)")
+
+
+@pytest.fixture(scope="module", params=NAMES)
+def fixture(request):
+    reference = np.load(FIXTURES / f"{request.param}.ref.npz")
+    return request.param, FIXTURES / f"{request.param}.pt", {key: reference[key] for key in reference.files}
+
+
+def _size(reference) -> tuple[int, int]:
+    height, width, _ = reference["image"].shape
+    return width, height
+
+
+def test_ir_from_convert_equals_the_reference(fixture, tmp_path):
+    """`pruneyolo convert X.pt`: scores IR == `decoded` (Ultralytics' [1, 4+C, N]); raw IR == raw_0..2."""
+    name, path, reference = fixture
+    width, height = _size(reference)
+    for heads in ("scores", "raw"):
+        result = CliRunner().invoke(main, ["convert", str(path), "-o", str(tmp_path / heads), "--heads", heads,
+                                           "--size", f"{width}x{height}"])
+        assert result.exit_code == 0, result.output
+        compiled = compile_f32(str(tmp_path / heads / f"{name}.xml"))
+        results = compiled(reference["image"][None])
+        outputs = [results[output] for output in compiled.outputs]
+        expected = [reference["decoded"]] if heads == "scores" else [reference[f"raw_{i}"] for i in range(3)]
+        for actual, wanted in zip(outputs, expected, strict=True):
+            assert actual.shape == wanted.shape
+            assert relative_error(actual, wanted) < BOUND
+        del compiled
+
+
+def test_numpy_decode_of_the_raw_reference_is_the_decoded_reference(fixture):
+    _, path, reference = fixture
+    graph, imported = import_checkpoint(path, _size(reference))
+    info = ModelInfo.from_graph(graph, imported.names, "raw")
+    rows = decode_raw([reference[f"raw_{i}"] for i in range(3)], info)
+    assert relative_error(rows, rows_from_scores(reference["decoded"])) < 1e-4
+
+
+def _parameters(record, seen: set[int]) -> int:
+    """Weights and biases (BatchNorm's gamma and beta included, its running statistics not) of a record tree."""
+    if id(record) in seen:
+        return 0
+    seen.add(id(record))
+    own = sum(array.size for name, array in record.tensors.items() if name in ("weight", "bias"))
+    return own + sum(_parameters(child, seen) for child in record.children.values())
+
+
+def test_structure_names_and_parameters_come_from_the_checkpoint(fixture):
+    name, path, reference = fixture
+    graph, imported = import_checkpoint(path, _size(reference))
+    reg_max = graph.heads[0].reg_max
+    assert graph.params == _parameters(load_checkpoint(path).model, set()) - reg_max  # DFL's fixed arange: no array
+    assert imported.names[0] == FIRST_NAMES[name] and len(imported.names) == graph.heads[0].classes == 80
+    assert [head.stride for head in graph.heads] == reference["strides"].tolist()
+    assert [head.kind for head in graph.heads] == ["detect"] * 3 and reg_max == 16
+    assert any(node.kind == "attention" for node in graph.nodes) == name.startswith("v11")
+
+
+def test_model_api_loads_the_scores_ir_as_yolov8_and_finds_the_reference_boxes(tmp_path):
+    """openvino-model-api's YOLOv8 wrapper on the IR (its own letterbox: a no-op at the model's size) gives the
+    boxes that Ultralytics' decoded output gives after pruneyolo's confidence filter and NMS."""
+    from model_api.models import DetectionModel
+
+    name = "v8n_stock"
+    reference = np.load(FIXTURES / f"{name}.ref.npz")
+    result = CliRunner().invoke(main, ["convert", str(FIXTURES / f"{name}.pt"), "-o", str(tmp_path), "--heads",
+                                       "scores", "--size", "320x320"])
+    assert result.exit_code == 0, result.output
+    model = DetectionModel.create_model(str(tmp_path / f"{name}.xml"), device="CPU", preload=True,
+                                        configuration={"confidence_threshold": CONFIDENCE_THRESHOLD})
+    assert type(model).__name__ == "YOLOv8"
+    found = model(reference["image"])
+    expected, _ = select(rows_from_scores(reference["decoded"]), lambda boxes: np.zeros(len(boxes), np.int64),
+                         CONFIDENCE_THRESHOLD, IOU_THRESHOLD)
+    assert len(expected) > 0 and len(found.scores) == len(expected)
+    order, theirs = np.argsort(-expected.scores), np.argsort(-np.asarray(found.scores))
+    np.testing.assert_allclose(np.asarray(found.scores)[theirs], expected.scores[order], atol=2e-3)
+    assert np.array_equal(np.asarray(found.labels)[theirs], expected.classes[order])
+    assert np.abs(np.asarray(found.bboxes)[theirs] - np.clip(expected.boxes[order], 0, 320)).max() <= 1.0
