@@ -478,9 +478,10 @@ def output_stem(cfg_path: str, percent: float, shortcuts: int) -> str:
     return f"prune_{percent:g}{layers}_{Path(cfg_path).stem}"
 
 
-def write_result(result: PruneResult, directory, cfg_path: str) -> tuple[Path, Path]:
-    """Write the pruned .cfg and .weights (atomically) into `directory`; returns their paths."""
-    stem = output_stem(cfg_path, result.percent, result.shortcuts)
+def write_result(result: PruneResult, directory, cfg_path: str, stem: str | None = None) -> tuple[Path, Path]:
+    """Write the pruned .cfg and .weights (atomically) into `directory` as `stem` (default: output_stem's); returns
+    their paths."""
+    stem = stem or output_stem(cfg_path, result.percent, result.shortcuts)
     cfg_out, weights_out = Path(directory) / f"{stem}.cfg", Path(directory) / f"{stem}.weights"
     atomic_write(cfg_out, format_cfg(list(result.graph.sections)))
     atomic_write(weights_out, weights_bytes(result.graph, result.weights))
