@@ -16,6 +16,7 @@ a few uniform widths, and every candidate built later is printed with both figur
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import itertools
 import json
@@ -88,9 +89,14 @@ class Curve:
     out_ms: dict[int, float] = field(default_factory=dict)
     in_ms: dict[int, float] = field(default_factory=dict)
 
+    _out: tuple = field(init=False, repr=False, compare=False)  # (widths, ms) ascending, for bisection
+    _in: tuple = field(init=False, repr=False, compare=False)
+
     def __post_init__(self):
-        object.__setattr__(self, "out_ms", monotone({**self.out_ms, self.out_full: self.full_ms}))
-        object.__setattr__(self, "in_ms", monotone({**self.in_ms, self.in_full: self.full_ms}))
+        for axis, full in (("out_ms", self.out_full), ("in_ms", self.in_full)):
+            curve = monotone({**getattr(self, axis), full: self.full_ms})
+            object.__setattr__(self, axis, curve)
+            object.__setattr__(self, "_" + axis[:-3], (list(curve), list(curve.values())))
 
     def ms(self, in_width: int, out_width: int) -> float:
         """Predicted ms at these widths: the separable product, each width stepped up to the grid."""
@@ -98,7 +104,7 @@ class Curve:
             raise PruneyoloError(f"widths {in_width}->{out_width} exceed the profiled {self.in_full}->{self.out_full}")
         if not self.full_ms:
             return 0.0
-        return stepped(self.out_ms, out_width) * stepped(self.in_ms, in_width) / self.full_ms
+        return stepped(self._out, out_width) * stepped(self._in, in_width) / self.full_ms
 
     def steps(self) -> list[int]:
         """Output widths where the cost drops below the next wider grid width's."""
@@ -115,9 +121,10 @@ def monotone(curve: dict[int, float]) -> dict[int, float]:
     return dict(sorted(result.items()))
 
 
-def stepped(curve: dict[int, float], width: int) -> float:
-    """The ms of the smallest grid width at or above `width`."""
-    return next(curve[w] for w in sorted(curve) if w >= width)
+def stepped(curve: tuple[list[int], list[float]], width: int) -> float:
+    """The ms of the smallest grid width at or above `width`, from (ascending widths, their ms)."""
+    widths, values = curve
+    return values[bisect.bisect_left(widths, width)]
 
 
 @dataclass(frozen=True)

@@ -88,6 +88,9 @@ class Planner:
         self.blocks = residual_blocks(graph, weights) if blocks else []
         self._masks: dict[tuple[int, int], np.ndarray] = {}
         self._counts: dict[tuple[int, int, int], int] = {}
+        self.kept = {conv: {width: float(self.gammas[conv][self.mask(key, width)].sum())
+                            for width in self.candidates[key]}
+                     for key, group in self.groups.items() for conv in group}
 
     def _candidates(self, key: int, layer_keep: float | None, round_to: int) -> list[int]:
         """The group's widths on the table's grid, ascending: whole slices rounded to `round_to` (or the full
@@ -148,23 +151,27 @@ class Planner:
         return self.model.other_ms + sum(self.conv_ms(conv.index, widths, gone) for conv in self.graph.convs)
 
     def group_importance(self, key: int, width: int, gone: set[int]) -> float:
-        mask = self.mask(key, width)
-        return sum(float(self.gammas[conv][mask].sum()) for conv in self.groups[key] if conv not in gone)
+        return sum(self.kept[conv][width] for conv in self.groups[key] if conv not in gone)
 
     def importance(self, widths: dict[int, int], gone: set[int]) -> float:
         return sum(self.group_importance(key, width, gone) for key, width in widths.items()) / self.total
+
+    def affected_ms(self, key: int, widths: dict[int, int], gone: set[int]) -> float:
+        return sum(self.conv_ms(conv, widths, gone) for conv in self.affected[key])
 
     def narrowing(self, key: int, widths: dict[int, int], gone: set[int]) -> tuple[float, float, int] | None:
         """(importance lost, ms saved, new width) of narrowing a group to its next strictly cheaper width."""
         if all(conv in gone for conv in self.groups[key]):
             return None
-        before = sum(self.conv_ms(conv, widths, gone) for conv in self.affected[key])
+        before = self.affected_ms(key, widths, gone)
         candidates = self.candidates[key]
-        for width in reversed(candidates[:candidates.index(widths[key])]):
-            trial = {**widths, key: width}
-            saved = before - sum(self.conv_ms(conv, trial, gone) for conv in self.affected[key])
+        current = widths[key]
+        for width in reversed(candidates[:candidates.index(current)]):
+            widths[key] = width
+            saved = before - self.affected_ms(key, widths, gone)
+            widths[key] = current
             if saved > 0:
-                lost = self.group_importance(key, widths[key], gone) - self.group_importance(key, width, gone)
+                lost = self.group_importance(key, current, gone) - self.group_importance(key, width, gone)
                 return lost, saved, width
         return None
 
@@ -173,23 +180,23 @@ class Planner:
         """(importance lost, ms saved) of removing a block, None when it is the last of its stage or gone."""
         if block.first in gone or left[block.stride] <= 1:
             return None
-        saved = sum(self.conv_ms(conv, widths, gone) for conv in range(block.first, block.shortcut))
-        lost = sum(float(self.gammas[conv][self.mask(self.group_of[conv], widths[self.group_of[conv]])].sum())
-                   for conv in range(block.first, block.shortcut) if conv in self.group_of)
+        convs = range(block.first, block.shortcut)
+        saved = sum(self.conv_ms(conv, widths, gone) for conv in convs)
+        lost = sum(self.kept[conv][widths[self.group_of[conv]]] for conv in convs if conv in self.group_of)
         return (lost, saved) if saved > 0 else None
 
     def widen(self, widths: dict[int, int], gone: set[int]) -> dict[int, int]:
         """Each group at the widest candidate that predicts no more than its current width (its step's top)."""
         widths = dict(widths)
         for key in sorted(widths):
-            before = sum(self.conv_ms(conv, widths, gone) for conv in self.affected[key])
+            before, current = self.affected_ms(key, widths, gone), widths[key]
             for width in reversed(self.candidates[key]):
-                if width <= widths[key]:
+                if width <= current:
                     break
-                trial = {**widths, key: width}
-                if sum(self.conv_ms(conv, trial, gone) for conv in self.affected[key]) <= before:
-                    widths = trial
+                widths[key] = width
+                if self.affected_ms(key, widths, gone) <= before:
                     break
+                widths[key] = current
         return widths
 
     def masks(self, widths: dict[int, int]) -> dict[int, np.ndarray]:
@@ -199,44 +206,55 @@ class Planner:
                 masks[conv] = self.mask(key, width)
         return masks
 
+    def neighbours(self) -> dict[int, set[int]]:
+        """Per group, the groups whose narrowing prices a conv its own narrowing changes (itself included)."""
+        touching: dict[int, set[int]] = {}
+        for key, convs in self.affected.items():
+            for conv in convs:
+                touching.setdefault(conv, set()).add(key)
+        return {key: set().union(*(touching[conv] for conv in convs)) for key, convs in self.affected.items()}
+
 
 def allocate(graph: Graph, weights: DarknetWeights, model: LatencyModel, target_ms: float,
              layer_keep: float | None = None, round_to: int = 1, blocks: bool = True) -> Descent:
     """The greedy descent to `target_ms` predicted; Descent.allocation is None when even the narrowest state the
     descent reaches predicts more. The frontier runs on to that narrowest state."""
     planner = Planner(graph, weights, model, layer_keep, round_to, blocks)
+    neighbours = planner.neighbours()
     widths = {key: planner.candidates[key][-1] for key in planner.groups}
     gone: set[int] = set()
     removed: list[ResidualBlock] = []
     left: dict[int, int] = {}
     for block in planner.blocks:
         left[block.stride] = left.get(block.stride, 0) + 1
-    ms = planner.predicted_ms(widths, gone)
-    frontier = [(ms, planner.importance(widths, gone))]
+    ms, kept = planner.predicted_ms(widths, gone), planner.importance(widths, gone) * planner.total
+    frontier = [(ms, kept / planner.total)]
+    narrowings = {key: planner.narrowing(key, widths, gone) for key in planner.groups}
     chosen = None
     while True:
         if chosen is None and ms <= target_ms:
             chosen = planner.widen(widths, gone), tuple(sorted(removed, key=lambda b: b.first)), frozenset(gone)
-        moves = []
-        for key in sorted(planner.groups):
-            move = planner.narrowing(key, widths, gone)
-            if move:
-                moves.append((move[0] / move[1], 0, key, move[2]))
+        moves = [(lost / saved, 0, key, lost, width)
+                 for key, move in narrowings.items() if move for lost, saved, width in [move]]
         for block in planner.blocks:
             move = planner.removal(block, widths, gone, left)
             if move:
-                moves.append((move[0] / move[1], 1, block.first, block))
+                moves.append((move[0] / move[1], 1, block.first, move[0], block))
         if not moves:
             break
-        _, kind, key, what = min(moves, key=lambda move: move[:3])
+        _, kind, key, lost, what = min(moves, key=lambda move: move[:3])
         if kind == 0:
             widths[key] = what
+            stale = neighbours[key]
         else:
             removed.append(what)
             gone.update(range(what.first, what.shortcut))
             left[what.stride] -= 1
-        ms = planner.predicted_ms(widths, gone)
-        frontier.append((ms, planner.importance(widths, gone)))
+            stale = {group for group, convs in planner.affected.items() if gone.intersection(convs)}
+        for group in stale:
+            narrowings[group] = planner.narrowing(group, widths, gone)
+        ms, kept = planner.predicted_ms(widths, gone), kept - lost
+        frontier.append((ms, kept / planner.total))
     if chosen is None:
         return Descent(None, frontier)
     widths, blocks_removed, gone = chosen
