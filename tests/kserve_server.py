@@ -34,7 +34,8 @@ from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 from kserve.protocol.model_repository_extension import ModelRepositoryExtension
 
 from pruneyolo.detect.interface import DATATYPES
-from pruneyolo.export.precision import compile_config, precision_name
+from pruneyolo.export.precision import precision_name
+from pruneyolo.runner.adapter import compile_config
 
 MESSAGE_BYTES = 64 << 20  # a 1664x1664 mosaic is 8 MB; gRPC's default limit is 4 MB
 

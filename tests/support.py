@@ -20,7 +20,8 @@ from pruneyolo.darknet.weights import (
     weights_bytes,
     write_weights,
 )
-from pruneyolo.export.convert import save_ir, to_openvino
+from pruneyolo.export.build import IrOptions, build_ir
+from pruneyolo.export.convert import save_ir
 from pruneyolo.nn.codegen import class_name_for, render_model
 
 # Corpus cfgs pruneyolo rejects, each with the words its one-line error must contain (see README).
@@ -126,7 +127,7 @@ def ir_heads_and_files(path: Path, tmp_path: Path):
     assert len(data) == 20 + 4 * expected_floats(graph)
     assert weights_bytes(graph, read_weights(weights_path, graph)) == data
 
-    compiled = compile_f32(save_ir(to_openvino(graph, weights, heads="raw"), tmp_path / "model.xml"))
+    compiled = compile_f32(save_ir(build_ir(graph, weights, IrOptions("raw")).model, tmp_path / "model.xml"))
     frame = random_bgr(graph)
     results = compiled(frame)
     heads = [results[output] for output in compiled.outputs]

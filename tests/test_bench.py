@@ -28,9 +28,11 @@ from pruneyolo.cli.main import main
 from pruneyolo.darknet.graph import load_graph
 from pruneyolo.darknet.weights import write_weights
 from pruneyolo.errors import PruneyoloError
-from pruneyolo.export.convert import save_ir, to_openvino
-from pruneyolo.export.precision import compile_config, precision_name
+from pruneyolo.export.build import build_ir
+from pruneyolo.export.convert import save_ir
+from pruneyolo.export.precision import precision_name
 from pruneyolo.export.quantize import Calibration
+from pruneyolo.runner.adapter import compile_config
 
 DEMO = Path(__file__).parents[1] / "cfgs" / "demo-tiny.cfg"
 SIZE = "64"
@@ -114,7 +116,7 @@ def test_kernel_peaks_are_positive_and_finite(kind):
 
 def test_layer_times_split_preprocessing_and_decode(tmp_path):
     graph = load_graph(DEMO, (64, 64))
-    xml = save_ir(to_openvino(graph, random_weights(graph, 0)), tmp_path / "m.xml")
+    xml = save_ir(build_ir(graph, random_weights(graph, 0)).model, tmp_path / "m.xml")
     kinds = time_by_kind(layer_times(xml, "f32", runs=2))
     assert {"pre-processing", "decode", "Convolution"} <= set(kinds)
 

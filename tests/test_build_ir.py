@@ -19,9 +19,9 @@ from pruneyolo.darknet.weights import write_weights
 from pruneyolo.detect.metadata import ModelInfo
 from pruneyolo.errors import PruneyoloError
 from pruneyolo.export.build import IrOptions, build_ir
-from pruneyolo.export.precision import inference_precision, ran_at, weight_storage
+from pruneyolo.export.precision import inference_precision, weight_storage
 from pruneyolo.export.quantize import Calibration
-from pruneyolo.runner.adapter import Adapter
+from pruneyolo.runner.adapter import Adapter, ran_at
 
 DEMO = Path(__file__).parents[1] / "cfgs" / "demo-tiny.cfg"
 SIZE = (64, 64)
@@ -34,7 +34,7 @@ def demo():
 
 
 def written_storage(xml) -> str:
-    return ModelInfo.read(ov.Core().read_model(str(xml))).precision
+    return ModelInfo.read(ov.Core().read_model(str(xml))).storage
 
 
 def test_each_precision_has_one_vocabulary_with_the_same_aliases():
@@ -71,7 +71,7 @@ def test_bench_irs_are_labelled_with_the_storage_they_were_written_in(demo, tmp_
 
 def test_build_ir_keeps_the_float_model_and_the_module(demo):
     built = build_ir(*demo, IrOptions("scores", storage="int8", calibration=Calibration(scenes=10)))
-    assert ModelInfo.read(built.model).precision == "int8" and built.float_model is not built.model
+    assert ModelInfo.read(built.model).storage == "int8" and built.float_model is not built.model
     assert any(op.get_type_name() == "FakeQuantize" for op in built.model.get_ordered_ops())
     assert not any(op.get_type_name() == "FakeQuantize" for op in built.float_model.get_ordered_ops())
     assert type(built.module).__name__ == "ScoresModel"

@@ -21,7 +21,8 @@ from pruneyolo.darknet.graph import load_graph
 from pruneyolo.darknet.weights import part_sizes, write_weights
 from pruneyolo.detect.decode import decode_raw
 from pruneyolo.detect.metadata import ModelInfo
-from pruneyolo.export.convert import export_module, save_ir, save_onnx, to_openvino
+from pruneyolo.export.build import IrOptions, build_ir
+from pruneyolo.export.convert import export_module, save_ir, save_onnx
 from pruneyolo.nn.build import build_model, export_weights
 from pruneyolo.nn.layers import ConvBlock
 from pruneyolo.prune.pruning import prune
@@ -90,15 +91,15 @@ def test_decoded_and_scores_heads_equal_numpy_decode_of_raw_heads(cfg, decode, t
     graph, weights = _model(cfg, (160, 128))
     assert {head.decode for head in graph.heads} == {decode}
     frame = random_bgr(graph)
-    raw_model = to_openvino(graph, weights, heads="raw")
+    raw_model = build_ir(graph, weights, IrOptions("raw")).model
     raw = compile_f32(raw_model)(frame)
-    decoded = compile_f32(to_openvino(graph, weights, heads="decoded"))(frame)[0][0]
+    decoded = compile_f32(build_ir(graph, weights).model)(frame)[0][0]
     info = ModelInfo.read(raw_model)
     expected = decode_raw([raw[i] for i in range(len(graph.heads))], info)
     assert decoded.shape == expected.shape == (sum(len(h.mask) * h.out_shape[1] * h.out_shape[2]
                                                   for h in graph.heads), 5 + graph.heads[0].classes)
     assert np.allclose(decoded, expected, rtol=1e-4, atol=1e-3 * max(1.0, np.abs(expected).max()))
-    scores = compile_f32(to_openvino(graph, weights, heads="scores"))(frame)[0][0]
+    scores = compile_f32(build_ir(graph, weights, IrOptions("scores")).model)(frame)[0][0]
     boxes_scores = np.concatenate([expected[:, :4], expected[:, 5:] * expected[:, 4:5]], 1).T
     assert np.allclose(scores, boxes_scores, rtol=1e-4, atol=1e-3 * max(1.0, np.abs(expected).max()))
 
@@ -106,7 +107,7 @@ def test_decoded_and_scores_heads_equal_numpy_decode_of_raw_heads(cfg, decode, t
 def test_metadata_input_and_names(tmp_path):
     graph, weights = _model(own_cfg("tiny-maxpool"), (192, 160))
     labels = [f"thing {i}" for i in range(3)]
-    model = to_openvino(graph, weights, labels=labels)
+    model = build_ir(graph, weights, IrOptions(labels=labels)).model
     xml = save_ir(model, tmp_path / "m.xml")
     loaded = ov.Core().read_model(xml)
     assert loaded.inputs[0].get_element_type() == ov.Type.u8
@@ -125,7 +126,7 @@ def test_metadata_input_and_names(tmp_path):
                                  with_corpus(corpus_cfg("yolov4-csp"), id="yolov4-csp")])
 def test_fp16_ir_within_1e2_of_fp32(cfg, tmp_path):
     graph, weights = _model(cfg, (128, 128))
-    model = to_openvino(graph, weights, heads="raw")
+    model = build_ir(graph, weights, IrOptions("raw")).model
     frame = random_bgr(graph)
     results = {}
     for precision in ("fp32", "fp16"):
@@ -142,7 +143,7 @@ def test_fp16_ir_within_1e2_of_fp32(cfg, tmp_path):
                                                                                 "yolov3-spp")])
 def test_fp16_ir_loads_and_matches_in_openvino_2022_3(cfg, tmp_path):
     graph, weights = _model(cfg, (128, 128))
-    xml = save_ir(to_openvino(graph, weights, heads="raw"), tmp_path / "m.xml", "fp16")
+    xml = save_ir(build_ir(graph, weights, IrOptions("raw")).model, tmp_path / "m.xml", "fp16")
     frame = random_bgr(graph)
     compiled = compile_f32(xml)
     expected = [compiled(frame)[i] for i in range(len(graph.heads))]
@@ -188,7 +189,7 @@ def test_pruned_model_round_trip_converts_with_parity(cfg, tmp_path):
     pruned = result.graph
     assert pruned.params < 0.4 * graph.params and len(pruned.nodes) == len(graph.nodes) - 12
     frame = random_bgr(pruned)
-    compiled = compile_f32(to_openvino(pruned, result.weights, heads="raw"))
+    compiled = compile_f32(build_ir(pruned, result.weights, IrOptions("raw")).model)
     heads = [compiled(frame)[i] for i in range(len(pruned.heads))]
     reference = opencv_heads(opencv_net(pruned, result.weights, tmp_path / "pruned"), pruned, to_blob(frame))
     assert max(relative_error(a, b) for a, b in zip(heads, reference, strict=True)) < 1e-3

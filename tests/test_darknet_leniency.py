@@ -32,7 +32,7 @@ from pruneyolo.darknet.graph import build_graph, load_graph
 from pruneyolo.darknet.weights import BN_EPS, expected_floats, read_weights, write_weights
 from pruneyolo.detect.metadata import ModelInfo
 from pruneyolo.errors import CfgError, PruneyoloError
-from pruneyolo.export.convert import to_openvino
+from pruneyolo.export.build import IrOptions, build_ir
 from pruneyolo.nn import layers
 from pruneyolo.nn.build import build_model
 from pruneyolo.prune.pruning import prune
@@ -135,7 +135,7 @@ def darknet_heads(layers: list[tuple[str, dict]], weights, image: np.ndarray) ->
 
 def check_ir_against_numpy(graph, layers, weights, seed=0):
     frame = random_bgr(graph, seed)
-    ir = compile_f32(to_openvino(graph, weights, heads="raw"))(frame)
+    ir = compile_f32(build_ir(graph, weights, IrOptions("raw")).model)(frame)
     expected = darknet_heads(layers, weights, to_blob(frame)[0])
     for index, reference in enumerate(expected):
         assert relative_error(ir[index][0], reference) < 1e-5
@@ -256,7 +256,7 @@ def test_share_index_ir_equals_opencv_on_the_same_net_with_the_arrays_copied(tmp
         copies.layers[conv_node.index] = weights.layers[conv_node.share if conv_node.share is not None
                                                         else conv_node.index]
     frame = random_bgr(graph, 3)
-    ours = compile_f32(to_openvino(graph, weights, heads="raw"))(frame)[0][0]
+    ours = compile_f32(build_ir(graph, weights, IrOptions("raw")).model)(frame)[0][0]
     theirs = opencv_heads(opencv_net(unshared, copies, tmp_path / "opencv"), unshared, to_blob(frame))[0][0]
     assert relative_error(ours, theirs) < 1e-3
     check_ir_against_numpy(graph, SHARED, weights, seed=3)

@@ -12,7 +12,8 @@ import pytest
 PACKAGE = Path(__file__).parents[1] / "pruneyolo"
 
 # The pipeline, first stage first. Modules directly in pruneyolo/ (errors, files, activations) are the base.
-STAGES = ("darknet", "yolov5", "modelfile", "nn", "detect", "data", "export", "prune", "train", "runner", "bench", "cli")
+STAGES = ("darknet", "yolov5", "modelfile", "nn", "detect", "data", "export", "accuracy", "prune", "train", "runner",
+          "bench", "cli")
 
 
 def stage_rank(module: str) -> int:
@@ -85,6 +86,14 @@ def test_the_check_sees_a_backward_import(tmp_path, monkeypatch):
 @pytest.mark.parametrize("module", ["pruneyolo.cli.main", "pruneyolo.cli.model", "pruneyolo.darknet.graph"])
 def test_light_modules_do_not_import_torch_or_openvino(module):
     code = f"import sys, {module}; print(sorted({{'torch', 'openvino', 'cv2'}} & set(sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
+
+
+def test_running_an_ir_needs_neither_the_cfg_parser_nor_torch():
+    modules = "pruneyolo.cli.run, pruneyolo.runner.pipeline, pruneyolo.runner.adapter, pruneyolo.runner.remote"
+    code = (f"import sys, {modules}; "
+            "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('pruneyolo.darknet')))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
 

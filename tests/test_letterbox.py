@@ -13,12 +13,12 @@ from fixtures import random_weights
 from runner_support import make_ir
 from support import compile_f32, relative_error
 
+from pruneyolo.accuracy import detect, ir_predictor, torch_predictor
 from pruneyolo.cli.main import main
 from pruneyolo.darknet.cfg import parse_cfg_text
 from pruneyolo.darknet.graph import build_graph
 from pruneyolo.detect.letterbox import PAD_VALUE, letterbox, place, rows_to_source, to_source, to_target
-from pruneyolo.export.convert import to_openvino
-from pruneyolo.train.evaluate import detect, ir_predictor, torch_predictor
+from pruneyolo.export.build import build_ir
 
 BLUE, RED = (255, 0, 0), (0, 0, 255)
 # A 320x180 frame in a 128x128 input: scale 0.4, content 128x72 at pad_y 28. The bright-cell IR reports a 24 px
@@ -111,7 +111,7 @@ def test_torch_predictor_sees_what_run_feeds_the_ir(tmp_path):
     weights = random_weights(graph, 3)
     image = np.random.default_rng(0).integers(0, 256, (40, 96, 3), dtype=np.uint8)
     canvas, placement = letterbox(image, 64, 64)
-    fed_to_ir = compile_f32(to_openvino(graph, weights))(canvas[None])[0][0]
+    fed_to_ir = compile_f32(build_ir(graph, weights).model)(canvas[None])[0][0]
     in_torch = torch_predictor(graph, weights)([image])[0]
     assert in_torch.shape == (3 * 32 * 32, 6)
     assert relative_error(in_torch, rows_to_source(fed_to_ir, placement)) < 1e-4

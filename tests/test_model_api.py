@@ -17,6 +17,7 @@ from model_api.adapters.utils import resize_image_letterbox
 from model_api.models import DetectionModel
 from openvino.preprocess import PrePostProcessor
 
+from pruneyolo.accuracy import ir_predictor
 from pruneyolo.cli.main import main
 from pruneyolo.darknet.graph import load_graph
 from pruneyolo.data.synth import CLASSES, SceneStream
@@ -26,7 +27,6 @@ from pruneyolo.detect.metadata import ModelInfo
 from pruneyolo.detect.mosaic import make_layout, paste
 from pruneyolo.export.convert import read_names
 from pruneyolo.runner.pipeline import RunOptions
-from pruneyolo.train.evaluate import ir_predictor
 
 CFGS = Path(__file__).parents[1] / "cfgs"
 CFG, WEIGHTS, NAMES = CFGS / "prune_0.88.cfg", CFGS / "prune_0.88.weights", CFGS / "synth.names"

@@ -34,7 +34,7 @@ from pruneyolo.darknet.graph import (
     build_graph,
     load_graph,
 )
-from pruneyolo.export.convert import to_openvino
+from pruneyolo.export.build import IrOptions, build_ir
 
 CFGS = OWN_CFGS + SHIPPED_CFGS
 OPENCV_READS = [path for path in CFGS if opencv_reads(path)]
@@ -161,7 +161,7 @@ def test_ir_activation_equals_darknet_formula_on_opencv_conv(name, tmp_path):
     frame = random_bgr(graph)
     before = opencv_heads(opencv_net(linear, weights, tmp_path / "linear"), linear, to_blob(frame))[0]
     assert before.min() < -3 and before.max() > 7  # every branch of every formula is exercised
-    compiled = compile_f32(to_openvino(graph, weights, heads="raw"))
+    compiled = compile_f32(build_ir(graph, weights, IrOptions("raw")).model)
     assert relative_error(compiled(frame)[0], FORMULAS[name](before.astype(np.float64))) < 1e-4
 
 
@@ -222,5 +222,5 @@ def test_shortcut_of_several_from_equals_chained_shortcuts_in_opencv(tmp_path):
     frame = random_bgr(several)
     net = opencv_net(chained, chained_weights, tmp_path / "chained")
     reference = opencv_heads(net, chained, to_blob(frame))
-    compiled = compile_f32(to_openvino(several, weights, heads="raw"))
+    compiled = compile_f32(build_ir(several, weights, IrOptions("raw")).model)
     assert relative_error(compiled(frame)[0], reference[0]) < 1e-4

@@ -16,7 +16,8 @@ from pruneyolo.cli.main import main
 from pruneyolo.darknet.graph import load_graph
 from pruneyolo.darknet.weights import write_weights
 from pruneyolo.errors import PruneyoloError
-from pruneyolo.export.convert import save_ir, to_openvino
+from pruneyolo.export.build import build_ir
+from pruneyolo.export.convert import save_ir
 from pruneyolo.export.ovms import model_config, model_name, read_config, with_model
 from pruneyolo.export.quantize import (
     calib_images,
@@ -42,7 +43,7 @@ def run(*args):
 def models():
     """demo-tiny at 128x128 with random weights: (graph, fp32 model, int8 model)."""
     graph = load_graph(DEMO, SIZE)
-    model = to_openvino(graph, random_weights(graph, 0))
+    model = build_ir(graph, random_weights(graph, 0)).model
     return graph, model, quantize_model(model, synthetic_calib(model, CALIB), CALIB)
 
 
@@ -203,7 +204,7 @@ def test_ovms_device_goes_into_the_config(demo_files, tmp_path):
     entry = json.loads((tmp_path / "repo" / "config.json").read_text())["model_config_list"][0]["config"]
     assert entry["target_device"] == "AUTO"
     alone = run("convert", DEMO, "--weights", demo_files, "-o", tmp_path / "ir", "--ovms-device", "GPU")
-    assert alone.exit_code == 2 and "give --ovms DIR" in alone.output
+    assert alone.exit_code == 2 and "--ovms-device is only used by format ovms" in alone.output
 
 
 def test_ovms_config_helpers(tmp_path):

@@ -32,7 +32,8 @@ from pruneyolo.darknet.graph import load_graph
 from pruneyolo.detect.interface import read_interface
 from pruneyolo.detect.metadata import ModelInfo
 from pruneyolo.errors import PruneyoloError
-from pruneyolo.export.convert import save_ir, to_openvino
+from pruneyolo.export.build import IrOptions, build_ir
+from pruneyolo.export.convert import save_ir
 from pruneyolo.runner.remote import parse_backend
 
 pytestmark = pytest.mark.skipif(bool(MISSING), reason=SKIP_REASON)
@@ -49,7 +50,7 @@ ONE_FRAME = "1x1"
 def converted_ir(directory: Path, heads: str, size: tuple[int, int] | None = None) -> Path:
     """demo-tiny with random weights, converted as `pruneyolo convert` does (u8 NHWC input, metadata)."""
     graph = load_graph(ROOT / "cfgs" / "demo-tiny.cfg", size)
-    return save_ir(to_openvino(graph, random_weights(graph), heads, None, "fp32"), directory / f"demo-{heads}.xml")
+    return save_ir(build_ir(graph, random_weights(graph), IrOptions(heads)).model, directory / f"demo-{heads}.xml")
 
 
 def xml_only(xml: Path, directory: Path) -> Path:
@@ -296,7 +297,7 @@ def test_a_wrong_model_name_shape_or_dtype_is_one_line(irs, tmp_path):
         decoded = run_cli(irs["decoded"], *common, "--backend", f"kserve://{good.address}/bright")
         assert_one_line_error(decoded, "gives Result_", "but", "detections FP32 [1, 960, 10]")
         device = run_cli(irs["bright"], *common, "--backend", f"kserve://{good.address}/bright", "--device", "GPU")
-        assert_one_line_error(device, "--device: with --backend the server's own config chooses")
+        assert_one_line_error(device, "--device is not taken by the kserve backend: the server's own config chooses")
 
 
 def test_a_server_that_never_answers_times_out_cleanly(irs, tmp_path):
@@ -337,4 +338,4 @@ def test_tls_and_a_bearer_token(irs, tmp_path):
         plain = run_cli(irs["bright"], *common, "--backend-token-file", token)
         assert_one_line_error(plain, "no server ready", f"localhost:{server.port}")
     misplaced = run_cli(irs["bright"], *synthetic(1), "--max-frames", 1, "--backend-tls")
-    assert_one_line_error(misplaced, "--backend-tls: only used with --backend kserve://")
+    assert_one_line_error(misplaced, "--backend-tls is not taken by the openvino backend", "kserve://")

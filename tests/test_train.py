@@ -10,14 +10,15 @@ import torch
 from click.testing import CliRunner
 from fixtures import random_weights
 
+from pruneyolo.accuracy import evaluate, ir_predictor, torch_predictor
 from pruneyolo.cli.main import main
 from pruneyolo.darknet.graph import Yolo, load_graph
 from pruneyolo.darknet.weights import read_weights
 from pruneyolo.data.synth import make_dataset
-from pruneyolo.export.convert import read_names, save_ir, to_openvino
+from pruneyolo.export.build import IrOptions, build_ir
+from pruneyolo.export.convert import read_names, save_ir
 from pruneyolo.nn.build import build_model, module_name
 from pruneyolo.prune.pruning import channel_constraints, prune
-from pruneyolo.train.evaluate import evaluate, ir_predictor, torch_predictor
 from pruneyolo.train.trainer import (
     NO_AUGMENT,
     Augment,
@@ -254,11 +255,11 @@ def test_shipped_model_reaches_its_stated_map_through_the_ir(tmp_path):
     data = make_dataset(tmp_path / "shapes", train=0, val=0, test=60, size=320, seed=0)  # = slim_demo's test[:60]
     graph = load_graph(SHIPPED_CFG)
     weights = read_weights(SHIPPED_WEIGHTS, graph)
-    xml = save_ir(to_openvino(graph, weights, "decoded", read_names(NAMES)), tmp_path / "ir" / "shipped.xml")
+    xml = save_ir(build_ir(graph, weights, IrOptions("decoded", read_names(NAMES))).model, tmp_path / "ir" / "shipped.xml")
     through_ir = evaluate(ir_predictor(xml), data, "test")
     in_torch = evaluate(torch_predictor(graph, weights), data, "test")
     assert through_ir.map50 >= SHIPPED_MAP50
     assert abs(through_ir.map50 - in_torch.map50) <= 0.005 and abs(through_ir.map50_95 - in_torch.map50_95) <= 0.005
-    raw = save_ir(to_openvino(graph, weights, "raw", read_names(NAMES)), tmp_path / "raw" / "shipped.xml")
+    raw = save_ir(build_ir(graph, weights, IrOptions("raw", read_names(NAMES))).model, tmp_path / "raw" / "shipped.xml")
     through_raw = evaluate(ir_predictor(raw), data, "test")  # raw heads decoded as `pruneyolo run` decodes them
     assert abs(through_raw.map50 - through_ir.map50) <= 1e-3 and abs(through_raw.map50_95 - through_ir.map50_95) <= 1e-3

@@ -23,6 +23,7 @@ import numpy as np
 import openvino as ov
 import torch
 
+from pruneyolo.accuracy import Metrics, evaluate, ir_predictor, torch_predictor
 from pruneyolo.darknet.graph import Graph, load_graph
 from pruneyolo.darknet.weights import DarknetWeights, read_weights
 from pruneyolo.prune.pruning import (
@@ -35,7 +36,6 @@ from pruneyolo.prune.pruning import (
     write_result,
 )
 from pruneyolo.prune.report import plot_gammas
-from pruneyolo.train.evaluate import Metrics, evaluate, ir_predictor, torch_predictor
 from pruneyolo.train.trainer import reached_plateau
 
 ROOT = Path(__file__).resolve().parent.parent

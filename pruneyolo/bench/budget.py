@@ -21,7 +21,7 @@ import numpy as np
 from pruneyolo.darknet.graph import Graph
 from pruneyolo.darknet.weights import DarknetWeights
 from pruneyolo.errors import ArgumentError
-from pruneyolo.export.precision import inference_precision, ran_at, weight_storage
+from pruneyolo.export.precision import inference_precision, weight_storage
 from pruneyolo.files import write_png
 from pruneyolo.prune.pruning import (
     PruneResult,
@@ -191,8 +191,9 @@ def ir_speed(xml: Path, device: str, hint: str, precision: str | None, seconds: 
     import openvino as ov
 
     from pruneyolo.bench import timing as bench
+    from pruneyolo.runner.adapter import compile_config, ran_at
 
-    compiled = ov.Core().compile_model(xml, device, bench.compile_config(hint, precision))
+    compiled = ov.Core().compile_model(xml, device, compile_config(hint, precision))
     image = np.random.default_rng(0).integers(0, 256, list(compiled.input(0).get_shape()), dtype=np.uint8)
     if hint == "THROUGHPUT":
         value = bench.async_rate(compiled, {0: image}, seconds)
@@ -209,10 +210,10 @@ def ir_measure(workdir: Path, budget: Budget, device: str = "CPU", storage: str 
     """A `measure` that builds each pruned model's IR under `workdir` with weight `storage` (int8: quantized on
     `calibration`, by default synthetic scenes), times it on `device` at the budget's hint and inference
     `precision` (None: the device default), and scores it on `data`."""
+    from pruneyolo.accuracy import evaluate, ir_predictor
     from pruneyolo.bench.timing import SYNTHETIC_CALIBRATION
     from pruneyolo.export.build import IrOptions, build_ir
     from pruneyolo.export.convert import save_ir
-    from pruneyolo.train.evaluate import evaluate, ir_predictor
 
     storage = weight_storage(storage)
     hint = precision and inference_precision(precision)

@@ -31,9 +31,10 @@ from pruneyolo.bench.variants import (
 from pruneyolo.darknet.cfg import format_cfg
 from pruneyolo.darknet.graph import Graph
 from pruneyolo.errors import PruneyoloError
-from pruneyolo.export.precision import compile_config, precision_name, ran_at
+from pruneyolo.export.precision import precision_name
 from pruneyolo.export.quantize import Calibration
 from pruneyolo.files import atomic_write, write_png
+from pruneyolo.runner.adapter import compile_config, ran_at
 
 MIN_RUNS = 3
 SYNTHETIC_CALIBRATION = Calibration(scenes=CALIB_IMAGES)  # bench's and the budget's default int8 calibration

@@ -31,8 +31,8 @@ COMMANDS = {
 
 
 class Group(click.Group):
-    """Commands loaded on first use; a PruneyoloError becomes one line on stderr (control characters
-    escaped) and exit status 2."""
+    """Commands loaded on first use; a PruneyoloError or a click usage error becomes one line on stderr (control
+    characters escaped) and exit status 2."""
 
     def list_commands(self, ctx) -> list[str]:
         return list(COMMANDS)
@@ -47,8 +47,9 @@ class Group(click.Group):
         try:
             return super().invoke(ctx)
         except PruneyoloError as exc:
-            click.echo(f"error: {printable(self.message(ctx, exc))}", err=True)  # names from a file may hold escapes
-            sys.exit(2)
+            fail(self.message(ctx, exc))
+        except click.UsageError as exc:  # click's own is four lines (usage, hint, blank, error)
+            fail(f"{exc.format_message()} (see `{exc.ctx.command_path if exc.ctx else ctx.command_path} --help`)")
 
     def message(self, ctx, exc: PruneyoloError) -> str:
         """The error's line; an ArgumentError names the running command's option for its argument."""
@@ -56,6 +57,12 @@ class Group(click.Group):
         if not isinstance(exc, ArgumentError) or command is None:
             return str(exc)
         return exc.naming(lambda argument: option_name(command, argument))
+
+
+def fail(message: str):
+    """`error: <message>` on one line of stderr (names from a file may hold escapes), then exit status 2."""
+    click.echo(f"error: {printable(message)}", err=True)
+    sys.exit(2)
 
 
 def option_name(command: click.Command, argument: str) -> str:

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
-from pruneyolo import modelfile
-from pruneyolo.darknet.graph import DIALECTS
 from pruneyolo.errors import PruneyoloError
 from pruneyolo.export import SYNTHETIC
 from pruneyolo.export.precision import INFERENCE, STORAGE, inference_precision, weight_storage
-from pruneyolo.modelfile import LoadedModel
+
+if TYPE_CHECKING:
+    from pruneyolo.modelfile import LoadedModel
 
 
 def parse_size(ctx, param, value):
@@ -56,8 +58,14 @@ def calib_options(count: int, default: str | None = None):
 STORAGE_TYPE = PrecisionName(weight_storage, STORAGE.values())
 INFERENCE_TYPE = PrecisionName(inference_precision, INFERENCE.values())
 size_option = click.option("--size", callback=parse_size, help="Input size WxH (overrides [net]).")
-dialect_option = click.option("--dialect", type=click.Choice(DIALECTS),
-                              help="Force the cfg dialect (default: detected).")
+
+
+def dialect_option(command):
+    """--dialect, for the commands that read cfgs (the cfg parser is imported with them, not with `run`)."""
+    from pruneyolo.darknet.graph import DIALECTS
+
+    return click.option("--dialect", type=click.Choice(DIALECTS), help="Force the cfg dialect (default: detected).")(
+        command)
 
 
 def echo_warnings(loaded: LoadedModel) -> LoadedModel:
@@ -69,9 +77,13 @@ def echo_warnings(loaded: LoadedModel) -> LoadedModel:
 
 def load_model(path, weights=None, size=None, dialect=None, *, need_weights: bool = True) -> LoadedModel:
     """pruneyolo.modelfile.load_model, warnings on stderr."""
+    from pruneyolo import modelfile
+
     return echo_warnings(modelfile.load_model(path, weights, size, dialect, need_weights=need_weights))
 
 
 def load_for_training(path, weights, size, out_dir) -> LoadedModel:
     """pruneyolo.modelfile.load_for_training, warnings on stderr."""
+    from pruneyolo import modelfile
+
     return echo_warnings(modelfile.load_for_training(path, weights, size, out_dir))

@@ -1,17 +1,20 @@
-"""`run`, `devices` and `score`: thin shells that wire sources, adapter, pipeline and sinks, and score a run."""
+"""`run`, `devices` and `score`: thin shells that wire sources, backend, pipeline and sinks, and score a run."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import signal
+import sys
 import threading
 
 import click
 
 from pruneyolo.cli.options import INFERENCE_TYPE
 from pruneyolo.detect import CONFIDENCE_THRESHOLD, IOU_THRESHOLD
-from pruneyolo.errors import PruneyoloError
+from pruneyolo.errors import printable
+from pruneyolo.modelfile import require_ir
+from pruneyolo.runner.backend import KSERVE_INFLIGHT
 
 
 @contextlib.contextmanager
@@ -25,9 +28,24 @@ def stop_on_signals(stop: threading.Event):
             signal.signal(sig, handler)
 
 
-BACKEND_ONLY = ("backend_token_file", "backend_tls", "backend_ca", "backend_timeout", "backend_retry")
-IN_PROCESS_ONLY = ("device", "hint", "precision")
-REMOTE_INFLIGHT = 4  # requests in flight per server unless --nireq says otherwise
+SOME_FAILED, ALL_FAILED = 3, 4  # run's exit statuses when sources failed (2: a usage or input error)
+LOG_STATUS_EVERY = 10.0  # seconds between status lines when stderr is not a terminal
+
+
+def failed_streams(snapshot: dict) -> list[str]:
+    """'stream N (source): why' for each stream that failed or delivered no frame."""
+    return [f"stream {s['stream']} ({s['source']}): {s.get('error') or 'no frames, ' + s.get('state', 'ended')}"
+            for s in snapshot["streams"] if s.get("state") == "failed" or not s["frames"]]
+
+
+def exit_status(snapshot: dict) -> tuple[int, str]:
+    """(0, '') when every source delivered frames and none failed; else SOME_FAILED or ALL_FAILED and one line."""
+    failed = failed_streams(snapshot)
+    if not failed:
+        return 0, ""
+    if len(failed) == len(snapshot["streams"]):
+        return ALL_FAILED, f"error: every source failed: {'; '.join(failed)}"
+    return SOME_FAILED, f"warning: {len(failed)} of {len(snapshot['streams'])} sources failed: {'; '.join(failed)}"
 
 
 def given(name: str) -> bool:
@@ -35,31 +53,6 @@ def given(name: str) -> bool:
     from click.core import ParameterSource
 
     return click.get_current_context().get_parameter_source(name) == ParameterSource.COMMANDLINE
-
-
-def option_flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
-def make_adapter(model: str, device: str, hint: str, precision: str | None, nireq: int | None, backend: str | None,
-                 remote: dict):
-    """The in-process Adapter, or with --backend a RemoteAdapter; options that only the other one takes are
-    refused in one line."""
-    if not backend:
-        if extra := [option_flag(name) for name in BACKEND_ONLY if given(name)]:
-            raise PruneyoloError(f"{', '.join(extra)}: only used with --backend kserve://HOST:PORT/NAME")
-        from pruneyolo.runner.adapter import Adapter
-
-        return Adapter(model, device, hint, precision, nireq)
-    if extra := [option_flag(name) for name in IN_PROCESS_ONLY if given(name)]:
-        raise PruneyoloError(f"{', '.join(extra)}: with --backend the server's own config chooses (OVMS: "
-                             "target_device and plugin_config in config.json); drop it")
-    from pruneyolo.runner.remote import BackendOptions, RemoteAdapter, read_token
-
-    token = read_token(remote["backend_token_file"]) if remote["backend_token_file"] else None
-    options = BackendOptions(nireq or REMOTE_INFLIGHT, remote["backend_timeout"], remote["backend_retry"],
-                             remote["backend_tls"] or bool(remote["backend_ca"]), remote["backend_ca"], token)
-    return RemoteAdapter(model, backend, options)
 
 
 def server_table(servers: list[dict]):
@@ -75,13 +68,13 @@ def server_table(servers: list[dict]):
     return table
 
 
-def summary_table(snapshot: dict, adapter, device: str):
+def summary_table(snapshot: dict, backend):
     """The end-of-run report (a rich Table): per-stream numbers, then totals, precision and per-stage times."""
     from rich.table import Table
 
     table = Table(title=f"pruneyolo run: {snapshot['frames']} frames, {snapshot['mosaics']} mosaics in "
-                        f"{snapshot['elapsed_s']:.1f} s on {device} ({adapter.requests} requests, "
-                        f"precision {adapter.precision_used})")
+                        f"{snapshot['elapsed_s']:.1f} s on {backend.where} ({backend.requests} requests, "
+                        f"precision {backend.precision_used})")
     for column in ("stream", "source", "state", "frames", "avg fps", "latency ms", "infer ms", "dropped",
                    "reconnects", "detections"):
         table.add_column(column, justify="left" if column in ("source", "state") else "right")
@@ -98,8 +91,9 @@ def summary_table(snapshot: dict, adapter, device: str):
 @click.command()
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("--source", "sources", multiple=True, required=True,
-              help="Camera index, video file, RTSP/HTTP URL, image, folder or synthetic:[seed=,size=WxH,fps=] "
-                   "(repeat for more streams).")
+              help="Camera index, video file, RTSP/HTTP URL, image, folder, synthetic:[seed=,size=WxH,fps=,objects=] "
+                   "(rendered scenes) or replay:SOURCE[,frames=N] (SOURCE's first N frames, held in memory and "
+                   "served in a cycle); repeat for more streams.")
 @click.option("--layout", help="Tile grid COLSxROWS (default: the smallest square that fits the sources).")
 @click.option("--device", default="CPU", show_default=True, help="OpenVINO device (see `pruneyolo devices`).")
 @click.option("--conf", default=CONFIDENCE_THRESHOLD, show_default=True, type=click.FloatRange(0, 1),
@@ -107,7 +101,7 @@ def summary_table(snapshot: dict, adapter, device: str):
 @click.option("--iou", default=IOU_THRESHOLD, show_default=True, type=click.FloatRange(0, 1), help="NMS IoU threshold.")
 @click.option("--nireq", type=click.IntRange(1),
               help=f"Infer requests (default: the device's optimum); with --backend, requests in flight per "
-                   f"server (default {REMOTE_INFLIGHT}).")
+                   f"server (default {KSERVE_INFLIGHT}).")
 @click.option("--hint", type=click.Choice(["throughput", "latency"]), default="throughput", show_default=True)
 @click.option("--precision", type=INFERENCE_TYPE, help="Inference precision hint (default: the device's own).")
 @click.option("--loop", is_flag=True, help="Restart files, folders and images at their end.")
@@ -117,13 +111,18 @@ def summary_table(snapshot: dict, adapter, device: str):
 @click.option("--save-video", help="Annotated mosaic video (.mp4/.avi); '{stream}' in the name: one per stream.")
 @click.option("--video-fps", default=25.0, show_default=True, help="Frame rate written to --save-video.")
 @click.option("--jsonl", type=click.Path(dir_okay=False), help="One JSON line per source frame.")
-@click.option("--serve", help="Serve the live view and /metrics on HOST:PORT (or PORT on 127.0.0.1); no "
+@click.option("--serve", help="Serve HTTP on HOST:PORT (or PORT on 127.0.0.1): / the live view, /stream.mjpg the "
+                               "annotated mosaics, /frame.jpg the latest one, /detections the latest detections "
+                               "(JSON), /metrics Prometheus metrics, /metrics.json the live metrics (JSON). No "
                                "authentication, so keep it on loopback unless the network is trusted.")
 @click.option("--show", is_flag=True, help="Show the annotated mosaic in a window.")
-@click.option("--quiet", is_flag=True, help="No live status line.")
+@click.option("--quiet", is_flag=True, help="No status line (live on a terminal, periodic in a log).")
+@click.option("--status-every", default=LOG_STATUS_EVERY, show_default=True, type=click.FloatRange(0, min_open=True),
+              help="Seconds between status lines on stderr when it is not a terminal (a log).")
 @click.option("--summary-json", type=click.Path(dir_okay=False), help="Write the final metrics as JSON.")
-@click.option("--backend", help="Infer on KServe v2 gRPC model servers (OpenVINO Model Server, Triton) instead of "
-                                 "in process: kserve://HOST:PORT[,HOST:PORT...]/NAME (MODEL.xml then needs no .bin).")
+@click.option("--backend", "address", help="Where to infer: openvino: (in process, the default), or KServe v2 gRPC model servers "
+                                 "(OpenVINO Model Server, Triton): kserve://HOST:PORT[,HOST:PORT...]/NAME (MODEL.xml "
+                                 "then needs no .bin).")
 @click.option("--backend-token-file", type=click.Path(dir_okay=False),
               help="Send 'authorization: Bearer <the file's token>' with every call to the servers.")
 @click.option("--backend-tls", is_flag=True, help="TLS to the servers (the system's root certificates).")
@@ -134,16 +133,20 @@ def summary_table(snapshot: dict, adapter, device: str):
 @click.option("--backend-retry", default=30.0, show_default=True, type=click.FloatRange(1),
               help="Seconds without any answer from any server after a failure before the run gives up (longer "
                    "than one inference takes).")
-def run(model, sources, layout, device, conf, iou, nireq, hint, precision, loop, reconnect, max_frames, duration,
-        save_video, video_fps, jsonl, serve, show, quiet, summary_json, backend, **remote):
-    """Run MODEL.xml on one or more sources tiled into mosaics; report per-stream detections and metrics."""
+def run(model, sources, layout, conf, iou, loop, reconnect, max_frames, duration, save_video, video_fps, jsonl, serve,
+        show, quiet, status_every, summary_json, address, **options):
+    """Run MODEL.xml on one or more sources tiled into mosaics; report per-stream detections and metrics.
+
+    Exit status: 0 when every source delivered frames, 3 when some failed, 4 when all did, 2 on a bad argument."""
+    require_ir(model, need_bin=not (address or "").startswith("kserve"))
     import cv2
     from rich.console import Console
     from rich.live import Live
     from rich.text import Text
 
     from pruneyolo.detect.mosaic import make_layout
-    from pruneyolo.runner.metrics import status_line
+    from pruneyolo.runner.backend import open_backend
+    from pruneyolo.runner.metrics import PeriodicStatus, status_line
     from pruneyolo.runner.outputs import JsonlSink, VideoSink, WindowSink
     from pruneyolo.runner.pipeline import Pipeline, RunOptions
     from pruneyolo.runner.prometheus import PrometheusMetrics
@@ -152,14 +155,13 @@ def run(model, sources, layout, device, conf, iou, nireq, hint, precision, loop,
 
     cv2.setNumThreads(1)  # a letterbox resize is ~0.2 ms: OpenCV's worker threads would only contend with inference
     specs = [parse_source(s) for s in sources]
-    adapter = make_adapter(model, device, hint, precision, nireq, backend, remote)
-    where = backend or device
+    backend = open_backend(model, address, options, [name for name in options if given(name)])
     stop = threading.Event()
-    labels = adapter.info.labels
+    labels = backend.info.labels
     sinks, listeners, server = [], [], None
     console = Console(stderr=True)
     try:
-        grid = make_layout(layout, len(specs), *adapter.input_size)
+        grid = make_layout(layout, len(specs), *backend.input_size)
         if jsonl:
             sinks.append(JsonlSink(jsonl, labels))
         if save_video:
@@ -172,14 +174,16 @@ def run(model, sources, layout, device, conf, iou, nireq, hint, precision, loop,
             sinks.extend((state, metrics))
             listeners.extend((state.publish, metrics.publish))
             console.print(f"serving {server.url}")
-        pipeline = Pipeline(adapter, specs, CapturePolicy(loop=loop, reconnect=reconnect, max_frames=max_frames),
-                            grid, sinks, RunOptions(conf=conf, iou=iou, duration=duration), listeners)
-        if serve:
-            metrics.follow(pipeline.captures, adapter.server_stats)
         live = Live(console=console, auto_refresh=False, transient=True) if console.is_terminal and not quiet \
             else contextlib.nullcontext()
         if console.is_terminal and not quiet:
             listeners.append(lambda snap: live.update(Text(status_line(snap)), refresh=True))
+        elif not quiet:
+            listeners.append(PeriodicStatus(lambda line: click.echo(line, err=True), status_every))
+        pipeline = Pipeline(backend, specs, CapturePolicy(loop=loop, reconnect=reconnect, max_frames=max_frames),
+                            grid, sinks, RunOptions(conf=conf, iou=iou, duration=duration), listeners)
+        if serve:
+            metrics.follow(pipeline.captures, backend.server_stats)
         with stop_on_signals(stop), live:
             snapshot = pipeline.run(stop)
     except BaseException:
@@ -189,18 +193,22 @@ def run(model, sources, layout, device, conf, iou, nireq, hint, precision, loop,
     finally:
         if server:
             server.close()
-        adapter.close()
-    snapshot.update(device=where, precision=adapter.precision_used, requests=adapter.requests,
-                    layout=f"{grid.cols}x{grid.rows}", input=list(adapter.input_size))
+        backend.close()
+    snapshot.update(device=backend.where, precision=backend.precision_used, requests=backend.requests,
+                    layout=f"{grid.cols}x{grid.rows}", input=list(backend.input_size))
     if summary_json:
         with open(summary_json, "w", encoding="utf-8") as file:
             json.dump(snapshot, file, indent=1)
     out = Console()
     if not out.is_terminal:
         out = Console(width=160)  # a log file gets the whole table, not 80 squeezed columns
-    out.print(summary_table(snapshot, adapter, where))
+    out.print(summary_table(snapshot, backend))
     if snapshot.get("servers"):
         out.print(server_table(snapshot["servers"]))
+    status, line = exit_status(snapshot)
+    if status:
+        click.echo(printable(line), err=True)
+        sys.exit(status)
 
 
 @click.command()

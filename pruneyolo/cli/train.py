@@ -107,9 +107,9 @@ def eval_command(model, weights_path, data_dir, split, conf, iou, pr_conf, limit
     """Score MODEL (a cfg with --weights, a YOLOv5 .pt, or an IR .xml) on a split: P, R, mAP@0.5, mAP@0.5:0.95."""
     from rich.console import Console
 
+    from pruneyolo.accuracy import evaluate, ir_predictor, torch_predictor
     from pruneyolo.files import atomic_write
     from pruneyolo.modelfile import GRAPH_KINDS, require_kind
-    from pruneyolo.train.evaluate import evaluate, ir_predictor, torch_predictor
 
     set_threads(threads)
     if require_kind(model, "ir", *GRAPH_KINDS) == "ir":

@@ -1,15 +1,19 @@
-"""Model metadata stored in an IR's rt_info under `model_info`, so the runner needs nothing but the .xml."""
+"""Model metadata stored in an IR's rt_info under `model_info`, so the runner needs nothing but the .xml (and
+reads it without the cfg parser: a graph is only a type here)."""
 
 from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 from pruneyolo import __version__
-from pruneyolo.darknet.graph import Graph
 from pruneyolo.detect import CONFIDENCE_THRESHOLD, IOU_THRESHOLD
 from pruneyolo.detect.letterbox import PAD_VALUE
 from pruneyolo.errors import PruneyoloError
+
+if TYPE_CHECKING:
+    from pruneyolo.darknet.graph import Graph
 
 SECTION = "model_info"
 MODEL_API_WRAPPERS = {"scores": "YOLOv5"}  # heads mode -> the model_api wrapper that parses its output
@@ -39,7 +43,7 @@ class ModelInfo:
     dialect: str = "darknet"
     cfg_name: str = ""
     cfg_sha256: str = ""
-    precision: str = "fp32"
+    storage: str = "fp32"  # weight storage: fp32, fp16 or int8 (export.precision.weight_storage)
     pruneyolo_version: str = __version__
 
     @property
@@ -48,7 +52,7 @@ class ModelInfo:
 
     @classmethod
     def from_graph(cls, graph: Graph, labels: list[str] | None = None, heads_mode: str = "decoded",
-                   precision: str = "fp32") -> ModelInfo:
+                   storage: str = "fp32") -> ModelInfo:
         classes = graph.heads[0].classes if graph.heads else 0
         labels = labels or [f"class_{i}" for i in range(classes)]
         if len(labels) != classes:
@@ -57,7 +61,7 @@ class ModelInfo:
         heads = [HeadInfo(head.stride, head.pixel_anchors, head.decode, head.scale_x_y, list(head.out_shape[1:]))
                  for head in graph.heads]
         return cls(labels, width, height, heads, heads_mode, graph.dialect, graph.path.rsplit("/", 1)[-1],
-                   graph.cfg_sha256, precision)
+                   graph.cfg_sha256, storage)
 
     def to_rt_info(self) -> dict[str, str]:
         """Flat string values: model_api's keys plus ours (`pruneyolo_*`, JSON where structured)."""
@@ -116,5 +120,7 @@ class ModelInfo:
     def from_json(cls, text: str) -> ModelInfo:
         """Load from the JSON stored under `pruneyolo` (what `to_rt_info` writes there)."""
         data = json.loads(text)
+        if "precision" in data:  # IRs written before the field was named for what it holds
+            data["storage"] = data.pop("precision")
         data["heads"] = [HeadInfo(**head) for head in data["heads"]]
         return cls(**data)

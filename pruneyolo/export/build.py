@@ -1,14 +1,14 @@
 """One way to build an IR: graph + weights -> converted IR (its metadata naming the weight storage) -> int8
-quantized on an explicit calibration source -> written to a folder and/or a model server repository.
+quantized on an explicit calibration source; export/targets.py writes it (IR files, ONNX, a model server
+repository).
 
-`convert`, `bench` and `prune --target-*` all build through `build_ir`; `convert` of a YOLOv5 ONNX wraps it
-instead (export/onnx_wrap.py) and writes it through the same `write_ir`.
+`convert`, `bench`, `prune --target-*` and the tests all build through `build_ir`; `convert` of a YOLOv5 ONNX
+wraps it instead (export/onnx_wrap.py) and writes it through the same targets.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import NamedTuple
 
 import openvino as ov
@@ -17,7 +17,7 @@ from torch import nn
 from pruneyolo.darknet.graph import Graph
 from pruneyolo.darknet.weights import DarknetWeights
 from pruneyolo.errors import PruneyoloError
-from pruneyolo.export.convert import export_module, module_to_openvino, save_ir
+from pruneyolo.export.convert import export_module, module_to_openvino
 from pruneyolo.export.precision import weight_storage
 from pruneyolo.export.quantize import Calibration, quantize
 
@@ -49,24 +49,9 @@ class BuiltIr(NamedTuple):
     module: nn.Module
 
 
-def build_ir(graph: Graph, weights: DarknetWeights | None, options: IrOptions) -> BuiltIr:
+def build_ir(graph: Graph, weights: DarknetWeights | None, options: IrOptions = IrOptions()) -> BuiltIr:
     """The IR `options` ask for, in memory: converted once from the module, quantized when the storage is int8."""
     module = export_module(graph, weights, options.heads)
     float_model = module_to_openvino(module, graph, options.heads, options.labels, options.storage)
     model = quantize(float_model, options.calibration) if options.calibration else float_model
     return BuiltIr(model, float_model, module)
-
-
-def write_ir(model: ov.Model, storage: str, stem: str, output_dir=None, ovms_dir=None,
-             ovms_device: str | None = None) -> list[Path]:
-    """Save an IR as `output_dir`/<stem>.xml|bin and/or as the next version in the OVMS repository `ovms_dir`
-    (`ovms_device`: its target_device, None to let OVMS pick), float weights stored as `storage` (int8 IRs keep
-    their float ops, the decode, in fp32); the paths written."""
-    from pruneyolo.export.ovms import model_name, write_repository
-
-    if not output_dir and not ovms_dir:
-        raise PruneyoloError("an IR needs somewhere to go: an output directory or a model server repository")
-    written = [save_ir(model, Path(output_dir) / f"{stem}.xml", storage)] if output_dir else []
-    if ovms_dir:
-        written += write_repository(model, ovms_dir, model_name(stem), ovms_device, storage)
-    return written

@@ -20,7 +20,6 @@ from pruneyolo.detect import HEADS_MODES
 from pruneyolo.detect.metadata import ModelInfo
 from pruneyolo.errors import PruneyoloError
 from pruneyolo.export.opset_compat import downgrade_for_2022
-from pruneyolo.export.precision import weight_storage
 from pruneyolo.nn.build import DecodedModel, ScoresModel, build_model
 
 
@@ -66,16 +65,11 @@ def embed_preprocessing(model: ov.Model, channels: int) -> ov.Model:
     return ppp.build()
 
 
-def to_openvino(graph: Graph, weights: DarknetWeights | None, heads: str = "decoded",
-                labels: list[str] | None = None, precision: str = "fp32") -> ov.Model:
-    """The complete in-memory IR of a graph; `precision` is the weight storage its metadata names."""
-    return module_to_openvino(export_module(graph, weights, heads), graph, heads, labels, precision)
-
-
 def module_to_openvino(module: nn.Module, graph: Graph, heads: str = "decoded", labels: list[str] | None = None,
-                       precision: str = "fp32") -> ov.Model:
-    """An export_module converted: pre-processing embedded, 2022.3-loadable ops, metadata set."""
-    info = ModelInfo.from_graph(graph, labels, heads, weight_storage(precision))
+                       storage: str = "fp32") -> ov.Model:
+    """An export_module converted: pre-processing embedded, 2022.3-loadable ops, metadata set (naming `storage`,
+    the weight storage the IR will be written in: fp32, fp16 or int8, as export.precision.weight_storage names it)."""
+    info = ModelInfo.from_graph(graph, labels, heads, storage)
     channels, height, width = graph.input_shape
     example = torch.zeros(1, channels, height, width)
     with torch.no_grad(), warnings.catch_warnings():
@@ -102,10 +96,10 @@ def _staging(directory: Path):
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def save_ir(model: ov.Model, xml_path: Path, precision: str = "fp32") -> Path:
+def save_ir(model: ov.Model, xml_path: Path, storage: str = "fp32") -> Path:
     """Write .xml/.bin atomically (staged, then renamed; .bin first so a visible .xml always has its .bin), float
     weights compressed for fp16 storage (an int8 IR's float ops, the decode, stay fp32)."""
-    compress = weight_storage(precision) == "fp16"
+    compress = storage == "fp16"
     xml_path = Path(xml_path)
     with _staging(xml_path.parent) as staging:
         staged = staging / xml_path.name

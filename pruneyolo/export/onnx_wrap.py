@@ -93,11 +93,12 @@ def _heads(rows: int, width: int, height: int, largest: str | None) -> list[Head
 
 
 def wrap_onnx(path, labels: list[str] | None = None, size: tuple[int, int] | None = None,
-              precision: str = "fp32") -> ov.Model:
+              storage: str = "fp32") -> ov.Model:
     """The ONNX as an IR with u8 NHWC BGR input named 'image', output 'detections' and pruneyolo metadata;
-    `precision` is the weight storage its metadata names (fp32 or fp16: it is not quantized)."""
+    `storage` is the weight storage its metadata names (fp32 or fp16: it is not quantized)."""
     path = str(path)
-    if weight_storage(precision) == "int8":
+    storage = weight_storage(storage)
+    if storage == "int8":
         raise PruneyoloError(f"{path}: int8 storage does not apply to an ONNX (quantize from the cfg or .pt instead)")
     if not Path(path).is_file():
         raise PruneyoloError(f"{path}: no such ONNX file")
@@ -119,6 +120,6 @@ def wrap_onnx(path, labels: list[str] | None = None, size: tuple[int, int] | Non
     model = embed_preprocessing(model, 3)
     heads = _heads(rows, width, height, metadata.get("stride"))
     info = ModelInfo(labels, width, height, heads, "decoded", "yolov5", Path(path).name,
-                     hashlib.sha256(Path(path).read_bytes()).hexdigest(), weight_storage(precision))
+                     hashlib.sha256(Path(path).read_bytes()).hexdigest(), storage)
     info.write(model)
     return model

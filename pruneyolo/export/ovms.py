@@ -61,7 +61,7 @@ def with_model(config: dict, entry: dict) -> dict:
 
 
 def write_repository(model: ov.Model, directory, name: str, device: str | None = None,
-                     precision: str = "fp32") -> tuple[Path, Path]:
+                     storage: str = "fp32") -> tuple[Path, Path]:
     """Save the IR as the next `<name>/<version>/model.xml|bin` and add the model to config.json; returns both
     paths. The version folder is staged whole beside its final place (a hidden, non-numeric name that OVMS
     ignores) and renamed into place, so a watching OVMS never sees it without its files."""
@@ -69,7 +69,7 @@ def write_repository(model: ov.Model, directory, name: str, device: str | None =
     model_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".pruneyolo-", dir=model_dir))
     try:
-        save_ir(model, staging / "model.xml", precision)
+        save_ir(model, staging / "model.xml", storage)
         version = next_version(model_dir)
         os.rename(staging, model_dir / str(version))
     finally:

@@ -14,7 +14,6 @@ WIDTHS = {"f32": "32", "fp32": "32", "float32": "32", "float": "32", "f16": "16"
           "half": "16", "bf16": "bf16", "bfloat16": "bf16", "int8": "8", "i8": "8"}  # any spelling -> its width
 STORAGE = {"32": "fp32", "16": "fp16", "8": "int8"}  # width -> weight storage name
 INFERENCE = {"32": "f32", "bf16": "bf16", "16": "f16"}  # width -> INFERENCE_PRECISION_HINT value
-INT8_CONV_PRECISIONS = {"u8", "i8"}  # a CPU convolution's runtimePrecision when it runs in int8
 
 
 def _named(name: str, names: dict[str, str], what: str) -> str:
@@ -40,29 +39,3 @@ def precision_name(value) -> str:
     text = str(value).lower()
     return next((INFERENCE[width] for name, width in WIDTHS.items()
                  if width in INFERENCE and (f"'{name}'" in text or text == name)), text)
-
-
-def ran_at(compiled) -> str:
-    """What a compiled model runs at: its inference precision, prefixed i8+ when its convolutions run in int8
-    (CPU); 'unknown' where the device does not report it."""
-    try:
-        precision = precision_name(compiled.get_property("INFERENCE_PRECISION_HINT"))
-    except RuntimeError:
-        return "unknown"
-    try:
-        conv_precisions = {node.get_rt_info()["runtimePrecision"].astype(str)
-                           for node in compiled.get_runtime_model().get_ordered_ops()
-                           if node.get_rt_info()["layerType"].astype(str) == "Convolution"}
-    except (KeyError, RuntimeError):  # a device whose runtime model has no per-layer precisions
-        return precision
-    return f"i8+{precision}" if conv_precisions & INT8_CONV_PRECISIONS else precision
-
-
-def compile_config(hint: str, precision: str | None = None, requests: int | None = None) -> dict[str, str]:
-    """OpenVINO compile options: PERFORMANCE_HINT, plus the inference precision and request count if given."""
-    config = {"PERFORMANCE_HINT": hint.upper()}
-    if precision:
-        config["INFERENCE_PRECISION_HINT"] = inference_precision(precision)
-    if requests:
-        config["PERFORMANCE_HINT_NUM_REQUESTS"] = str(requests)
-    return config

@@ -64,6 +64,66 @@ def require_kind(path, *kinds: str) -> str:
     return kind
 
 
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v")
+IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"RIFF")
+HEAD = 4096  # bytes read to tell a file's kind: an IR .xml holds its <net> element in them
+
+
+def read_head(path: Path, count: int) -> bytes:
+    """The file's first `count` bytes (empty if it cannot be read)."""
+    try:
+        with path.open("rb") as handle:
+            return handle.read(count)
+    except OSError:
+        return b""
+
+
+def require_ir(path, *, need_bin: bool = True) -> None:
+    """An OpenVINO IR .xml (with its .bin beside it unless `need_bin` is False), checked before OpenVINO sees it;
+    anything else is one line saying what the file is and what to do."""
+    path = Path(path)
+    if not path.is_file():
+        raise PruneyoloError(f"{path}: no such file; give the .xml that `pruneyolo convert` wrote")
+    if path.suffix.lower() != ".xml":
+        raise PruneyoloError(f"{path}: {what_it_is(path)}")
+    if b"<net" not in read_head(path, HEAD):
+        raise PruneyoloError(f"{path}: not an OpenVINO IR (no <net> element); give the .xml that `pruneyolo "
+                             "convert` wrote")
+    if need_bin and not path.with_suffix(".bin").is_file():
+        raise PruneyoloError(f"{path}: its weights {path.with_suffix('.bin')} are missing; `pruneyolo convert` "
+                             "writes both: keep the .bin beside the .xml")
+
+
+def what_it_is(path: Path) -> str:
+    """What a file that is not an IR .xml holds, and how to get an IR (or a run) from it."""
+    suffix, head = path.suffix.lower(), read_head(path, HEAD)
+    if suffix == ".bin":
+        xml = path.with_suffix(".xml")
+        return f"the weights half of an OpenVINO IR: give its .xml ({xml}{'' if xml.is_file() else ', missing'})"
+    if suffix in IMAGE_SUFFIXES or suffix in VIDEO_SUFFIXES or head.startswith(IMAGE_MAGIC):
+        return "an image or video, not a model: give it as --source and the model's IR .xml as MODEL"
+    if suffix == ".weights":
+        return (f"Darknet weights, not an IR: convert them with their cfg first (`pruneyolo convert CFG --weights "
+                f"{path} -o DIR`), then run DIR/<cfg stem>.xml")
+    kind = model_kind(path)
+    if kind == "cfg" and not looks_like_cfg(head):
+        return "not a model file pruneyolo knows: give an OpenVINO IR .xml (`pruneyolo convert` writes one)"
+    weights = path.with_suffix(".weights")
+    given = f" --weights {weights if weights.is_file() else 'W.weights'}" if kind == "cfg" else ""
+    return (f"{KINDS[kind]}, not an IR: convert it first (`pruneyolo convert {path}{given} -o DIR`), then run "
+            f"DIR/{path.stem}.xml")
+
+
+def looks_like_cfg(head: bytes) -> bool:
+    """The text starts (after blank lines and comments) with a [section] header."""
+    for line in head.decode("utf-8", "replace").lstrip("\ufeff").splitlines():
+        line = line.strip()
+        if line and not line.startswith(("#", ";")):
+            return line.startswith("[")
+    return False
+
+
 def load_model(path, weights=None, size: tuple[int, int] | None = None, dialect: str | None = None, *,
                need_weights: bool = True) -> LoadedModel:
     """CFG + weights, or a YOLOv5 checkpoint alone (default size 640x640); every problem is one line."""

@@ -1,4 +1,5 @@
-"""The OpenVINO side of the runner: device checks, compile with hints, asynchronous infer requests.
+"""The in-process backend (`openvino:`, the default): device checks, compile options and what a compiled model
+ran at, asynchronous infer requests.
 
 It knows nothing of mosaics: `submit(image, userdata)` in, `on_result(userdata, outputs, seconds)` out, called
 in submission order from one Python thread of the adapter's own. An exception raised there is kept and
@@ -23,12 +24,39 @@ import numpy as np
 import openvino as ov
 
 from pruneyolo.detect.metadata import ModelInfo
-from pruneyolo.errors import PruneyoloError
-from pruneyolo.export.precision import compile_config, ran_at
+from pruneyolo.errors import ArgumentError, PruneyoloError
+from pruneyolo.export.precision import inference_precision, precision_name
 
 VIRTUAL_DEVICES = ("AUTO", "MULTI", "HETERO", "BATCH")
 DEVICE_PROPERTIES = ("FULL_DEVICE_NAME", "DEVICE_ARCHITECTURE", "OPTIMIZATION_CAPABILITIES",
                      "RANGE_FOR_ASYNC_INFER_REQUESTS", "RANGE_FOR_STREAMS", "INFERENCE_PRECISION_HINT")
+INT8_CONV_PRECISIONS = {"u8", "i8"}  # a CPU convolution's runtimePrecision when it runs in int8
+
+
+def ran_at(compiled) -> str:
+    """What a compiled model runs at: its inference precision, prefixed i8+ when its convolutions run in int8
+    (CPU); 'unknown' where the device does not report it."""
+    try:
+        precision = precision_name(compiled.get_property("INFERENCE_PRECISION_HINT"))
+    except RuntimeError:
+        return "unknown"
+    try:
+        conv_precisions = {node.get_rt_info()["runtimePrecision"].astype(str)
+                           for node in compiled.get_runtime_model().get_ordered_ops()
+                           if node.get_rt_info()["layerType"].astype(str) == "Convolution"}
+    except (KeyError, RuntimeError):  # a device whose runtime model has no per-layer precisions
+        return precision
+    return f"i8+{precision}" if conv_precisions & INT8_CONV_PRECISIONS else precision
+
+
+def compile_config(hint: str, precision: str | None = None, requests: int | None = None) -> dict[str, str]:
+    """OpenVINO compile options: PERFORMANCE_HINT, plus the inference precision and request count if given."""
+    config = {"PERFORMANCE_HINT": hint.upper()}
+    if precision:
+        config["INFERENCE_PRECISION_HINT"] = inference_precision(precision)
+    if requests:
+        config["PERFORMANCE_HINT_NUM_REQUESTS"] = str(requests)
+    return config
 
 
 def requested_devices(device: str) -> list[str]:
@@ -67,6 +95,15 @@ def device_properties(core: ov.Core, device: str) -> dict[str, str]:
     return {name: property_text(core.get_property(device, name)) for name in DEVICE_PROPERTIES if name in supported}
 
 
+def open_in_process(xml, address: str = "openvino:", device: str = "CPU", hint: str = "throughput",
+                    precision: str | None = None, nireq: int | None = None) -> Adapter:
+    """The `openvino:` backend: the IR compiled here on `device`."""
+    if address.partition(":")[2]:
+        raise ArgumentError("backend", f"{address!r}: the in-process backend is just 'openvino:' (its device is an "
+                                       "option of its own)")
+    return Adapter(xml, device, hint, precision, nireq)
+
+
 class Adapter:
     """A compiled IR, its metadata and a pool of infer requests whose results go to `on_result`, in order."""
 
@@ -89,6 +126,7 @@ class Adapter:
         self.in_flight: queue.Queue = queue.Queue()  # (request, userdata, submitted) in order; None ends
         self.input_size = int(shape[2].get_length()), int(shape[1].get_length())  # (width, height)
         self.precision_used = ran_at(self.compiled)
+        self.where = device
         self.outputs = len(self.compiled.outputs)
         self.on_result: Callable[[object, list[np.ndarray], float], None] = lambda *_: None
         self.error: BaseException | None = None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 STAGES = ("capture", "wait", "tile", "infer", "decode", "draw")
@@ -64,8 +65,10 @@ class RunStats:
         elapsed = max(now - self.started, 1e-9)
         streams = []
         for index, stats in enumerate(self.streams):
+            ended = index < len(captures) and captures[index].state in ("ended", "failed") and stats.recent
+            lifetime = max(stats.recent[-1] - self.started, 1e-9) if ended else elapsed  # to its last frame
             row = {"stream": index, "source": stats.source, "frames": stats.frames,
-                   "fps": round(stats.fps(now), 2), "average_fps": round(stats.frames / elapsed, 2),
+                   "fps": round(stats.fps(now), 2), "average_fps": round(stats.frames / lifetime, 2),
                    "latency_ms": round(1000 * stats.latency_total / max(stats.frames, 1), 2),
                    "last_latency_ms": round(1000 * stats.last_latency, 2),
                    "infer_ms": round(1000 * stats.infer_total / max(stats.frames, 1), 2),
@@ -80,6 +83,19 @@ class RunStats:
                 "mosaics": self.mosaics, "inferences_per_s": round(self.mosaics / elapsed, 2),
                 "dropped": sum(s.get("dropped", 0) for s in streams), "lost": self.lost,
                 "stage_ms": {k: round(v, 3) for k, v in self.stage_ms().items()}, "streams": streams}
+
+
+class PeriodicStatus:
+    """A listener that writes a status line whenever another `every` seconds of the run have passed: the live
+    line's stand-in in a log, where a redrawn line would be lost."""
+
+    def __init__(self, write: Callable[[str], None], every: float):
+        self.write, self.every, self.due = write, every, every
+
+    def __call__(self, snapshot: dict) -> None:
+        if snapshot["elapsed_s"] >= self.due:
+            self.write(status_line(snapshot))
+            self.due = (snapshot["elapsed_s"] // self.every + 1) * self.every
 
 
 def status_line(snapshot: dict) -> str:

@@ -1,7 +1,7 @@
-"""Scheduling: rounds of mosaics from the capture queues, submitted to the adapter, finished in order.
+"""Scheduling: rounds of mosaics from the capture queues, submitted to the backend, finished in order.
 
 One thread (the caller's) gathers frames, composes mosaics, submits them and finishes results in submission
-order, so frames are never reordered within a stream; the adapter's callbacks only hand results over.
+order, so frames are never reordered within a stream; the backend's callbacks only hand results over.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -19,14 +18,11 @@ from pruneyolo.detect import CONFIDENCE_THRESHOLD, IOU_THRESHOLD
 from pruneyolo.detect.boxes import Detections, select
 from pruneyolo.detect.decode import rows_of
 from pruneyolo.detect.mosaic import Layout, Placement, blank_mosaic, tile_of, to_mosaic, to_sources
-from pruneyolo.runner.adapter import Adapter
+from pruneyolo.runner.backend import Backend
 from pruneyolo.runner.compose import Mosaic, MosaicPool
 from pruneyolo.runner.metrics import RunStats, StreamStats
 from pruneyolo.runner.outputs import Sink, draw_boxes, draw_caption, draw_no_signal
 from pruneyolo.runner.sources import Capture, CapturePolicy, Frame, SourceSpec
-
-if TYPE_CHECKING:
-    from pruneyolo.runner.remote import RemoteAdapter
 
 STATUS_EVERY = 0.5  # seconds between status snapshots
 
@@ -97,12 +93,12 @@ def per_frame(detections: Detections, tiles: np.ndarray, layout: Layout,
 
 
 class Pipeline:
-    """Runs sources through one adapter into sinks; `run(stop)` returns the final metrics snapshot."""
+    """Runs sources through one backend into sinks; `run(stop)` returns the final metrics snapshot."""
 
-    def __init__(self, adapter: Adapter | RemoteAdapter, specs: list[SourceSpec], policy: CapturePolicy, layout: Layout,
+    def __init__(self, backend: Backend, specs: list[SourceSpec], policy: CapturePolicy, layout: Layout,
                  sinks: list[Sink], options: RunOptions = RunOptions(),
                  listeners: list[Callable[[dict], None]] = ()):
-        self.adapter, self.layout, self.sinks, self.options = adapter, layout, sinks, options
+        self.backend, self.layout, self.sinks, self.options = backend, layout, sinks, options
         self.listeners = list(listeners)
         self.wake = threading.Event()
         self.captures = [Capture(i, spec, policy, self.wake) for i, spec in enumerate(specs)]
@@ -111,13 +107,13 @@ class Pipeline:
         self.metrics = RunStats([StreamStats(spec.text) for spec in specs])
         self.views = [blank_mosaic(layout) for _ in self.groups] if any(s.needs_view for s in sinks) else None
         self.results: queue.Queue = queue.Queue()
-        self.pool = MosaicPool(layout, adapter.shared_tensor)
+        self.pool = MosaicPool(layout, backend.shared_tensor)
         self.finished: dict[int, tuple] = {}
         self.submitted = 0
         self.next_seq = 0
         self.published_at = 0.0
         self.steady: list[tuple[float, float, int]] = []  # (monotonic, process CPU, mosaics): first, last mark
-        adapter.on_result = self._on_result
+        backend.on_result = self._on_result
 
     def _on_result(self, job: MosaicJob, outputs: list[np.ndarray] | None, seconds: float) -> None:
         self.results.put((job, outputs, seconds))
@@ -128,7 +124,7 @@ class Pipeline:
         out, as benchmark_app leaves them out): inferences/s and this process's CPU time (capture, runner and
         inference threads) per inference, marked at most every STATUS_EVERY seconds."""
         snapshot = self.metrics.snapshot(self.captures)
-        if servers := self.adapter.server_stats():
+        if servers := self.backend.server_stats():
             snapshot["servers"] = servers
         if self.steady and self.steady[1][2] > self.steady[0][2]:
             (first, first_cpu, first_count), (last, last_cpu, last_count) = self.steady
@@ -158,8 +154,8 @@ class Pipeline:
                 capture.stop()
             try:
                 try:
-                    self.adapter.wait()
-                finally:  # a remote adapter that gave up raises once every result it got is delivered
+                    self.backend.wait()
+                finally:  # a remote backend that gave up raises once every result it got is delivered
                     self._finish_ready()
                 if self.steady and self.steady[-1][2] < self.metrics.mosaics:
                     self._mark(time.monotonic())
@@ -222,7 +218,7 @@ class Pipeline:
         self.metrics.add_stage("tile", time.perf_counter() - started)
         job = MosaicJob(self.submitted, group, frames, tuple(placements), mosaic)
         self.submitted += 1
-        self.adapter.submit(mosaic.tensor, job)
+        self.backend.submit(mosaic.tensor, job)
 
     def _mark(self, now: float) -> None:
         """Note the time, process CPU time and mosaics finished, for the steady-state figures."""
@@ -248,7 +244,7 @@ class Pipeline:
             self.metrics.lost += sum(frame is not None for frame in job.frames)
             return
         started = time.perf_counter()
-        detections, tiles = select(rows_of(outputs, self.adapter.info), centre_tiles(self.layout),
+        detections, tiles = select(rows_of(outputs, self.backend.info), centre_tiles(self.layout),
                                    self.options.conf, self.options.iou)
         found = per_frame(detections, tiles, self.layout, job.placements)
         results = [FrameResult(frame, self.captures[frame.stream].spec.text, found[index], 0.0, infer)
@@ -276,7 +272,7 @@ class Pipeline:
     def _draw(self, job: MosaicJob, results: list[FrameResult]) -> np.ndarray:
         """Update the group's view: new frames with their boxes, 'no signal' cards for streams that are down."""
         view, layout = self.views[job.group], self.layout
-        labels = self.adapter.info.labels
+        labels = self.backend.info.labels
         now = time.monotonic()
         by_stream = {r.frame.stream: r for r in results}
         for index, stream in enumerate(self.groups[job.group]):

@@ -1,6 +1,5 @@
 """The runner's inference on model servers: mosaics sent over gRPC to KServe v2 servers (OpenVINO Model Server,
-Triton, KServe) through tritonclient, behind the in-process Adapter's interface (`submit`, `on_result` in
-submission order from one thread, `wait`, `close`).
+Triton, KServe) through tritonclient: the `kserve://` backend (runner/backend.py's interface).
 
 `kserve://HOST:PORT[,HOST:PORT...]/NAME`: before the run each server must be ready and serve NAME with the
 local IR's input and outputs (read from the .xml alone). Each mosaic goes to the server with the fewest requests
@@ -28,6 +27,7 @@ import numpy as np
 
 from pruneyolo.detect.interface import TensorSpec, read_interface
 from pruneyolo.errors import PruneyoloError
+from pruneyolo.runner.backend import KSERVE_INFLIGHT
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ class BackendSpec:
 class BackendOptions:
     """Requests in flight per server, the timeout of every call and the retry window (seconds), TLS, token."""
 
-    inflight: int = 4
+    inflight: int = KSERVE_INFLIGHT
     timeout: float = 10.0
     retry_window: float = 30.0
     tls: bool = False
@@ -91,6 +91,16 @@ def read_token(path: str | Path) -> str:
         raise PruneyoloError(f"--backend-token-file {path}: expected one token (no spaces), got "
                              f"{'nothing' if not token else 'several words'}")
     return token
+
+
+def open_kserve(xml, address: str, nireq: int | None = None, backend_token_file=None, backend_tls: bool = False,
+                backend_ca=None, backend_timeout: float = 10.0, backend_retry: float = 30.0) -> RemoteAdapter:
+    """The `kserve://` backend: `nireq` requests in flight per server, TLS (`backend_ca` implies it), a bearer
+    token read from `backend_token_file`, each call's timeout and the retry window in seconds."""
+    token = read_token(backend_token_file) if backend_token_file else None
+    options = BackendOptions(nireq or KSERVE_INFLIGHT, backend_timeout, backend_retry,
+                             backend_tls or bool(backend_ca), backend_ca, token)
+    return RemoteAdapter(xml, address, options)
 
 
 def error_text(exc: BaseException) -> str:
@@ -207,6 +217,7 @@ class RemoteAdapter:
         self.headers = {"authorization": f"Bearer {options.token}"} if options.token else None
         self.requests = options.inflight * len(self.spec.addresses)
         self.precision_used = "set by the server"
+        self.where = backend
         self.on_result: Callable[[object, list[np.ndarray] | None, float], None] = lambda *_: None
         self.lock = threading.Condition()
         self.servers = [Server(address, self._client(address)) for address in self.spec.addresses]

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
+from pruneyolo.accuracy import coco_records, coco_scores, true_positives
 from pruneyolo.data.synth import CLASSES, SceneStream
 from pruneyolo.detect.boxes import Detections
 from pruneyolo.files import atomic_write
 from pruneyolo.runner.sources import parse_source
-from pruneyolo.train.evaluate import coco_records, coco_scores, true_positives
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from pruneyolo.accuracy import evaluate, to_tensor, torch_predictor
 from pruneyolo.darknet.graph import Graph
 from pruneyolo.darknet.weights import DarknetWeights, weights_bytes
 from pruneyolo.data.dataset import Sample, load_split, pixel_boxes, read_image
@@ -30,7 +31,6 @@ from pruneyolo.files import atomic_write
 from pruneyolo.nn.build import DarknetModel, build_model, export_weights, module_name
 from pruneyolo.prune.pruning import channel_constraints
 from pruneyolo.prune.report import plot_gammas
-from pruneyolo.train.evaluate import evaluate, to_tensor, torch_predictor
 
 ASSIGN_IOU = 0.25  # a target also trains every anchor whose w/h IoU with it is above this
 MAX_LOG_WH = 4.0  # raw w/h logits are clamped here in the loss so exp() cannot overflow early on

@@ -1,4 +1,5 @@
-"""Detection accuracy on a dataset split: P and R at one confidence, mAP@0.5 and mAP@0.5:0.95 by pycocotools.
+"""Detection accuracy on a dataset split: P and R at one confidence, mAP@0.5 and mAP@0.5:0.95 by pycocotools;
+`train`, `eval`, `convert --eval`, `score` and the budget search all score through here.
 
 A predictor maps BGR uint8 images to decoded rows [N, 5+C] (cx, cy, w, h in the image's pixels, objectness,
 class scores); the PyTorch module and an OpenVINO IR each have one, so both are scored the same way. Both
@@ -15,17 +16,20 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
-from pruneyolo.darknet.graph import Graph
-from pruneyolo.darknet.weights import DarknetWeights
 from pruneyolo.data.dataset import load_split, pixel_boxes, read_image
 from pruneyolo.detect.boxes import Detections, box_iou, candidates, nms
 from pruneyolo.detect.letterbox import letterbox, rows_to_source
 from pruneyolo.errors import PruneyoloError
-from pruneyolo.nn.build import DecodedModel, build_model
+
+if TYPE_CHECKING:
+    import torch
+
+    from pruneyolo.darknet.graph import Graph
+    from pruneyolo.darknet.weights import DarknetWeights
 
 Predictor = Callable[[list[np.ndarray]], list[np.ndarray]]
 MAX_DETECTIONS = 300  # per image, as COCO scores them
@@ -50,12 +54,18 @@ class Metrics:
 
 def to_tensor(images: list[np.ndarray]) -> torch.Tensor:
     """BGR uint8 images -> float NCHW RGB in [0, 1] (channels-last memory, faster on CPU)."""
+    import torch
+
     batch = torch.from_numpy(np.stack(images)[..., ::-1].copy()).permute(0, 3, 1, 2).float().div_(255)
     return batch.contiguous(memory_format=torch.channels_last)
 
 
 def torch_predictor(graph: Graph, weights: DarknetWeights) -> Predictor:
     """Predict with the in-process module: letterbox to the cfg's size, decode in the graph."""
+    import torch
+
+    from pruneyolo.nn.build import DecodedModel, build_model
+
     model = DecodedModel(build_model(graph, weights), graph).eval()
 
     def predict(images: list[np.ndarray]) -> list[np.ndarray]:
