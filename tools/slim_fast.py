@@ -31,12 +31,12 @@ from slim_demo import (
     say,
 )
 
+from pruneyolo.accuracy import Metrics, evaluate, torch_predictor
 from pruneyolo.bench.latency import median_ms, network_ms, predict_ms, profile
 from pruneyolo.darknet.graph import load_graph
 from pruneyolo.darknet.weights import read_weights
 from pruneyolo.prune.allocate import allocate, apply_allocation, threshold_importance
 from pruneyolo.prune.pruning import channel_masks, write_result
-from pruneyolo.train.evaluate import Metrics, evaluate, torch_predictor
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED_SPARSE = ROOT / "cfgs" / "demo-csp_sparse.weights"

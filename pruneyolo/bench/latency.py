@@ -34,10 +34,11 @@ from pruneyolo.darknet.cfg import format_cfg
 from pruneyolo.darknet.graph import Conv, Graph, build_graph
 from pruneyolo.darknet.weights import DarknetWeights
 from pruneyolo.errors import PruneyoloError
-from pruneyolo.export.precision import compile_config, inference_precision, ran_at, weight_storage
+from pruneyolo.export.precision import inference_precision, weight_storage
 from pruneyolo.export.quantize import Calibration
 from pruneyolo.files import atomic_write
 from pruneyolo.prune.pruning import channel_constraints, channel_origins, prune_sections
+from pruneyolo.runner.adapter import compile_config, ran_at
 
 FINE_UP_TO = 64  # widths below this are sampled every 8 channels
 SMALL_WIDTHS = (1, 2, 4)
