@@ -323,7 +323,8 @@ def main(out: Path, percents: str, shortcuts: int, layer_keep: float, round_to: 
     stages.run("prunes and allocations", prunes)
     for glob, alloc in pairs:
         for model in (glob, alloc):
-            folder = out / f"fast_tune_{model.cfg.stem}"
+            reused = out / "finetune" / f"{model.cfg.stem}.weights"  # slim_demo's fine-tuned prune, same settings
+            folder = reused.parent if reused.is_file() else out / f"fast_tune_{model.cfg.stem}"
             stages.train(f"fine-tune {model.name}", folder,
                          lambda m=model, f=folder: fine_tune(m.cfg, m.weights, f, data, finetune_epochs))
             model.weights = folder / f"{model.cfg.stem}.weights"
