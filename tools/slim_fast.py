@@ -313,11 +313,18 @@ def main(out: Path, percents: str, shortcuts: int, layer_keep: float, round_to: 
                          threshold_importance(graph, arrays, masks), predicted_ms=predict_ms(table, load_graph(cfg, SIZE)))
             errors.append(abs(glob.predicted_ms / goal - 1))
             say(f"global {percent:g}: {goal:.2f} ms measured, {glob.predicted_ms:.2f} predicted, {pruned.params:,} params")
-            allocation, acfg, aweights, measured = allocate_to(graph, arrays, table, goal, layer_keep, round_to,
-                                                               out / f"alloc_{percent:g}", seconds)
-            errors.append(abs(allocation.predicted_ms / measured - 1))
-            alloc = Model(f"allocation at global {percent:g}'s ms", "allocation", acfg, aweights, percent,
-                          allocation.importance, predicted_ms=allocation.predicted_ms)
+            folder = out / f"alloc_{percent:g}"
+            found = folder / "allocation.json"  # a rerun keeps the allocation its fine-tuned weights belong to
+            if not found.is_file():
+                allocation, acfg, aweights, measured = allocate_to(graph, arrays, table, goal, layer_keep, round_to,
+                                                                   folder, seconds)
+                found.write_text(json.dumps({"cfg": str(acfg), "weights": str(aweights), "measured": measured,
+                                             "predicted": allocation.predicted_ms,
+                                             "importance": allocation.importance}))
+            kept = json.loads(found.read_text())
+            errors.append(abs(kept["predicted"] / kept["measured"] - 1))
+            alloc = Model(f"allocation at global {percent:g}'s ms", "allocation", Path(kept["cfg"]),
+                          Path(kept["weights"]), percent, kept["importance"], predicted_ms=kept["predicted"])
             pairs.append((glob, alloc))
 
     stages.run("prunes and allocations", prunes)
