@@ -311,7 +311,7 @@ def main(out: Path, percents: str, shortcuts: int, layer_keep: float, round_to: 
     table = tables["fp32"]
     say(f"table fitted: scale {table.scale:.3f}, other {table.other_ms:.2f} ms, from {len(table.fit)} networks")
     models = [Model("baseline", "baseline", BASE_CFG, out / "baseline_more" / f"{BASE_CFG.stem}.weights")]
-    pairs, errors = [], []
+    pairs = []
 
     def prunes():
         for percent in (float(p) for p in percents.split(",")):
@@ -321,7 +321,6 @@ def main(out: Path, percents: str, shortcuts: int, layer_keep: float, round_to: 
             goal = network_ms(load_graph(cfg, SIZE), None, seconds=seconds)[0]
             glob = Model(f"global {percent:g} + {shortcuts} blocks", "global", cfg, weights, percent,
                          threshold_importance(graph, arrays, masks), predicted_ms=predict_ms(table, load_graph(cfg, SIZE)))
-            errors.append(abs(glob.predicted_ms / goal - 1))
             say(f"global {percent:g}: {goal:.2f} ms measured, {glob.predicted_ms:.2f} predicted, {pruned.params:,} params")
             folder = out / f"alloc_{percent:g}"
             found = folder / "allocation.json"  # a rerun keeps the allocation its fine-tuned weights belong to
@@ -332,9 +331,9 @@ def main(out: Path, percents: str, shortcuts: int, layer_keep: float, round_to: 
                                              "predicted": allocation.predicted_ms,
                                              "importance": allocation.importance}))
             kept = json.loads(found.read_text())
-            errors.append(abs(kept["predicted"] / kept["measured"] - 1))
             alloc = Model(f"allocation at global {percent:g}'s ms", "allocation", Path(kept["cfg"]),
-                          Path(kept["weights"]), percent, kept["importance"], predicted_ms=kept["predicted"])
+                          Path(kept["weights"]), percent, kept["importance"],
+                          predicted_ms=predict_ms(table, load_graph(Path(kept["cfg"]), SIZE)))
             pairs.append((glob, alloc))
 
     stages.run("prunes and allocations", prunes)
@@ -352,6 +351,10 @@ def main(out: Path, percents: str, shortcuts: int, layer_keep: float, round_to: 
     stages.run("IRs", lambda: xmls.update({m.name: irs(m, out / "fast_ir" / m.cfg.stem, data / "images" / "train")
                                            for m in models}))
     stages.run("latency side by side", lambda: time_side_by_side(models, xmls, seconds))
+    errors = [abs(m.predicted_ms / m.ms["fp32"] - 1) for m in models if m.predicted_ms is not None]
+    for model in models[1:]:
+        say(f"{model.name}: predicted {model.predicted_ms:.2f} ms, measured {model.ms['fp32']:.2f} ms "
+            f"({100 * (model.predicted_ms / model.ms['fp32'] - 1):+.1f}%)")
     machine, flags = machine_name(), cpu_flags()
     goals, winner = goals_of(models[0], pairs, shipped_map50)
     for goal in goals:
