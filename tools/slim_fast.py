@@ -229,7 +229,9 @@ Global against allocation, same budget (ms global / allocation; mAP50 global / a
 |---|---|---|---|---|
 {pair_lines}
 
-The latency table predicted every allocation candidate within {100 * worst_error:.1f}% of its measurement (worst case).
+The latency table (profiled on this CPU, fitted to uniform networks at {FIT_KEEPS} of the widths) predicted
+every prune above within {100 * worst_error:.1f}% of its measured latency (worst case; the allocation search itself
+times each candidate it builds, `prune --allocate latency` prints them side by side).
 
 ![mAP50 against measured latency](img/pareto.png)
 
