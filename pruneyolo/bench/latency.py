@@ -8,6 +8,7 @@ separable, t(i, o) = t(I, o) * t(i, O) / t(I, O). A width between grid points co
 `step` (16) to the full width: AVX2 blocks f32 channels by 8, AVX-512 and AMX tiles by 16, and GPU/NPU layouts by
 16/32, so every block edge of 16 is sampled, and of 8 where the widths are small and steps matter most.
 
+Each point is less the call overhead (a 1-channel 1x1 conv's time), which a whole network pays once.
 One-layer IRs measure every grid width directly; per-layer counters (PERF_COUNT) would need a whole network
 compiled per width. A whole network also runs reorders, concats, upsamples and the decode, and fuses what one
 layer cannot: `calibrate` fits predicted = scale * (sum of conv times) + other_ms to whole networks measured at
@@ -317,9 +318,26 @@ def measure_job(core: ov.Core, target: Target, job: Job, seconds: float, advance
     return found
 
 
-def curve_of(job: Job, found: dict) -> Curve:
-    return Curve(job.shape, job.in_full, job.out_full, float(found["full"]),
-                 {int(w): float(v) for w, v in found["out"].items()}, {int(w): float(v) for w, v in found["in"].items()})
+def curve_of(job: Job, found: dict, overhead: float) -> Curve:
+    """A job's curve from its measurements, each less the call overhead."""
+    def less(values: dict) -> dict[int, float]:
+        return {int(width): max(float(ms) - overhead, 0.0) for width, ms in values.items()}
+
+    return Curve(job.shape, job.in_full, job.out_full, max(float(found["full"]) - overhead, 0.0), less(found["out"]),
+                 less(found["in"]))
+
+
+def call_overhead(core: ov.Core, target: Target, seconds: float) -> float:
+    """ms of one call of a conv that does almost nothing (1 channel, 1x1 pixel), cached: what every one-layer
+    measurement carries besides its layer (a whole network pays it once, in other_ms)."""
+    path = target.cache_file("call overhead")
+    cached = read_cache(path)
+    if cached is None or "ms" not in cached:
+        shape = Shape(1, (1, 1), 0, 1, 1, 1, 1, "linear")
+        cached = {"ms": median_ms(core, conv_model(shape, 1, 1, target.storage), target.device, target.precision,
+                                  10 * seconds)[0]}
+        atomic_write(path, json.dumps(cached))
+    return float(cached["ms"])
 
 
 def profile(graph: Graph, device: str = "CPU", precision: str | None = None, storage: str = "fp32",
@@ -343,8 +361,9 @@ def profile(graph: Graph, device: str = "CPU", precision: str | None = None, sto
         for job in missing:
             found[job] = measure_job(core, target, job, seconds, lambda: bar.advance(task))
             atomic_write(target.cache_file(asdict(job)), json.dumps(found[job]))
+    overhead = call_overhead(core, target, seconds)
     table = LatencyTable(device, target.device_name, target.precision or "default", target.storage, target.version,
-                         {conv: curve_of(job, found[job]) for conv, job in todo.items()})
+                         {conv: curve_of(job, found[job], overhead) for conv, job in todo.items()})
     return calibrate(table, graph, core, target, progress=progress) if fit else table
 
 
@@ -361,8 +380,8 @@ def network_ms(graph: Graph, weights: DarknetWeights | None, device: str = "CPU"
     if storage == "int8":
         calibration = calibration or Calibration(scenes=TIMING_SCENES)
     built = build_ir(graph, weights, IrOptions(storage=storage, calibration=calibration if storage == "int8" else None))
-    precision = precision and precision != "default" and inference_precision(precision) or None
-    return median_ms(core or ov.Core(), built.model, device, precision, seconds)
+    hint = inference_precision(precision) if precision and precision != "default" else None
+    return median_ms(core or ov.Core(), built.model, device, hint, seconds)
 
 
 def uniform_graph(graph: Graph, table: LatencyTable, keep: float) -> Graph:
