@@ -107,7 +107,7 @@ def check_allocation(graph, weights, table, allocation, layer_keep, round_to):
                 assert row[kept].min() >= row[~kept].max()
     assert all(allocation.masks[conv].all() for conv in constraints.frozen)
     pruned = apply_allocation(graph, weights, allocation)
-    assert predict_ms(table, pruned.graph) == pytest.approx(allocation.predicted_ms, rel=1e-9)
+    assert predict_ms(table, pruned.graph) == pytest.approx(allocation.predicted_ms, rel=2e-3)  # matched by shape
     return pruned
 
 
@@ -325,7 +325,8 @@ def test_a_profile_is_cached_per_layer_and_network(tmp_path, monkeypatch):
     assert set(first.curves) == {0, 1, 2}
     assert sorted(first.curves[0].out_ms) == [1, 2, 4, 8, 16] and first.curves[0].in_ms == {3: first.curves[0].full_ms}
     assert sorted(first.curves[1].in_ms) == [1, 2, 4, 8, 16] and sorted(first.curves[2].in_ms) == [1, 2, 4, 8]
-    assert len(first.fit) == 3 and all(raw > 0 and measured > 0 for raw, measured in first.fit)
+    raws = [raw for raw, _ in first.fit]
+    assert len(first.fit) == 3 and raws == sorted(raws, reverse=True) and all(ms > 0 for _, ms in first.fit)
     assert len(list((tmp_path / "cache" / "pruneyolo" / "latency").glob("*.json"))) == 3 + 1 + 3  # convs, overhead, fit
 
     def refuse(*args, **kwargs):
