@@ -51,6 +51,8 @@ def smallest_run(name: str, tmp_path: Path, ir: Path) -> tuple[list[str], list[s
     """The tool's smallest arguments and words its output must hold."""
     demo = str(DEMO.relative_to(ROOT))
     return {
+        "bench_allocate": (["--smallest", "--cache-dir", str(tmp_path / "cache")],
+                           ["global 0.5 prune vs latency allocation", "worst prediction error"]),
         "bench_convert": ([demo], ["1 cfgs converted"]),
         "bench_ingraph": (["--input", "64x64", "--layout", "1x1", "--size", "64x48", "--repeat", "2"],
                           ["CPU ms per mosaic"]),
@@ -68,8 +70,8 @@ def smallest_run(name: str, tmp_path: Path, ir: Path) -> tuple[list[str], list[s
 
 
 def test_every_bench_tool_is_tested():
-    assert TOOLS == ["bench_convert", "bench_ingraph", "bench_peers", "bench_remote", "bench_round", "bench_run",
-                     "bench_synth"]
+    assert TOOLS == ["bench_allocate", "bench_convert", "bench_ingraph", "bench_peers", "bench_remote", "bench_round",
+                     "bench_run", "bench_synth"]
 
 
 @pytest.mark.parametrize("name", TOOLS)

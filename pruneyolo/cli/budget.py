@@ -90,6 +90,56 @@ def run_budget(cfg: str, graph: Graph, weights: DarknetWeights, budget_args: dic
                   + (f" with {found.chosen.shortcuts} residual blocks removed" if found.chosen.shortcuts else "")
                   + f": {found.chosen.achieved:.1f} {'FPS per stream' if budget.fps else 'ms per frame set'}",
                   highlight=False)
+    print_written(console, cfg_out, weights_out, plot_path, weights)
+
+
+def run_allocate(cfg: str, graph: Graph, weights: DarknetWeights, budget_args: dict, layer_keep: float | None,
+                 round_to: int, directory: str) -> None:
+    """Profile (cached), allocate, measure, print the table, and write the model and the frontier chart (nothing
+    when no allocation meets the budget)."""
+    import openvino as ov
+    from rich.console import Console
+
+    from pruneyolo.bench.allocation import allocate_to_budget, allocation_table, inference_ms, plot_frontier
+    from pruneyolo.bench.budget import Budget, ir_measure
+    from pruneyolo.bench.latency import profile
+    from pruneyolo.export.quantize import calibration
+    from pruneyolo.prune.pruning import write_result
+    from pruneyolo.runner.adapter import check_device
+
+    args = budget_args
+    check_device(ov.Core().available_devices, args["device"])
+    budget = Budget(args["target_fps"], args["target_ms"], args["streams"], mosaic_tiles(args["streams"], graph))
+    calib = calibration(args["calib"], args["calib_size"]) if args["storage"] == "int8" else None
+    console = Console() if sys.stdout.isatty() else Console(width=160)
+    table = profile(graph, args["device"], args["precision"], args["storage"], progress=sys.stderr.isatty())
+    with tempfile.TemporaryDirectory(prefix="pruneyolo-allocate-") as workdir, console.status("allocating") as status:
+        measure = ir_measure(Path(workdir), budget, args["device"], args["storage"], args["precision"],
+                             args["seconds"], calib, args["data"] and Path(args["data"]))
+        found = allocate_to_budget(graph, weights, table, budget, measure, layer_keep, round_to, log=status.update)
+    width, height = graph.size
+    title = (f"latency allocation: {Path(cfg).name} @ {width}x{height} on {args['device']} ({table.device_name})\n"
+             f"{table.storage} weights, precision {table.precision}, channels rounded to {round_to}")
+    console.print(allocation_table(found, title))
+    if found.chosen is None:
+        best = min(found.frontier)[0]
+        reason = (f"the narrowest allocation predicts {best:.2f} ms" if not found.trials else
+                  f"{len(found.trials)} allocations measured over it")
+        raise PruneyoloError(f"no allocation meets {budget.text} ({inference_ms(budget):.2f} ms per inference) on "
+                             f"{args['device']}: {reason}; try a smaller --size, --storage int8, a lower --layer-keep "
+                             "or fewer --streams")
+    stem = f"alloc_{budget.fps or budget.ms:g}{'fps' if budget.fps else 'ms'}_{Path(cfg).stem}"
+    plot_path = plot_frontier(found, args["plot_path"] or Path(directory) / f"{stem}_frontier.png", title)
+    cfg_out, weights_out = write_result(found.result, directory, cfg, stem)
+    allocation = found.chosen.allocation
+    console.print(f"chose {100 * allocation.importance:.1f}% of the |gamma| kept, {len(allocation.removed)} residual "
+                  f"blocks removed: predicted {allocation.predicted_ms:.2f} ms, measured {found.chosen.measured_ms:.2f} "
+                  f"ms per inference", highlight=False)
+    print_written(console, cfg_out, weights_out, plot_path, weights)
+
+
+def print_written(console, cfg_out: Path, weights_out: Path | None, plot_path: Path, weights: DarknetWeights) -> None:
+    """What a budgeted prune wrote; with random weights only the cfg, which then needs training."""
     if weights_out is None:
         console.print(f"wrote {cfg_out} and {plot_path}; no .weights: the search ran on "
                       f"{random_note(weights.random_seed)}, so train the cfg (or prune trained weights)",

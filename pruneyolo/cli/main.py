@@ -17,6 +17,7 @@ COMMANDS = {
     "codegen": "pruneyolo.cli.model:codegen",
     "convert": "pruneyolo.cli.model:convert",
     "bench": "pruneyolo.cli.bench:bench_command",
+    "profile": "pruneyolo.cli.profile:profile_command",
     "run": "pruneyolo.cli.run:run",
     "devices": "pruneyolo.cli.run:devices",
     "score": "pruneyolo.cli.run:score",

@@ -10,7 +10,7 @@ import click
 from pruneyolo.cli.budget import budget_options
 from pruneyolo.cli.options import load_model, size_option
 from pruneyolo.errors import PruneyoloError
-from pruneyolo.prune import DEFAULT_ROUND
+from pruneyolo.prune import DEFAULT_ROUND, DEVICE_ROUND
 
 
 def parse_percents(ctx, param, value):
@@ -56,20 +56,27 @@ weights_option = click.option("--weights", "weights_path", type=click.Path(dir_o
 @click.option("--shortcuts", "shortcut_counts", default="0", show_default=True, callback=parse_counts,
               help="Also remove this many [conv][conv][shortcut] residual blocks (lowest mean |gamma|); with a "
                    "budget, several comma-separated counts are searched.")
-@click.option("--round", "round_to", default=DEFAULT_ROUND, show_default=True, type=click.IntRange(1),
-              help="Keep each pruned layer's channel count a multiple of this (the next-largest |gamma| fill up).")
+@click.option("--round", "round_to", type=click.IntRange(1),
+              help=f"Keep each pruned layer's channel count a multiple of this (the next-largest |gamma| fill up); "
+                   f"default {DEFAULT_ROUND}, with --allocate latency the device's: "
+                   + ", ".join(f"{device} {multiple}" for device, multiple in DEVICE_ROUND.items()) + ".")
+@click.option("--allocate", type=click.Choice(["global", "latency"]), default="global", show_default=True,
+              help="With a budget: 'global' searches one |gamma| percent (and --shortcuts counts); 'latency' "
+                   "profiles each layer on --device (cached; `pruneyolo profile`) and chooses every layer's width "
+                   "and which residual blocks go for the most |gamma| kept within the predicted budget.")
 @click.option("-o", "--output", "directory", default=".", show_default=True, type=click.Path(file_okay=False),
               help="Directory for prune_<P>[_shortcut_<N>]_<stem>.cfg/.weights.")
 @size_option
 @budget_options
-def prune_command(cfg, weights_path, percents, layer_keep, shortcut_counts, round_to, directory, size,
+def prune_command(cfg, weights_path, percents, layer_keep, shortcut_counts, round_to, allocate, directory, size,
                   **budget_args):
     """Prune CFG + --weights (or a YOLOv5 .pt) by BatchNorm |gamma| and write Darknet cfg+weights: at --percent,
     or as little as meets --target-fps / --target-ms on a device."""
     from rich.console import Console
 
-    from pruneyolo.cli.budget import run_budget
+    from pruneyolo.cli.budget import run_allocate, run_budget
     from pruneyolo.darknet.weights import write_weights
+    from pruneyolo.prune import device_round
     from pruneyolo.prune.pruning import prune, write_result
     from pruneyolo.prune.report import SweepRow, floor_note, stage_table, sweep_table
 
@@ -78,7 +85,15 @@ def prune_command(cfg, weights_path, percents, layer_keep, shortcut_counts, roun
         raise PruneyoloError("give either --percent or a budget (--target-fps or --target-ms)")
     if not budgeted and len(shortcut_counts) > 1:
         raise PruneyoloError("several --shortcuts counts are searched only with --target-fps or --target-ms")
+    if allocate == "latency" and not budgeted:
+        raise PruneyoloError("--allocate latency needs a budget (--target-fps or --target-ms)")
+    if allocate == "latency" and shortcut_counts != (0,):
+        raise PruneyoloError("--allocate latency chooses the residual blocks itself: leave out --shortcuts")
+    if round_to is None:
+        round_to = device_round(budget_args["device"]) if allocate == "latency" else DEFAULT_ROUND
     graph, weights, _ = load_model(cfg, weights_path, size, random_ok=budgeted)
+    if allocate == "latency":
+        return run_allocate(cfg, graph, weights, budget_args, layer_keep, round_to, directory)
     if budgeted:
         return run_budget(cfg, graph, weights, budget_args, shortcut_counts, layer_keep, round_to, directory)
     results = [prune(graph, weights, percent, layer_keep, shortcut_counts[0], round_to=round_to)

@@ -478,10 +478,10 @@ def output_stem(cfg_path: str, percent: float, shortcuts: int) -> str:
     return f"prune_{percent:g}{layers}_{Path(cfg_path).stem}"
 
 
-def write_result(result: PruneResult, directory, cfg_path: str) -> tuple[Path, Path | None]:
-    """Write the pruned .cfg and .weights (atomically) into `directory`; returns their paths. Random weights
-    (`--weights random`) are not written: only the cfg is a result then (weights path None)."""
-    stem = output_stem(cfg_path, result.percent, result.shortcuts)
+def write_result(result: PruneResult, directory, cfg_path: str, stem: str | None = None) -> tuple[Path, Path | None]:
+    """Write the pruned .cfg and .weights (atomically) into `directory` as `stem` (default: output_stem's); returns
+    their paths. Random weights (`--weights random`) are not written: only the cfg is a result then (weights None)."""
+    stem = stem or output_stem(cfg_path, result.percent, result.shortcuts)
     cfg_out, weights_out = Path(directory) / f"{stem}.cfg", Path(directory) / f"{stem}.weights"
     atomic_write(cfg_out, format_cfg(list(result.graph.sections)))
     if result.weights.random_seed is not None:

@@ -1,0 +1,145 @@
+"""`prune --allocate latency` to a budget: allocate on the latency table, measure the pruned IR, and when the
+measurement misses, allocate again to a target scaled by how far the prediction was off (at most `rounds` times).
+Also the global threshold's frontier on the same table, the search's table and its frontier chart."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from pruneyolo.bench.budget import MAX_FLOORED_PERCENT, Budget, Measure, Measurement
+from pruneyolo.bench.latency import LatencyTable, predict_ms
+from pruneyolo.darknet.graph import Graph, build_graph
+from pruneyolo.darknet.weights import DarknetWeights
+from pruneyolo.files import write_png
+from pruneyolo.prune.allocate import Allocation, allocate, apply_allocation, threshold_importance
+from pruneyolo.prune.pruning import (
+    PruneResult,
+    abs_gammas,
+    channel_constraints,
+    channel_masks,
+    largest_safe_percent,
+    prune_sections,
+)
+
+ROUNDS = 3
+
+
+@dataclass(frozen=True)
+class AllocTrial:
+    """One allocation: the predicted-ms target it was made for, its prediction, measurement and what it keeps."""
+
+    target_ms: float
+    allocation: Allocation
+    params: int
+    bflops: float
+    measurement: Measurement
+    measured_ms: float  # per inference: measured (LATENCY), or 1000 / inferences/s (THROUGHPUT)
+    achieved: float
+    met: bool
+
+
+@dataclass(frozen=True)
+class AllocSearch:
+    """Every trial, the chosen one with its pruned model (None when none met), and both frontiers on the table:
+    (predicted ms, importance kept) of the allocation's descent and of global thresholds."""
+
+    budget: Budget
+    trials: list[AllocTrial]
+    chosen: AllocTrial | None
+    result: PruneResult | None
+    frontier: list[tuple[float, float]]
+    global_frontier: list[tuple[float, float, float]]  # (percent, predicted ms, importance kept)
+
+
+def inference_ms(budget: Budget) -> float:
+    """The budget as ms per inference: its ms over the mosaics, or (fps budgets) 1000 / (fps x mosaics), the
+    latency that rate would need from one request (an approximation: THROUGHPUT runs several at once)."""
+    return budget.ms / budget.mosaics if budget.ms else 1e3 / (budget.fps * budget.mosaics)
+
+
+def allocate_to_budget(graph: Graph, weights: DarknetWeights, table: LatencyTable, budget: Budget, measure: Measure,
+                       layer_keep: float | None = None, round_to: int = 1, rounds: int = ROUNDS,
+                       log: Callable[[str], None] = lambda _: None) -> AllocSearch:
+    """Allocate to the budget's ms per inference predicted, measure, and retarget on a miss; the chosen trial is
+    the met one with the most importance kept."""
+    goal = inference_ms(budget)
+    target, trials = goal, []
+    descent = allocate(graph, weights, table, target, layer_keep, round_to)
+    frontier = descent.frontier
+    chosen, result = None, None
+    while descent.allocation is not None and len(trials) < rounds:
+        log(f"allocation for {target:.2f} ms predicted: pruning, converting and measuring")
+        pruned = apply_allocation(graph, weights, descent.allocation)
+        measurement = measure(pruned)
+        achieved = budget.achieved(measurement.value)
+        measured_ms = measurement.value if budget.ms else 1e3 / measurement.value
+        trial = AllocTrial(target, descent.allocation, pruned.graph.params, pruned.graph.bflops, measurement,
+                           measured_ms, achieved, budget.met(achieved))
+        trials.append(trial)
+        if trial.met:
+            chosen, result = trial, pruned
+            break
+        target = descent.allocation.predicted_ms * goal / trial.measured_ms
+        descent = allocate(graph, weights, table, target, layer_keep, round_to)
+    return AllocSearch(budget, trials, chosen, result, frontier,
+                       global_frontier(graph, weights, table, layer_keep, round_to))
+
+
+def global_frontier(graph: Graph, weights: DarknetWeights, table: LatencyTable, layer_keep: float | None,
+                    round_to: int, step: float = 0.05) -> list[tuple[float, float, float]]:
+    """(percent, predicted ms, importance kept) of global-threshold prunes (no blocks removed) every `step`."""
+    gammas = abs_gammas(weights, channel_constraints(graph).prunable)
+    top = largest_safe_percent(gammas) if layer_keep is None else MAX_FLOORED_PERCENT
+    points = []
+    for percent in np.arange(0, top + 1e-9, step):
+        masks, _, _ = channel_masks(graph, weights, float(percent), layer_keep, round_to)
+        pruned = build_graph(prune_sections(graph, masks), graph.path, graph.size, graph.dialect)
+        points.append((round(float(percent), 4), predict_ms(table, pruned), threshold_importance(graph, weights, masks)))
+    return points
+
+
+def allocation_table(found: AllocSearch, title: str):
+    """The trials as a rich table, predicted beside measured, the chosen one in bold."""
+    from rich.table import Table
+
+    budget = found.budget
+    table = Table(title=title, caption=f"budget: {budget.text}; {inference_ms(budget):.2f} ms per inference")
+    for header in ("target ms", "predicted ms", "measured ms", "error", "importance kept", "blocks removed",
+                   "params", "BFLOPs", "ran as", "FPS per stream" if budget.fps else "ms per frame set", "meets"):
+        table.add_column(header, justify="right")
+    for trial in found.trials:
+        allocation = trial.allocation
+        error = allocation.predicted_ms / trial.measured_ms - 1
+        table.add_row(f"{trial.target_ms:.2f}", f"{allocation.predicted_ms:.2f}", f"{trial.measured_ms:.2f}",
+                      f"{100 * error:+.0f}%", f"{100 * allocation.importance:.1f}%", str(len(allocation.removed)),
+                      f"{trial.params:,}", f"{trial.bflops:.3f}", trial.measurement.precision, f"{trial.achieved:.1f}",
+                      "yes" if trial.met else "no", style="bold green" if trial is found.chosen else None)
+    return table
+
+
+def plot_frontier(found: AllocSearch, path, title: str):
+    """Importance kept against predicted ms: the allocation's descent and global thresholds, measured trials."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(7, 4.2))
+    ms, kept = zip(*found.frontier, strict=True)
+    axes.plot(ms, [100 * k for k in kept], label="allocation (predicted)", color="tab:blue")
+    _, global_ms, global_kept = zip(*found.global_frontier, strict=True)
+    axes.plot(global_ms, [100 * k for k in global_kept], marker=".", label="global threshold (predicted)",
+              color="tab:orange")
+    if found.trials:
+        axes.plot([t.measured_ms for t in found.trials], [100 * t.allocation.importance for t in found.trials],
+                  marker="o", linestyle="none", color="tab:blue", fillstyle="none", label="allocation (measured)")
+    axes.axvline(inference_ms(found.budget), color="tab:red", linestyle="--", label="budget")
+    axes.set_xlabel("ms per inference")
+    axes.set_ylabel("importance kept (% of sum |gamma|)")
+    axes.set_title(title, fontsize=9)
+    axes.legend(fontsize=7)
+    figure.tight_layout()
+    return write_png(path, figure)

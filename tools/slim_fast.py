@@ -1,0 +1,383 @@
+"""Device-aware slimming on the demo model: global-threshold prunes against latency allocations at equal latency.
+
+Reuses tools/slim_demo's run folder (dataset, sparsity-trained weights, fine-tuned prunes) or, on a fresh clone,
+the shipped sparsity-trained cfgs/demo-csp_sparse.weights and a dataset made again with slim_demo's settings.
+For each global percent: prune as slim_demo does, measure the prune's latency at 832x832 on this CPU at its
+default precision, allocate to that latency on the profiled table (`prune --allocate latency`), fine-tune both
+the same epochs from the same sparsity model, score both, and time both (FP32 IR at the default precision, INT8
+IR) with the baseline in interleaved rounds. Writes the Pareto chart, a section of docs/results.md and, when the
+allocation wins, cfgs/prune_fast.cfg + .weights.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import click
+import openvino as ov
+import torch
+from slim_demo import (
+    BASE_CFG,
+    CALIB_IMAGES,
+    NAMES,
+    Stages,
+    cached_metrics,
+    machine_name,
+    prune_to,
+    pruneyolo,
+    say,
+)
+
+from pruneyolo.accuracy import Metrics, evaluate, torch_predictor
+from pruneyolo.bench.latency import Target, calibrate, median_ms, network_ms, predict_ms, profile
+from pruneyolo.darknet.graph import load_graph
+from pruneyolo.darknet.weights import read_weights
+from pruneyolo.prune.allocate import allocate, apply_allocation, threshold_importance
+from pruneyolo.prune.pruning import channel_masks, write_result
+
+ROOT = Path(__file__).resolve().parent.parent
+SHIPPED_SPARSE = ROOT / "cfgs" / "demo-csp_sparse.weights"
+SIZE = (832, 832)  # the 2x2 mosaic tools/demo runs
+ROUNDS = 3  # interleaved timing rounds, the best of each model's medians counts
+RETARGETS = 4  # allocations tried per budget: each retargets the prediction by the measured ratio
+EQUAL = 0.03  # "equal latency": measured within 3%
+FIT_KEEPS = (1.0, 0.5, 0.25, 0.12)  # uniform widths the table is fitted to (the prunes here keep about 0.1)
+SECTION = "## Device-aware slimming"
+
+
+@dataclass
+class Model:
+    """One model of the comparison: its files, score and timings (ms per inference, by IR storage)."""
+
+    name: str
+    method: str  # "baseline", "global" or "allocation"
+    cfg: Path
+    weights: Path
+    percent: float | None = None
+    importance: float | None = None
+    metrics: Metrics | None = None
+    ms: dict[str, float] = field(default_factory=dict)
+    ran: dict[str, str] = field(default_factory=dict)
+    predicted_ms: float | None = None
+    params: int = 0
+
+
+def dataset(out: Path) -> Path:
+    """slim_demo's dataset folder, made with its settings when missing."""
+    data = out / "data"
+    if not (data / "data.json").is_file():
+        pruneyolo("synth", data, "--train", 2400, "--val", 200, "--test", 300, "--size", 320)
+    return data
+
+
+def sparse_weights(out: Path) -> Path:
+    """slim_demo's sparsity-trained weights, else the shipped copy."""
+    found = out / "sparse" / f"{BASE_CFG.stem}.weights"
+    return found if found.is_file() else SHIPPED_SPARSE
+
+
+def fine_tune(cfg: Path, weights: Path, folder: Path, data: Path, epochs: int) -> Path:
+    """slim_demo's fine-tuning stage for a prune (skipped when its weights exist)."""
+    tuned = folder / f"{cfg.stem}.weights"
+    if not tuned.is_file():
+        pruneyolo("train", cfg, "-o", folder, "--epochs", epochs, "--weights", weights, "--lr", 1e-3, "--warmup", 50,
+                  "--data", data, "--batch", 16, "--threads", 2, "--val", "val")
+    return tuned
+
+
+def score(model: Model, data: Path, path: Path) -> None:
+    graph = load_graph(model.cfg)
+    model.metrics = cached_metrics(path, lambda: evaluate(torch_predictor(graph, read_weights(model.weights, graph)),
+                                                          data))
+    model.params = graph.params
+    say(f"{model.name}: mAP50 {model.metrics.map50:.3f}")
+
+
+def allocate_to(graph, weights, table, goal_ms: float, layer_keep: float, round_to: int, folder: Path,
+                seconds: float):
+    """The allocation measured within 3% of `goal_ms` (retargeting the prediction by the measured ratio until one
+    is), its files, predicted and measured ms; of those tried, the one nearest the goal without passing it by
+    more than 1% when none lands within 3%."""
+    target, tried = goal_ms, []
+    for _ in range(RETARGETS):
+        descent = allocate(graph, weights, table, target, layer_keep, round_to)
+        if descent.allocation is None:
+            break
+        result = apply_allocation(graph, weights, descent.allocation)
+        measured = network_ms(load_graph_at(result.graph, SIZE), result.weights, seconds=seconds)[0]
+        tried.append((descent.allocation, result, measured))
+        say(f"allocation for {target:.2f} ms predicted ({descent.allocation.predicted_ms:.2f}): {measured:.2f} ms "
+            f"measured, goal {goal_ms:.2f}")
+        if abs(measured / goal_ms - 1) <= EQUAL:
+            break
+        target = descent.allocation.predicted_ms * goal_ms / measured
+    fitting = [t for t in tried if t[2] <= goal_ms * 1.01]
+    if not fitting:
+        raise SystemExit(f"no allocation reaches {goal_ms:.2f} ms")
+    allocation, result, measured = max(fitting, key=lambda t: t[2])
+    folder.mkdir(parents=True, exist_ok=True)
+    cfg, weights_path = write_result(result, folder, str(BASE_CFG), stem=f"{folder.name}_{BASE_CFG.stem}")
+    return allocation, cfg, weights_path, measured
+
+
+def load_graph_at(graph, size):
+    """A graph rebuilt at another input size (its sections as they are)."""
+    from pruneyolo.darknet.graph import build_graph
+
+    return build_graph(list(graph.sections), graph.path, size, graph.dialect)
+
+
+def irs(model: Model, folder: Path, calib: Path) -> dict[str, Path]:
+    """The model's FP32 and INT8 IRs at SIZE (calibrated as slim_demo calibrates)."""
+    xmls = {}
+    for storage in ("fp32", "int8"):
+        target = folder / storage
+        xml = target / f"{model.cfg.stem}.xml"
+        if not xml.is_file():
+            calib_size = min(CALIB_IMAGES, sum(1 for _ in calib.glob("*.jpg")))
+            extra = ["--calib", calib, "--calib-size", calib_size] if storage == "int8" else []
+            pruneyolo("convert", model.cfg, "--weights", model.weights, "--names", NAMES, "--storage", storage,
+                      "--size", f"{SIZE[0]}x{SIZE[1]}", "-o", target, *extra)
+        xmls[storage] = xml
+    return xmls
+
+
+def time_side_by_side(models: list[Model], xmls: dict[str, dict[str, Path]], seconds: float) -> None:
+    """Each model's latency (median of back-to-back requests, LATENCY hint, default precision) per storage: the
+    best of ROUNDS interleaved rounds, so that other work on the machine only ever slows a round."""
+    core = ov.Core()
+    for storage in ("fp32", "int8"):
+        compiled = {m.name: core.read_model(str(xmls[m.name][storage])) for m in models}
+        best = dict.fromkeys(compiled, float("inf"))
+        for _ in range(ROUNDS):
+            for model in models:
+                value, ran = median_ms(core, compiled[model.name], "CPU", None, seconds)
+                best[model.name] = min(best[model.name], value)
+                model.ran[storage] = ran
+        for model in models:
+            model.ms[storage] = best[model.name]
+        say(f"{storage} IRs at {SIZE[0]}x{SIZE[1]}: " + ", ".join(f"{m.name} {m.ms[storage]:.2f} ms ({m.ran[storage]})"
+                                                                  for m in models))
+
+
+def plot_pareto(models: list[Model], path: Path, machine: str) -> None:
+    """mAP50 against measured ms, one panel per IR storage, one line per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, panels = plt.subplots(1, 2, figsize=(10, 4.2))
+    for axes, storage in zip(panels, ("fp32", "int8"), strict=True):
+        for method, color in (("global", "tab:orange"), ("allocation", "tab:blue"), ("baseline", "black")):
+            points = sorted((m.ms[storage], m.metrics.map50) for m in models if m.method == method)
+            if points:
+                axes.plot(*zip(*points, strict=True), marker="o", color=color,
+                          label={"global": "global threshold", "allocation": "latency allocation"}.get(method, method))
+        ran = next(m.ran[storage] for m in models)
+        axes.set_title(f"{storage.upper()} IR at {SIZE[0]}x{SIZE[1]}, ran at {ran}", fontsize=9)
+        axes.set_xlabel("ms per inference (LATENCY hint, median)")
+        axes.set_ylabel("mAP50 (test split)")
+        axes.set_xscale("log")
+        axes.legend(fontsize=7)
+    figure.suptitle(machine, fontsize=8)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def report(models: list[Model], pairs: list[tuple[Model, Model]], machine: str, flags: str, settings: dict,
+           minutes: dict, worst_error: float, goals: list[str]) -> str:
+    base = next(m for m in models if m.method == "baseline")
+    rows = "\n".join(
+        f"| {m.name} | {m.metrics.map50:.3f} | {m.params:,} | "
+        f"{'-' if m.importance is None else f'{100 * m.importance:.1f}%'} | "
+        f"{'-' if m.predicted_ms is None else f'{m.predicted_ms:.2f}'} | {m.ms['fp32']:.2f} | "
+        f"{base.ms['fp32'] / m.ms['fp32']:.2f}x | {m.ms['int8']:.2f} | {base.ms['int8'] / m.ms['int8']:.2f}x |"
+        for m in models)
+    pair_lines = "\n".join(
+        f"| {g.percent:g} | {g.ms['fp32']:.2f} / {a.ms['fp32']:.2f} | {g.metrics.map50:.3f} / {a.metrics.map50:.3f} | "
+        f"{100 * (a.metrics.map50 - g.metrics.map50):+.1f} | {g.ms['int8']:.2f} / {a.ms['int8']:.2f} |"
+        for g, a in pairs)
+    stage_lines = "\n".join(f"| {name} | {value:.1f} |" for name, value in minutes.items())
+    goal_lines = "\n".join(f"- {goal}" for goal in goals)
+    return f"""{SECTION}
+
+Measured by `tools/slim_fast` in one run on {machine} (flags: {flags}), default inference precision
+{base.ran['fp32']}. For each global percent the global prune (slim_demo's --layer-keep/--round and residual blocks)
+is timed, then `prune --allocate latency` allocates widths and residual blocks to that measured latency on this
+CPU's profiled latency table; both are fine-tuned {settings['finetune_epochs']} epochs from the same sparsity model
+and scored on the test split (the model at 256x256). Latency: the IR at {SIZE[0]}x{SIZE[1]}, median of
+back-to-back requests at the LATENCY hint, best of {ROUNDS} interleaved rounds, the FP32 IR at the default
+precision and the INT8 IR. Settings: {json.dumps(settings)}.
+
+## Targets (device-aware slimming)
+
+{goal_lines}
+
+| model | mAP50 | params | importance kept | predicted ms | ms FP32 IR | speed-up | ms INT8 IR | speed-up |
+|---|---|---|---|---|---|---|---|---|
+{rows}
+
+Global against allocation, same budget (ms global / allocation; mAP50 global / allocation):
+
+| global percent | ms FP32 IR | mAP50 | allocation - global (points) | ms INT8 IR |
+|---|---|---|---|---|
+{pair_lines}
+
+The latency table (profiled on this CPU, fitted to uniform networks at {FIT_KEEPS} of the widths) predicted
+every prune above within {100 * worst_error:.1f}% of its measured latency (worst case; the allocation search itself
+times each candidate it builds, `prune --allocate latency` prints them side by side).
+
+![mAP50 against measured latency](img/pareto.png)
+
+| stage | minutes |
+|---|---|
+{stage_lines}
+"""
+
+
+def cpu_flags() -> str:
+    """The CPU's vector and matrix flags (AVX2, AVX-512 parts, AMX)."""
+    flags = next((line.split(":", 1)[1].split() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("flags")), [])
+    wanted = [f for f in flags if f in ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni")
+              or f.startswith("amx")]
+    return " ".join(wanted) or "none of avx2/avx512/amx"
+
+
+def write_section(text: str) -> None:
+    """Replace (or add) the device-aware section at the end of docs/results.md."""
+    path = ROOT / "docs" / "results.md"
+    current = path.read_text() if path.is_file() else ""
+    head = current.split(SECTION)[0].rstrip() + "\n\n" if current else ""
+    path.write_text(head + text)
+
+
+def goals_of(base: Model, pairs: list[tuple[Model, Model]], shipped_map50: float) -> tuple[list[str], Model | None]:
+    """The issue's targets, each met or missed, and the winning allocation (None when none wins)."""
+    lines, winner = [], None
+    for glob, alloc in pairs:
+        ratio = alloc.ms["fp32"] / glob.ms["fp32"]
+        gain = alloc.metrics.map50 - glob.metrics.map50
+        wins = abs(ratio - 1) <= 0.03 and gain >= 0.02
+        lines.append(f"global {glob.percent:g} vs allocation at its latency: {alloc.ms['fp32']:.2f} vs "
+                     f"{glob.ms['fp32']:.2f} ms ({100 * (ratio - 1):+.1f}%), mAP50 {alloc.metrics.map50:.3f} vs "
+                     f"{glob.metrics.map50:.3f} ({100 * gain:+.1f} points; target: +2 at latency within 3%): "
+                     f"{'met' if wins else '**missed**'}")
+        if wins and (winner is None or alloc.metrics.map50 > winner.metrics.map50):
+            winner = alloc
+    best = max((a for _, a in pairs), key=lambda m: (m.metrics.map50 >= shipped_map50, base.ms["fp32"] / m.ms["fp32"]))
+    speedup = base.ms["fp32"] / best.ms["fp32"]
+    lines.append(f"best allocation ({best.name}): {speedup:.2f}x the baseline's speed at the default precision "
+                 f"(target: 2.5x): {'met' if speedup >= 2.5 else '**missed**'}; mAP50 {best.metrics.map50:.3f} "
+                 f"(target: no lower than the shipped model's {shipped_map50:.3f}): "
+                 f"{'met' if best.metrics.map50 >= shipped_map50 else '**missed**'}")
+    return lines, winner
+
+
+@click.command()
+@click.option("--out", default=str(ROOT / "runs" / "slim"), show_default=True, type=click.Path(path_type=Path),
+              help="tools/slim_demo's folder (reused: dataset, sparsity model, fine-tuned prunes).")
+@click.option("--percents", default="0.8,0.88", show_default=True, help="Global percents, one budget each.")
+@click.option("--shortcuts", default=6, show_default=True, help="Residual blocks the global prunes remove.")
+@click.option("--layer-keep", default=0.1, show_default=True)
+@click.option("--round", "round_to", default=4, show_default=True)
+@click.option("--finetune-epochs", default=5, show_default=True)
+@click.option("--seconds", default=2.0, show_default=True, help="Seconds per latency measurement.")
+@click.option("--shipped-map50", default=0.609, show_default=True, help="The shipped prune's mAP50 (a target).")
+@click.option("--ship/--no-ship", default=True, show_default=True, help="Write docs/ and cfgs/prune_fast.*.")
+def main(out: Path, percents: str, shortcuts: int, layer_keep: float, round_to: int, finetune_epochs: int,
+         seconds: float, shipped_map50: float, ship: bool):
+    torch.set_num_threads(2)
+    out.mkdir(parents=True, exist_ok=True)
+    stages = Stages(out / "fast_timing.json")
+    data = dataset(out)
+    sparse = sparse_weights(out)
+    say(f"sparsity model: {sparse}")
+    graph = load_graph(BASE_CFG)
+    arrays = read_weights(sparse, graph)
+    deployed = load_graph(BASE_CFG, SIZE)
+    tables = {}
+
+    def table_for_cpu():
+        core = ov.Core()
+        raw = profile(deployed, "CPU", None, "fp32", fit=False)
+        tables["fp32"] = calibrate(raw, deployed, core, Target.on(core, "CPU", None, "fp32"), keeps=FIT_KEEPS)
+
+    stages.run("profile (latency table at 832x832, default precision)", table_for_cpu)
+    table = tables["fp32"]
+    say(f"table fitted: scale {table.scale:.3f}, other {table.other_ms:.2f} ms, from {len(table.fit)} networks")
+    models = [Model("baseline", "baseline", BASE_CFG, out / "baseline_more" / f"{BASE_CFG.stem}.weights")]
+    pairs = []
+
+    def prunes():
+        for percent in (float(p) for p in percents.split(",")):
+            cfg, weights, _ = prune_to(graph, arrays, out / "prune", percent, layer_keep, shortcuts, round_to)
+            pruned = load_graph(cfg)
+            masks, _, _ = channel_masks(graph, arrays, percent, layer_keep, round_to)
+            goal = network_ms(load_graph(cfg, SIZE), None, seconds=seconds)[0]
+            glob = Model(f"global {percent:g} + {shortcuts} blocks", "global", cfg, weights, percent,
+                         threshold_importance(graph, arrays, masks), predicted_ms=predict_ms(table, load_graph(cfg, SIZE)))
+            say(f"global {percent:g}: {goal:.2f} ms measured, {glob.predicted_ms:.2f} predicted, {pruned.params:,} params")
+            folder = out / f"alloc_{percent:g}"
+            found = folder / "allocation.json"  # a rerun keeps the allocation its fine-tuned weights belong to
+            if not found.is_file():
+                allocation, acfg, aweights, measured = allocate_to(graph, arrays, table, goal, layer_keep, round_to,
+                                                                   folder, seconds)
+                found.write_text(json.dumps({"cfg": str(acfg), "weights": str(aweights), "measured": measured,
+                                             "predicted": allocation.predicted_ms,
+                                             "importance": allocation.importance}))
+            kept = json.loads(found.read_text())
+            alloc = Model(f"allocation at global {percent:g}'s ms", "allocation", Path(kept["cfg"]),
+                          Path(kept["weights"]), percent, kept["importance"],
+                          predicted_ms=predict_ms(table, load_graph(Path(kept["cfg"]), SIZE)))
+            pairs.append((glob, alloc))
+
+    stages.run("prunes and allocations", prunes)
+    for glob, alloc in pairs:
+        for model in (glob, alloc):
+            reused = out / "finetune" / f"{model.cfg.stem}.weights"  # slim_demo's fine-tuned prune, same settings
+            folder = reused.parent if reused.is_file() else out / f"fast_tune_{model.cfg.stem}"
+            stages.train(f"fine-tune {model.name}", folder,
+                         lambda m=model, f=folder: fine_tune(m.cfg, m.weights, f, data, finetune_epochs))
+            model.weights = folder / f"{model.cfg.stem}.weights"
+        models += [glob, alloc]
+    for model in models:
+        score(model, data, out / "fast_scores" / f"{model.cfg.stem}.json")
+    xmls = {}
+    stages.run("IRs", lambda: xmls.update({m.name: irs(m, out / "fast_ir" / m.cfg.stem, data / "images" / "train")
+                                           for m in models}))
+    stages.run("latency side by side", lambda: time_side_by_side(models, xmls, seconds))
+    errors = [abs(m.predicted_ms / m.ms["fp32"] - 1) for m in models if m.predicted_ms is not None]
+    for model in models[1:]:
+        say(f"{model.name}: predicted {model.predicted_ms:.2f} ms, measured {model.ms['fp32']:.2f} ms "
+            f"({100 * (model.predicted_ms / model.ms['fp32'] - 1):+.1f}%)")
+    machine, flags = machine_name(), cpu_flags()
+    goals, winner = goals_of(models[0], pairs, shipped_map50)
+    for goal in goals:
+        say(goal)
+    say(f"worst prediction error: {100 * max(errors):.1f}%")
+    if not ship:
+        return
+    plot_pareto(models, ROOT / "docs" / "img" / "pareto.png", machine)
+    settings = {"percents": percents, "shortcuts": shortcuts, "layer_keep": layer_keep, "round": round_to,
+                "finetune_epochs": finetune_epochs, "sparsity_model": str(sparse.relative_to(sparse.parents[1]))}
+    write_section(report(models, pairs, machine, flags, settings, stages.minutes, max(errors), goals))
+    if winner is not None:
+        header = (f"# cfgs/demo-csp.cfg slimmed for {machine} by `prune --allocate latency` at the latency of the "
+                  f"global {winner.percent:g} prune, fine-tuned.\n# Written by tools/slim_fast (docs/results.md).\n")
+        (ROOT / "cfgs" / "prune_fast.cfg").write_text(header + winner.cfg.read_text())
+        shutil.copyfile(winner.weights, ROOT / "cfgs" / "prune_fast.weights")
+        say("shipped cfgs/prune_fast.cfg and .weights")
+    if not SHIPPED_SPARSE.is_file() and sparse != SHIPPED_SPARSE:
+        shutil.copyfile(sparse, SHIPPED_SPARSE)
+    say(f"done: {sum(stages.minutes.values()):.1f} min of stages")
+
+
+if __name__ == "__main__":
+    main()
