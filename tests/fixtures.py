@@ -1,16 +1,13 @@
-"""Synthetic model weights for tests and benchmarks (tools/ put tests/ on sys.path to use them)."""
-
-from __future__ import annotations
+"""Synthetic model weights for tests (the package's own, under the name the tests import them by), and the one
+parity measure every test compares outputs with."""
 
 import numpy as np
 
-from pruneyolo.darknet.weights import random_weights
+from pruneyolo.data.random_weights import random_weights, spike_and_slab
 
-__all__ = ["random_weights", "spike_and_slab"]
+__all__ = ["random_weights", "relative_error", "spike_and_slab"]
 
 
-def spike_and_slab(rng: np.random.Generator, count: int, spike_fraction: float = 0.85) -> np.ndarray:
-    """Gammas as sparsity training leaves them: most near 0 (|N(0, 0.01)|), the rest from U(0.5, 1.5)."""
-    spike = np.abs(rng.normal(0, 0.01, count))
-    slab = rng.uniform(0.5, 1.5, count)
-    return np.where(rng.random(count) < spike_fraction, spike, slab).astype(np.float32)
+def relative_error(actual: np.ndarray, expected: np.ndarray) -> float:
+    """max|actual - expected| / max(1, max|expected|): the parity measure of the issues."""
+    return float(np.abs(actual - expected).max() / max(1.0, float(np.abs(expected).max())))

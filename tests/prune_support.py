@@ -1,4 +1,5 @@
-"""Shared by the prune tests: random sparse-like weights, and running a model in OpenCV."""
+"""Shared by the prune tests: random sparse-like weights, and running a model in OpenCV (relative_error is
+support's, the one parity measure, importable from here too)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from fixtures import random_weights, spike_and_slab
+from fixtures import random_weights, relative_error, spike_and_slab  # noqa: F401 - tests import relative_error here
 
 from pruneyolo.darknet.cfg import format_cfg
 from pruneyolo.darknet.graph import Graph, load_graph
@@ -40,11 +41,6 @@ def random_image(graph: Graph, seed: int = 0) -> np.ndarray:
     """A random NCHW float image in [0, 1) at the graph's input size."""
     channels, height, width = graph.input_shape
     return np.random.default_rng(seed).random((1, channels, height, width), dtype=np.float32)
-
-
-def relative_error(expected: np.ndarray, actual: np.ndarray) -> float:
-    """Max absolute difference over the largest magnitude of `expected`."""
-    return float(np.abs(expected - actual).max() / np.abs(expected).max())
 
 
 def zero_cut_channels(weights: DarknetWeights, masks: dict[int, np.ndarray], *, beta: bool = True) -> None:

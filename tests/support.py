@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import openvino as ov
 import torch
-from fixtures import random_weights
+from fixtures import random_weights, relative_error
 from prune_support import write_model
 
 from pruneyolo.darknet.graph import Conv, Graph, load_graph
@@ -101,11 +101,6 @@ def compile_f32(xml_or_model, device: str = "CPU") -> ov.CompiledModel:
     """Compiled with f32 inference precision (this CPU would otherwise run bf16)."""
     core = ov.Core()
     return core.compile_model(xml_or_model, device, {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": 1})
-
-
-def relative_error(actual: np.ndarray, expected: np.ndarray) -> float:
-    """max|a - b| / max(1, max|b|): the parity measure of the issues."""
-    return float(np.abs(actual - expected).max() / max(1.0, float(np.abs(expected).max())))
 
 
 def opencv_reads(path: Path) -> bool:

@@ -26,7 +26,6 @@ from pruneyolo.bench.timing import (
 )
 from pruneyolo.cli.main import main
 from pruneyolo.darknet.graph import load_graph
-from pruneyolo.darknet.weights import write_weights
 from pruneyolo.errors import PruneyoloError
 from pruneyolo.export.build import build_ir
 from pruneyolo.export.convert import save_ir
@@ -42,14 +41,6 @@ APP_LATENCY = """[ INFO ] Latency:
 [ INFO ]    Median:        766.99 us
 [ INFO ]    Average:       892.36 us
 [ INFO ] Throughput:   2015.32 FPS"""
-
-
-@pytest.fixture(scope="module")
-def demo_weights(tmp_path_factory):
-    graph = load_graph(DEMO, (64, 64))
-    path = tmp_path_factory.mktemp("bench") / "demo-tiny.weights"
-    write_weights(path, graph, random_weights(graph, 0))
-    return path
 
 
 def test_bench_command_prints_every_row_and_writes_the_chart(demo_weights, tmp_path):

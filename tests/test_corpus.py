@@ -1,28 +1,30 @@
-"""Every corpus cfg: parse, weights round trip, codegen, IR save/reload, parity with OpenCV (or codegen).
-Skipped where the third-party corpus is absent (see cfg_sources); test_own_cfgs runs the same on our cfgs."""
+"""Every cfg: ours (tests/data, cfgs/) and the third-party corpus where it is present (see cfg_sources): parse,
+weights round trip, codegen, IR save/reload, parity with OpenCV (or with the generated PyTorch where OpenCV
+cannot load it); the corpus cfgs pruneyolo rejects, each with its one-line reason."""
 
 from __future__ import annotations
 
 import pytest
-from cfg_sources import CORPUS, CORPUS_CFGS, needs_corpus
+from cfg_sources import CORPUS, CORPUS_CFGS, OWN_CFGS, SHIPPED_CFGS, needs_corpus
 from support import REJECTED, assert_ir_equals_generated, assert_ir_equals_opencv, opencv_reads
 
 from pruneyolo.darknet.graph import load_graph
 from pruneyolo.errors import CfgError
 
-pytestmark = needs_corpus
-
 ACCEPTED = [path for path in CORPUS_CFGS if path.name not in REJECTED]
-OPENCV_READS = [path for path in ACCEPTED if opencv_reads(path)]
-OPENCV_REFUSES = [path for path in ACCEPTED if path not in OPENCV_READS]
+EVERY_CFG = OWN_CFGS + SHIPPED_CFGS + ACCEPTED  # the corpus part is empty where the corpus is absent
+OPENCV_READS = [path for path in EVERY_CFG if opencv_reads(path)]
+OPENCV_REFUSES = [path for path in EVERY_CFG if path not in OPENCV_READS]
 
 
+@needs_corpus
 def test_corpus_acceptance_count():
     assert len(CORPUS_CFGS) == 67
     assert {path.name for path in CORPUS_CFGS} >= set(REJECTED)
     assert len(ACCEPTED) == 61
 
 
+@needs_corpus
 @pytest.mark.parametrize("path", [CORPUS / name for name in REJECTED], ids=lambda p: p.stem)
 def test_rejected_with_a_clear_reason(path):
     with pytest.raises(CfgError) as error:

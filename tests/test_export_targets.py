@@ -15,11 +15,9 @@ import pytest
 import torch
 import yolov5_support as y5
 from click.testing import CliRunner
-from fixtures import random_weights
 
 from pruneyolo.cli.main import main
 from pruneyolo.darknet.graph import load_graph
-from pruneyolo.darknet.weights import write_weights
 from pruneyolo.detect.metadata import ModelInfo
 from pruneyolo.export import targets
 
@@ -43,13 +41,6 @@ def card(monkeypatch):
     target = targets.ExportTarget("card", "<stem>.card.json", {"cfg": (("fp32",), ("decoded", "raw"))},
                                   "the card itself", write_card)
     monkeypatch.setitem(targets.TARGETS, "card", target)
-
-
-@pytest.fixture(scope="module")
-def demo_weights(tmp_path_factory):
-    path = tmp_path_factory.mktemp("w") / "demo.weights"
-    write_weights(path, load_graph(DEMO), random_weights(load_graph(DEMO), 0))
-    return path
 
 
 def convert(*args):

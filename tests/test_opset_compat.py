@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from openvino.preprocess import ColorFormat, PrePostProcessor
 from ov2022 import infer_2022
+from support import relative_error
 from torch import nn
 
 from pruneyolo.export.opset_compat import KNOWN_OPSETS, OpsetError, downgrade_for_2022, unknown_to_2022
@@ -22,11 +23,6 @@ def hard_mish(x: torch.Tensor) -> torch.Tensor:
 
 
 ACTIVATIONS = (torch.tanh, F.softplus, F.elu, F.gelu, F.relu6, F.hardswish, F.silu, hard_mish)
-
-
-def rel_err(actual: np.ndarray, expected: np.ndarray) -> float:
-    """Largest difference relative to the largest magnitude of `expected`."""
-    return float(np.abs(actual - expected).max() / max(np.abs(expected).max(), 1e-12))
 
 
 def darknet_maxpool(x: torch.Tensor, size: int, stride: int) -> torch.Tensor:
@@ -156,7 +152,7 @@ def test_downgrade_keeps_outputs_and_names(probe, extras):
     for case in (probe, extras):
         for got, want in zip(infer(case.downgraded, case.inputs), case.expected, strict=True):
             assert got.dtype == want.dtype and got.shape == want.shape
-            assert rel_err(got.astype(np.float64), want.astype(np.float64)) < 1e-5
+            assert relative_error(got.astype(np.float64), want.astype(np.float64)) < 1e-5
         names = [output.get_names() for output in case.original.outputs]
         assert [output.get_names() for output in case.downgraded.outputs] == names
 
@@ -166,7 +162,7 @@ def test_preprocessed_model_matches_torch(probe):
     with torch.no_grad():
         expected = Probe().eval()(rgb)
     for got, want in zip(infer(probe.downgraded, probe.inputs), expected, strict=True):
-        assert rel_err(got, want.numpy()) < 1e-4
+        assert relative_error(got, want.numpy()) < 1e-4
 
 
 def test_negative_pads_are_refused():
@@ -186,6 +182,6 @@ def test_ir_runs_on_openvino_2022(probe, extras, tmp_path, fp16, tolerance):
         for got, want in zip(infer_2022(xml, case.inputs), case.expected, strict=True):
             assert got.shape == want.shape, name
             if want.dtype.kind == "f":
-                assert rel_err(got, want) < tolerance, name
+                assert relative_error(got, want) < tolerance, name
             elif not fp16:
                 np.testing.assert_array_equal(got, want)

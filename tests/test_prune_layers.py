@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from cfg_sources import corpus_cfg, own_cfg, with_corpus
 from fixtures import random_weights
-from prune_support import head_inputs, random_image, relative_error, sparse_model, write_model
+from prune_support import head_inputs, random_image, sparse_model, write_model
+from support import relative_error
 
 from pruneyolo.darknet.cfg import parse_cfg_text
 from pruneyolo.darknet.graph import build_graph, load_graph
@@ -102,7 +103,7 @@ def test_zero_residual_branches_are_removed_without_changing_outputs(cfg, tmp_pa
     expected = head_inputs(graph, weights, tmp_path / "original", image)
     actual = head_inputs(result.graph, result.weights, tmp_path / "pruned", image)
     for before, after in zip(expected, actual, strict=True):
-        assert relative_error(before, after) < 1e-4
+        assert relative_error(after, before) < 1e-4
 
 
 @pytest.mark.parametrize("cfg, shortcuts", [pytest.param(RES_SPP, 5, id="res-spp"),

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from runner_support import make_ir
 
 from pruneyolo.detect.mosaic import Layout
 from pruneyolo.errors import PruneyoloError
@@ -24,11 +23,6 @@ from pruneyolo.runner.sources import CapturePolicy, parse_source
 
 PRUNEYOLO = str(Path(sys.executable).with_name("pruneyolo"))
 RUN_LIMIT = 60.0  # seconds; a run still going after this is a hang, stopped and failed
-
-
-@pytest.fixture(scope="module")
-def tiny_ir(tmp_path_factory):
-    return make_ir(tmp_path_factory.mktemp("ir") / "tiny.xml", 128, 128, stride=16)
 
 
 class ExplodingReader:

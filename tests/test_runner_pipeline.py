@@ -14,7 +14,6 @@ import cv2
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from runner_support import make_ir
 
 from pruneyolo.cli.main import main
 from pruneyolo.detect.mosaic import Layout
@@ -26,11 +25,6 @@ from pruneyolo.runner.server import LiveState
 from pruneyolo.runner.sources import CapturePolicy, parse_source
 
 PRUNEYOLO = str(Path(sys.executable).with_name("pruneyolo"))
-
-
-@pytest.fixture(scope="module")
-def tiny_ir(tmp_path_factory):
-    return make_ir(tmp_path_factory.mktemp("ir") / "tiny.xml", 128, 128, stride=16)
 
 
 def read_jsonl(path):

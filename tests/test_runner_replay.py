@@ -7,17 +7,12 @@ import cv2
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from runner_support import cell_centre_scene, make_ir
+from runner_support import cell_centre_scene
 
 from pruneyolo.cli.main import main
 from pruneyolo.data.synth import SceneStream
 from pruneyolo.errors import PruneyoloError
 from pruneyolo.runner.sources import DEFAULT_FRAMES, ReplayReader, parse_source
-
-
-@pytest.fixture(scope="module")
-def tiny_ir(tmp_path_factory):
-    return make_ir(tmp_path_factory.mktemp("ir") / "tiny.xml", 128, 128, stride=16)
 
 
 def test_replay_spec_takes_a_trailing_frames_option_and_wraps_any_source(tmp_path):

@@ -44,9 +44,7 @@ SIZE = (128, 128)
 QUICK = TrainOptions(epochs=3, batch=4, lr=3e-3, warmup=1, augment=NO_AUGMENT, ema=False)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -30,9 +30,7 @@ from pruneyolo.yolov5.source import import_checkpoint
 SIZE = (96, 64)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _sparse_checkpoint(path, classes=3, seed=5):
