@@ -74,24 +74,33 @@ class Model:
         return text
 
     def convert(self, output_dir=None, *, storage: str = "fp32", heads: str = "decoded", labels: list[str] | None
-                = None, calib=None, calib_size: int = 300, ovms_dir=None, ovms_device: str | None = None,
+                = None, calib=None, calib_size: int = 300, onnx_dir=None, ovms_dir=None, ovms_device: str | None = None,
                 stem: str | None = None) -> list[Path]:
-        """Write an OpenVINO IR (u8 NHWC BGR input, metadata embedded) into `output_dir` and/or as the next version
-        in the model server repository `ovms_dir`; int8 storage quantizes on `calib` (a folder of images, or
-        'synthetic'). The paths written."""
-        from pruneyolo.export.build import IrOptions, build_ir, write_ir
+        """Write the model as each export target given a place: an OpenVINO IR (u8 NHWC BGR input, metadata
+        embedded) into `output_dir`, an ONNX into `onnx_dir`, the next version in the model server repository
+        `ovms_dir`; int8 storage quantizes on `calib` (a folder of images, or 'synthetic'). The paths written."""
+        from pruneyolo.export.build import IrOptions, build_ir
+        from pruneyolo.export.precision import weight_storage
         from pruneyolo.export.quantize import calibration
+        from pruneyolo.export.targets import Exported, check_request, write_targets
 
+        storage = weight_storage(storage)
+        places = {name: Path(place) for name, place in (("ir", output_dir), ("onnx", onnx_dir), ("ovms", ovms_dir))
+                  if place is not None}
+        if not places:
+            raise ArgumentError("output_dir", "give a place to write: output_dir, onnx_dir or ovms_dir")
+        check_request(list(places), self.kind, storage, heads, ["ovms_device"] if ovms_device else [])
         stem = stem or self.path.stem
+        options = {"ovms_device": ovms_device}
         if self.kind == "onnx":
             from pruneyolo.export.onnx_wrap import wrap_onnx
 
-            return write_ir(wrap_onnx(self.path, labels, None, storage), storage, stem, output_dir, ovms_dir,
-                            ovms_device)
+            return write_targets(Exported(stem, wrap_onnx(self.path, labels, None, storage), storage, heads,
+                                          options=options), places)
         graph = self._needs_graph("convert")
-        options = IrOptions(heads, labels or self.names, storage, calibration(calib, calib_size) if calib else None)
-        built = build_ir(graph, self._needs_weights("converting"), options)
-        return write_ir(built.model, storage, stem, output_dir, ovms_dir, ovms_device)
+        ir_options = IrOptions(heads, labels or self.names, storage, calibration(calib, calib_size) if calib else None)
+        built = build_ir(graph, self._needs_weights("converting"), ir_options)
+        return write_targets(Exported(stem, built.model, storage, heads, built.module, graph, options), places)
 
     def prune(self, percent: float, *, layer_keep: float | None = None, shortcuts: int = 0, fold: bool = True,
               round_to: int = 1) -> Model:
