@@ -215,7 +215,7 @@ and scored on the test split (the model at 256x256). Latency: the IR at {SIZE[0]
 back-to-back requests at the LATENCY hint, best of {ROUNDS} interleaved rounds, the FP32 IR at the default
 precision and the INT8 IR. Settings: {json.dumps(settings)}.
 
-## Targets (device-aware slimming)
+### Targets (device-aware slimming)
 
 {goal_lines}
 
