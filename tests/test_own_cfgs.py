@@ -86,7 +86,7 @@ def test_own_cfgs_cover_every_section_activation_dialect_and_decode():
 
 def test_opencv_checks_most_of_them():
     assert len(OPENCV_READS) >= 7 and {path.stem for path in OPENCV_REFUSES} == {"aliases-activations",
-                                                                                 "yolov5-dialect"}
+                                                                                 "yolov5-dialect", "dfl-attention"}
 
 
 def test_aliases_build_the_graph_of_their_full_names():
