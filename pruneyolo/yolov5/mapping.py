@@ -477,6 +477,19 @@ def _header(root: ModuleRecord, source_name: str, dialect: str) -> str:
             "# Every width comes from the checkpoint's tensors.\n")
 
 
+def net_section(size: tuple[int, int], strides) -> str:
+    """The `[net]` block for an input `size` that every head's stride divides (one line otherwise)."""
+    if strides is None:
+        raise LayerError("no Detect layer: nothing to detect with")
+    width, height = size
+    largest = int(max(strides))
+    if width % largest or height % largest:
+        raise LayerError(f"input size {width}x{height} must be a multiple of the largest stride {largest} in both "
+                         f"dimensions (e.g. --size {max(largest, width // largest * largest)}x"
+                         f"{max(largest, height // largest * largest)})")
+    return f"[net]\nwidth={width}\nheight={height}\nchannels=3"
+
+
 def to_darknet(root: ModuleRecord, size: tuple[int, int] = DEFAULT_SIZE, source_name: str = "") -> Imported:
     """The Darknet cfg text and weights of a YOLOv5 model record at `size` (width, height)."""
     if root.kind not in ROOTS:
@@ -505,15 +518,7 @@ def to_darknet(root: ModuleRecord, size: tuple[int, int] = DEFAULT_SIZE, source_
             raise LayerError(f"{where}: takes one input, but from={show(record.attrs.get('f'))}")
         else:
             outputs[index] = SINGLE_INPUT[record.kind](out, record, sources[0], where)
-    if strides is None:
-        raise LayerError("no Detect layer: nothing to detect with")
-    width, height = size
-    largest = int(max(strides))
-    if width % largest or height % largest:
-        raise LayerError(f"input size {width}x{height} must be a multiple of the largest stride {largest} in both "
-                         f"dimensions (e.g. --size {max(largest, width // largest * largest)}x"
-                         f"{max(largest, height // largest * largest)})")
-    net = f"[net]\nwidth={width}\nheight={height}\nchannels=3"
+    net = net_section(size, strides)
     text = _header(root, source_name, dialect) + "\n" + "\n\n".join([net, *out.blocks]) + "\n"
     return Imported(text, DarknetWeights(0, 2, 5, 0, out.weights), class_names(root, classes), dialect,
                     tuple(int(s) for s in strides))

@@ -37,6 +37,7 @@ from pruneyolo.yolov5.mapping import (
     class_names,
     concat,
     flag,
+    net_section,
     number,
     upsample,
     whole,
@@ -302,15 +303,7 @@ def to_darknet(root: ModuleRecord, size: tuple[int, int], source_name: str = "")
             raise LayerError(f"{where}: takes one input, but from={show(record.attrs.get('f'))}")
         else:
             outputs[index] = SINGLE_INPUT[record.kind](out, record, sources[0], where)
-    if strides is None:
-        raise LayerError("no Detect layer: nothing to detect with")
-    width, height = size
-    largest = int(max(strides))
-    if width % largest or height % largest:
-        raise LayerError(f"input size {width}x{height} must be a multiple of the largest stride {largest} in both "
-                         f"dimensions (e.g. --size {max(largest, width // largest * largest)}x"
-                         f"{max(largest, height // largest * largest)})")
-    net = f"[net]\nwidth={width}\nheight={height}\nchannels=3"
+    net = net_section(size, strides)
     text = _header(root, source_name) + "\n" + "\n\n".join([net, *out.blocks]) + "\n"
     return Imported(text, DarknetWeights(0, 2, 5, 0, out.weights), class_names(root, classes), "darknet",
                     tuple(int(s) for s in strides))
