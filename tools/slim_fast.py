@@ -21,10 +21,9 @@ import openvino as ov
 import torch
 from slim_demo import (
     BASE_CFG,
-    CALIB_IMAGES,
-    NAMES,
     Stages,
     cached_metrics,
+    convert,
     machine_name,
     prune_to,
     pruneyolo,
@@ -33,7 +32,7 @@ from slim_demo import (
 
 from pruneyolo.accuracy import Metrics, evaluate, torch_predictor
 from pruneyolo.bench.latency import Target, calibrate, median_ms, network_ms, predict_ms, profile
-from pruneyolo.darknet.graph import load_graph
+from pruneyolo.darknet.graph import build_graph, load_graph
 from pruneyolo.darknet.weights import read_weights
 from pruneyolo.prune.allocate import allocate, apply_allocation, threshold_importance
 from pruneyolo.prune.pruning import channel_masks, write_result
@@ -125,24 +124,13 @@ def allocate_to(graph, weights, table, goal_ms: float, layer_keep: float, round_
 
 def load_graph_at(graph, size):
     """A graph rebuilt at another input size (its sections as they are)."""
-    from pruneyolo.darknet.graph import build_graph
-
     return build_graph(list(graph.sections), graph.path, size, graph.dialect)
 
 
 def irs(model: Model, folder: Path, calib: Path) -> dict[str, Path]:
-    """The model's FP32 and INT8 IRs at SIZE (calibrated as slim_demo calibrates)."""
-    xmls = {}
-    for storage in ("fp32", "int8"):
-        target = folder / storage
-        xml = target / f"{model.cfg.stem}.xml"
-        if not xml.is_file():
-            calib_size = min(CALIB_IMAGES, sum(1 for _ in calib.glob("*.jpg")))
-            extra = ["--calib", calib, "--calib-size", calib_size] if storage == "int8" else []
-            pruneyolo("convert", model.cfg, "--weights", model.weights, "--names", NAMES, "--storage", storage,
-                      "--size", f"{SIZE[0]}x{SIZE[1]}", "-o", target, *extra)
-        xmls[storage] = xml
-    return xmls
+    """The model's FP32 and INT8 IRs at SIZE (slim_demo's conversion and calibration)."""
+    return {storage: convert(model.cfg, model.weights, folder / storage, storage, calib, SIZE)
+            for storage in ("fp32", "int8")}
 
 
 def time_side_by_side(models: list[Model], xmls: dict[str, dict[str, Path]], seconds: float) -> None:
@@ -150,11 +138,11 @@ def time_side_by_side(models: list[Model], xmls: dict[str, dict[str, Path]], sec
     best of ROUNDS interleaved rounds, so that other work on the machine only ever slows a round."""
     core = ov.Core()
     for storage in ("fp32", "int8"):
-        compiled = {m.name: core.read_model(str(xmls[m.name][storage])) for m in models}
-        best = dict.fromkeys(compiled, float("inf"))
+        read = {m.name: core.read_model(str(xmls[m.name][storage])) for m in models}
+        best = dict.fromkeys(read, float("inf"))
         for _ in range(ROUNDS):
             for model in models:
-                value, ran = median_ms(core, compiled[model.name], "CPU", None, seconds)
+                value, ran = median_ms(core, read[model.name], "CPU", None, seconds)
                 best[model.name] = min(best[model.name], value)
                 model.ran[storage] = ran
         for model in models:
