@@ -3,26 +3,32 @@ predictor of a (pruned) network's latency calibrated on whole networks.
 
 A conv's time depends on its input and output widths. The table measures two curves per conv at its real input
 size: output widths at the full input width, and input widths at the full output width, and predicts the pair as
-separable, t(i, o) = t(I, o) * t(i, O) / t(I, O). A width between grid points costs what the next grid width costs
-(kernels work in blocks, so time steps up at block edges). The grid: 1, 2, 4, every 8 channels to 64, then every
-`step` (16) to the full width: AVX2 blocks f32 channels by 8, AVX-512 and AMX tiles by 16, and GPU/NPU layouts by
-16/32, so every block edge of 16 is sampled, and of 8 where the widths are small and steps matter most.
+separable, t(i, o) = t(I, o) * t(i, O) / t(I, O). The grid: 1, 2, 4, every 8 channels to 64, then every `step` (16)
+to the full width: AVX2 blocks f32 channels by 8, AVX-512 and AMX tiles by 16, and GPU/NPU layouts by 16/32, so
+every block edge of 16 is sampled, and of 8 where the widths are small and steps matter most. A width between grid
+points costs what the next grid width costs where the device computes in blocks (GPU, NPU) and the straight line
+between its neighbours on the CPU, whose kernels here run channels-last and were measured to cost about in
+proportion to the channels (pricing at the next grid width over-predicted irregular prunes by up to 30%).
 
-Each point is less the call overhead (a 1-channel 1x1 conv's time), which a whole network pays once.
-One-layer IRs measure every grid width directly; per-layer counters (PERF_COUNT) would need a whole network
-compiled per width. A whole network also runs reorders, concats, upsamples and the decode, and fuses what one
-layer cannot: `calibrate` fits predicted = scale * (sum of conv times) + other_ms to whole networks measured at
-a few uniform widths, and every candidate built later is printed with both figures.
+A point's time is the conv node's own time from OpenVINO's per-layer counters (PERF_COUNT), bias and activation
+fused into it: a one-layer IR's wall time is mostly the reorders of its input and output between the caller's
+layout and the kernel's (3.6 + 12.7 ms beside a 7.4 ms conv on demo-csp's first layer), which a whole network
+pays only at its ends. A whole network also runs concats, upsamples, reorders and the decode, and fuses what one
+layer cannot: `calibrate` fits predicted = scale * (sum of conv times) + other_ms to whole networks at a few
+uniform widths, timed together in alternating bursts (`interleaved_ms`), so that a machine whose speed drifts
+(a shared VM's can move by 40% within a minute) slows every network of the fit alike.
 """
 
 from __future__ import annotations
 
 import bisect
+import functools
 import hashlib
 import itertools
 import json
 import os
 import statistics
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -30,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import openvino as ov
 
-from pruneyolo.bench.timing import request_latencies
+from pruneyolo.bench.timing import request_latencies, sync_latencies
 from pruneyolo.darknet.cfg import format_cfg
 from pruneyolo.darknet.graph import Conv, Graph, build_graph
 from pruneyolo.darknet.weights import DarknetWeights
@@ -45,6 +51,10 @@ FINE_UP_TO = 64  # widths below this are sampled every 8 channels
 SMALL_WIDTHS = (1, 2, 4)
 CALIBRATION_KEEPS = (1.0, 0.5, 0.25)  # uniform kept fractions of every group the whole-network fit measures
 TIMING_SCENES = 8  # int8 whole networks for the fit are calibrated on this many scenes (time hardly depends on it)
+METHOD = "conv counters"  # in every cache key: tables measured another way are measured again
+CONV_NODES = ("Convolution", "GroupConvolution")
+BLOCKED_DEVICES = ("GPU", "NPU")  # widths between grid points cost the next grid width's (else: interpolated)
+BURST = 3  # interleaved_ms runs each model this many times in a row and keeps all but the first
 
 
 def cache_root() -> Path:
@@ -100,13 +110,15 @@ class Curve:
             object.__setattr__(self, axis, curve)
             object.__setattr__(self, "_" + axis[:-3], (list(curve), list(curve.values())))
 
-    def ms(self, in_width: int, out_width: int) -> float:
-        """Predicted ms at these widths: the separable product, each width stepped up to the grid."""
+    def ms(self, in_width: int, out_width: int, blocked: bool = False) -> float:
+        """Predicted ms at these widths: the separable product, a width between grid points priced at the next grid
+        width's ms (blocked) or on the straight line between its neighbours."""
         if in_width > self.in_full or out_width > self.out_full:
             raise PruneyoloError(f"widths {in_width}->{out_width} exceed the profiled {self.in_full}->{self.out_full}")
         if not self.full_ms:
             return 0.0
-        return stepped(self._out, out_width) * stepped(self._in, in_width) / self.full_ms
+        price = stepped if blocked else interpolated
+        return price(self._out, out_width) * price(self._in, in_width) / self.full_ms
 
     def steps(self) -> list[int]:
         """Output widths where the cost drops below the next wider grid width's."""
@@ -129,6 +141,12 @@ def stepped(curve: tuple[list[int], list[float]], width: int) -> float:
     return values[bisect.bisect_left(widths, width)]
 
 
+def interpolated(curve: tuple[list[int], list[float]], width: int) -> float:
+    """The ms at `width` on the straight line between its neighbouring grid widths (ascending widths, their ms)."""
+    widths, values = curve
+    return float(np.interp(width, widths, values))
+
+
 @dataclass(frozen=True)
 class LatencyTable:
     """A cfg's convs profiled on one device, precision and storage, with the whole-network fit."""
@@ -143,8 +161,13 @@ class LatencyTable:
     other_ms: float = 0.0
     fit: tuple[tuple[float, float], ...] = ()  # (sum of conv ms, measured ms) of each whole network fitted
 
+    @property
+    def blocked(self) -> bool:
+        """Whether widths between grid points cost the next grid width's (devices that compute in blocks)."""
+        return self.device.split(".")[0] in BLOCKED_DEVICES
+
     def conv_ms(self, conv: int, in_width: int, out_width: int) -> float:
-        return self.scale * self.curves[conv].ms(in_width, out_width)
+        return self.scale * self.curves[conv].ms(in_width, out_width, self.blocked)
 
     def grid(self, conv: int) -> tuple[int, ...]:
         return tuple(self.curves[conv].out_ms)
@@ -175,7 +198,7 @@ def predict_ms(table: LatencyTable, graph: Graph) -> float:
                                  f"{conv.size}x{conv.size} on {conv.in_shape[1]}x{conv.in_shape[2]}) matches no "
                                  "profiled layer; profile the cfg it was pruned from at the same --size")
         curve = min(fitting, key=lambda c: (c.in_full * c.out_full, c.in_full))
-        total += curve.ms(conv.in_channels, conv.filters)
+        total += curve.ms(conv.in_channels, conv.filters, table.blocked)
     return table.scale * total + table.other_ms
 
 
@@ -220,19 +243,60 @@ def conv_model(shape: Shape, in_width: int, out_width: int, storage: str) -> ov.
     return ov.Model([activation_op(shape.activation, y)], [source], "conv")
 
 
+def random_inputs(compiled: ov.CompiledModel) -> dict:
+    """A random input of the compiled model's first port (u8 images or f32 tensors)."""
+    port = compiled.input(0)
+    dtype = np.uint8 if port.get_element_type() == ov.Type.u8 else np.float32
+    data = np.random.default_rng(0).uniform(0, 255 if dtype == np.uint8 else 1, list(port.get_shape()))
+    return {0: data.astype(dtype)}
+
+
 def median_ms(core: ov.Core, model: ov.Model, device: str, precision: str | None, seconds: float,
               inputs: dict | None = None) -> tuple[float, str]:
     """(median ms of back-to-back sync calls at the LATENCY hint, what ran) of a model on a random input."""
     compiled = core.compile_model(model, device, compile_config("LATENCY", precision))
-    if inputs is None:
-        port = compiled.input(0)
-        dtype = np.uint8 if port.get_element_type() == ov.Type.u8 else np.float32
-        data = np.random.default_rng(0).uniform(0, 255 if dtype == np.uint8 else 1, list(port.get_shape()))
-        inputs = {0: data.astype(dtype)}
-    value = statistics.median(request_latencies(compiled, inputs, seconds))
+    value = statistics.median(request_latencies(compiled, inputs or random_inputs(compiled), seconds))
     ran = ran_at(compiled)
     del compiled
     return value, ran
+
+
+def conv_node_ms(core: ov.Core, model: ov.Model, device: str, precision: str | None, seconds: float) -> float:
+    """Median over back-to-back sync calls (LATENCY hint) of the model's conv nodes' own time by the per-layer
+    counters: what the conv costs inside a network, without the reorders and the call around it."""
+    compiled = core.compile_model(model, device, {**compile_config("LATENCY", precision), "PERF_COUNT": True})
+    request, inputs, times = compiled.create_infer_request(), random_inputs(compiled), []
+
+    def call():
+        request.infer(inputs)
+        times.append(sum(node.real_time.total_seconds() for node in request.profiling_info
+                         if node.node_type in CONV_NODES) * 1e3)
+
+    sync_latencies(call, seconds)
+    if not any(times):
+        raise PruneyoloError(f"{device} reports no per-layer time for a convolution (PERF_COUNT), so its layers "
+                             "cannot be profiled; time whole networks instead (prune --target-ms without --allocate)")
+    return statistics.median(times[1:])
+
+
+def interleaved_ms(core: ov.Core, models: dict[str, ov.Model], device: str, precision: str | None,
+                   seconds: float) -> dict[str, float]:
+    """Median ms per model of sync calls (LATENCY hint), the models taking turns in bursts of BURST calls (the
+    first of each dropped) for `seconds` in all: a machine whose speed drifts slows each of them alike."""
+    compiled = {name: core.compile_model(model, device, compile_config("LATENCY", precision))
+                for name, model in models.items()}
+    calls = {name: functools.partial(one.create_infer_request().infer, random_inputs(one))
+             for name, one in compiled.items()}
+    times: dict[str, list[float]] = {name: [] for name in models}
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline or min(map(len, times.values())) < 3:
+        for name, call in calls.items():
+            for index in range(BURST):
+                start = time.perf_counter()
+                call()
+                if index:
+                    times[name].append((time.perf_counter() - start) * 1e3)
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 # --- profiling ----------------------------------------------------------------------------------------------------
@@ -289,7 +353,7 @@ class Target:
 
     def cache_file(self, what: object) -> Path:
         """The cache file of a measurement keyed by this target and `what` (a layer or a network signature)."""
-        key = json.dumps([self.device_name, self.precision or "default", self.storage, self.version, what],
+        key = json.dumps([METHOD, self.device_name, self.precision or "default", self.storage, self.version, what],
                          sort_keys=True, default=str)
         return cache_root() / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.json"
 
@@ -306,7 +370,7 @@ def measure_job(core: ov.Core, target: Target, job: Job, seconds: float, advance
     """{'full', 'out', 'in'} ms of a job's points."""
     found: dict = {"out": {}, "in": {}}
     for in_width, out_width in job.points:
-        ms, _ = median_ms(core, conv_model(job.shape, in_width, out_width, target.storage), target.device,
+        ms = conv_node_ms(core, conv_model(job.shape, in_width, out_width, target.storage), target.device,
                           target.precision, seconds)
         if (in_width, out_width) == (job.in_full, job.out_full):
             found["full"] = ms
@@ -318,26 +382,12 @@ def measure_job(core: ov.Core, target: Target, job: Job, seconds: float, advance
     return found
 
 
-def curve_of(job: Job, found: dict, overhead: float) -> Curve:
-    """A job's curve from its measurements, each less the call overhead."""
-    def less(values: dict) -> dict[int, float]:
-        return {int(width): max(float(ms) - overhead, 0.0) for width, ms in values.items()}
+def curve_of(job: Job, found: dict) -> Curve:
+    """A job's curve from its measurements."""
+    def widths(values: dict) -> dict[int, float]:
+        return {int(width): float(ms) for width, ms in values.items()}
 
-    return Curve(job.shape, job.in_full, job.out_full, max(float(found["full"]) - overhead, 0.0), less(found["out"]),
-                 less(found["in"]))
-
-
-def call_overhead(core: ov.Core, target: Target, seconds: float) -> float:
-    """ms of one call of a conv that does almost nothing (1 channel, 1x1 pixel), cached: what every one-layer
-    measurement carries besides its layer (a whole network pays it once, in other_ms)."""
-    path = target.cache_file("call overhead")
-    cached = read_cache(path)
-    if cached is None or "ms" not in cached:
-        shape = Shape(1, (1, 1), 0, 1, 1, 1, 1, "linear")
-        cached = {"ms": median_ms(core, conv_model(shape, 1, 1, target.storage), target.device, target.precision,
-                                  10 * seconds)[0]}
-        atomic_write(path, json.dumps(cached))
-    return float(cached["ms"])
+    return Curve(job.shape, job.in_full, job.out_full, float(found["full"]), widths(found["out"]), widths(found["in"]))
 
 
 def profile(graph: Graph, device: str = "CPU", precision: str | None = None, storage: str = "fp32",
@@ -361,27 +411,31 @@ def profile(graph: Graph, device: str = "CPU", precision: str | None = None, sto
         for job in missing:
             found[job] = measure_job(core, target, job, seconds, lambda: bar.advance(task))
             atomic_write(target.cache_file(asdict(job)), json.dumps(found[job]))
-    overhead = call_overhead(core, target, seconds)
     table = LatencyTable(device, target.device_name, target.precision or "default", target.storage, target.version,
-                         {conv: curve_of(job, found[job], overhead) for conv, job in todo.items()})
+                         {conv: curve_of(job, found[job]) for conv, job in todo.items()})
     return calibrate(table, graph, core, target, progress=progress) if fit else table
 
 
 # --- whole networks -------------------------------------------------------------------------------------------------
 
-def network_ms(graph: Graph, weights: DarknetWeights | None, device: str = "CPU", precision: str | None = None,
-               storage: str = "fp32", seconds: float = 3.0, calibration: Calibration | None = None,
-               core: ov.Core | None = None) -> tuple[float, str]:
-    """(median ms at the LATENCY hint, what ran) of a graph's IR built as `pruneyolo convert` builds it (int8:
-    quantized on `calibration`, by default a few synthetic scenes), timed as the table's layers are."""
+def network_model(graph: Graph, weights: DarknetWeights | None, storage: str = "fp32",
+                  calibration: Calibration | None = None) -> ov.Model:
+    """A graph's IR built as `pruneyolo convert` builds it (int8: quantized on `calibration`, by default a few
+    synthetic scenes)."""
     from pruneyolo.export.build import IrOptions, build_ir
 
     storage = weight_storage(storage)
     if storage == "int8":
         calibration = calibration or Calibration(scenes=TIMING_SCENES)
-    built = build_ir(graph, weights, IrOptions(storage=storage, calibration=calibration if storage == "int8" else None))
+    return build_ir(graph, weights, IrOptions(storage=storage, calibration=calibration if storage == "int8" else None)).model
+
+
+def network_ms(graph: Graph, weights: DarknetWeights | None, device: str = "CPU", precision: str | None = None,
+               storage: str = "fp32", seconds: float = 3.0, calibration: Calibration | None = None,
+               core: ov.Core | None = None) -> tuple[float, str]:
+    """(median ms at the LATENCY hint, what ran) of a graph's IR (network_model)."""
     hint = inference_precision(precision) if precision and precision != "default" else None
-    return median_ms(core or ov.Core(), built.model, device, hint, seconds)
+    return median_ms(core or ov.Core(), network_model(graph, weights, storage, calibration), device, hint, seconds)
 
 
 def uniform_graph(graph: Graph, table: LatencyTable, keep: float) -> Graph:
@@ -402,27 +456,25 @@ def uniform_graph(graph: Graph, table: LatencyTable, keep: float) -> Graph:
 
 def calibrate(table: LatencyTable, graph: Graph, core: ov.Core, target: Target, seconds: float = 2.0,
               keeps: tuple[float, ...] = CALIBRATION_KEEPS, progress: bool = True) -> LatencyTable:
-    """Fit scale and other_ms to whole networks at uniform widths `keeps` (random weights), measured (or cached per
-    target and network) the way network_ms measures."""
+    """Fit scale and other_ms to whole networks at uniform widths `keeps` (random weights), timed together by
+    interleaved_ms for `seconds` each (cached per target and set of networks)."""
     from contextlib import nullcontext
 
     from rich.console import Console
 
     raw = LatencyTable(table.device, table.device_name, table.precision, table.storage, table.version, table.curves)
-    fit = []
-    console = Console(stderr=True)
-    for keep in keeps:
-        network = uniform_graph(graph, table, keep)
-        path = target.cache_file(["network", format_cfg(network.sized_sections())])
-        cached = read_cache(path)
-        if cached is None or "ms" not in cached:
-            status = console.status(f"timing the whole network at {keep:g} of its widths")
-            with status if progress else nullcontext():
-                cached = {"ms": network_ms(network, None, target.device, target.precision, target.storage, seconds,
-                                           core=core)[0]}
-            atomic_write(path, json.dumps(cached))
-        fit.append((predict_ms(raw, network), float(cached["ms"])))
-    return table.calibrated(tuple(fit))
+    networks = [uniform_graph(graph, table, keep) for keep in keeps]
+    path = target.cache_file(["networks", [format_cfg(network.sized_sections()) for network in networks]])
+    cached = read_cache(path)
+    if cached is None or len(cached.get("ms", ())) != len(networks):
+        status = Console(stderr=True).status(f"timing the whole network at {', '.join(map(str, keeps))} of its widths")
+        with status if progress else nullcontext():
+            models = {str(index): network_model(network, None, target.storage) for index, network in enumerate(networks)}
+            measured = interleaved_ms(core, models, target.device, target.precision, seconds * len(networks))
+        cached = {"ms": [measured[str(index)] for index in range(len(networks))]}
+        atomic_write(path, json.dumps(cached))
+    fit = tuple((predict_ms(raw, network), float(ms)) for network, ms in zip(networks, cached["ms"], strict=True))
+    return table.calibrated(fit)
 
 
 def table_view(table: LatencyTable, graph: Graph):
