@@ -31,16 +31,16 @@ from slim_demo import (
 )
 
 from pruneyolo.accuracy import Metrics, evaluate, torch_predictor
-from pruneyolo.bench.latency import Target, calibrate, median_ms, network_ms, predict_ms, profile
+from pruneyolo.bench.latency import Target, calibrate, interleaved_ms, network_model, predict_ms, profile
 from pruneyolo.darknet.graph import build_graph, load_graph
 from pruneyolo.darknet.weights import read_weights
 from pruneyolo.prune.allocate import allocate, apply_allocation, threshold_importance
 from pruneyolo.prune.pruning import channel_masks, write_result
+from pruneyolo.runner.adapter import compile_config, ran_at
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED_SPARSE = ROOT / "cfgs" / "demo-csp_sparse.weights"
 SIZE = (832, 832)  # the 2x2 mosaic tools/demo runs
-ROUNDS = 3  # interleaved timing rounds, the best of each model's medians counts
 RETARGETS = 4  # allocations tried per budget: each retargets the prediction by the measured ratio
 EQUAL = 0.03  # "equal latency": measured within 3%
 FIT_KEEPS = (1.0, 0.5, 0.25, 0.12)  # uniform widths the table is fitted to (the prunes here keep about 0.1)
@@ -95,31 +95,36 @@ def score(model: Model, data: Path, path: Path) -> None:
     say(f"{model.name}: mAP50 {model.metrics.map50:.3f}")
 
 
-def allocate_to(graph, weights, table, goal_ms: float, layer_keep: float, round_to: int, folder: Path,
-                seconds: float):
-    """The allocation measured within 3% of `goal_ms` (retargeting the prediction by the measured ratio until one
-    is), its files, predicted and measured ms; of those tried, the one nearest the goal without passing it by
-    more than 1% when none lands within 3%."""
-    target, tried = goal_ms, []
+def allocate_to(graph, weights, table, reference, reference_predicted: float, layer_keep: float, round_to: int,
+                folder: Path, seconds: float):
+    """The allocation measured within 3% of the `reference` network (an ov.Model, the global prune), the two
+    timed together by interleaved_ms: first allocated to the reference's predicted ms, then retargeted by the
+    measured ratio until one lands; of those tried, the one nearest the reference without passing it by more
+    than 1% when none lands within 3%.
+    Returns the allocation, its files, and its and the reference's measured ms."""
+    core, target, tried = ov.Core(), reference_predicted, []
     for _ in range(RETARGETS):
         descent = allocate(graph, weights, table, target, layer_keep, round_to)
         if descent.allocation is None:
             break
         result = apply_allocation(graph, weights, descent.allocation)
-        measured = network_ms(load_graph_at(result.graph, SIZE), result.weights, seconds=seconds)[0]
-        tried.append((descent.allocation, result, measured))
-        say(f"allocation for {target:.2f} ms predicted ({descent.allocation.predicted_ms:.2f}): {measured:.2f} ms "
-            f"measured, goal {goal_ms:.2f}")
-        if abs(measured / goal_ms - 1) <= EQUAL:
+        both = interleaved_ms(core, {"reference": reference,
+                                     "allocation": network_model(load_graph_at(result.graph, SIZE), result.weights)},
+                              "CPU", None, 2 * seconds)
+        ratio = both["allocation"] / both["reference"]
+        tried.append((descent.allocation, result, both["allocation"], both["reference"]))
+        say(f"allocation predicted {descent.allocation.predicted_ms:.2f} ms: measured {both['allocation']:.2f} ms "
+            f"beside the global prune's {both['reference']:.2f} ms ({100 * (ratio - 1):+.1f}%)")
+        if abs(ratio - 1) <= EQUAL:
             break
-        target = descent.allocation.predicted_ms * goal_ms / measured
-    fitting = [t for t in tried if t[2] <= goal_ms * 1.01]
+        target = descent.allocation.predicted_ms / ratio
+    fitting = [t for t in tried if t[2] <= t[3] * 1.01]
     if not fitting:
-        raise SystemExit(f"no allocation reaches {goal_ms:.2f} ms")
-    allocation, result, measured = max(fitting, key=lambda t: t[2])
+        raise SystemExit("no allocation reaches the global prune's latency")
+    allocation, result, measured, reference_ms = max(fitting, key=lambda t: t[2] / t[3])
     folder.mkdir(parents=True, exist_ok=True)
     cfg, weights_path = write_result(result, folder, str(BASE_CFG), stem=f"{folder.name}_{BASE_CFG.stem}")
-    return allocation, cfg, weights_path, measured
+    return allocation, cfg, weights_path, measured, reference_ms
 
 
 def load_graph_at(graph, size):
@@ -134,19 +139,15 @@ def irs(model: Model, folder: Path, calib: Path) -> dict[str, Path]:
 
 
 def time_side_by_side(models: list[Model], xmls: dict[str, dict[str, Path]], seconds: float) -> None:
-    """Each model's latency (median of back-to-back requests, LATENCY hint, default precision) per storage: the
-    best of ROUNDS interleaved rounds, so that other work on the machine only ever slows a round."""
+    """Each model's latency per storage (median of sync requests, LATENCY hint, default precision), all the models
+    of a storage taking turns in short bursts (interleaved_ms), so that a drifting machine slows them alike."""
     core = ov.Core()
     for storage in ("fp32", "int8"):
         read = {m.name: core.read_model(str(xmls[m.name][storage])) for m in models}
-        best = dict.fromkeys(read, float("inf"))
-        for _ in range(ROUNDS):
-            for model in models:
-                value, ran = median_ms(core, read[model.name], "CPU", None, seconds)
-                best[model.name] = min(best[model.name], value)
-                model.ran[storage] = ran
+        measured = interleaved_ms(core, read, "CPU", None, seconds * len(models))
         for model in models:
-            model.ms[storage] = best[model.name]
+            model.ms[storage] = measured[model.name]
+            model.ran[storage] = ran_at(core.compile_model(read[model.name], "CPU", compile_config("LATENCY", None)))
         say(f"{storage} IRs at {SIZE[0]}x{SIZE[1]}: " + ", ".join(f"{m.name} {m.ms[storage]:.2f} ms ({m.ran[storage]})"
                                                                   for m in models))
 
@@ -197,10 +198,11 @@ def report(models: list[Model], pairs: list[tuple[Model, Model]], machine: str, 
 
 Measured by `tools/slim_fast` in one run on {machine} (flags: {flags}), default inference precision
 {base.ran['fp32']}. For each global percent the global prune (slim_demo's --layer-keep/--round and residual blocks)
-is timed, then `prune --allocate latency` allocates widths and residual blocks to that measured latency on this
-CPU's profiled latency table; both are fine-tuned {settings['finetune_epochs']} epochs from the same sparsity model
+is timed, then `prune --allocate latency` allocates widths and residual blocks on this CPU's profiled latency
+table until an allocation measures within 3% of the global prune, the two timed together; both are fine-tuned {settings['finetune_epochs']} epochs from the same sparsity model
 and scored on the test split (the model at 256x256). Latency: the IR at {SIZE[0]}x{SIZE[1]}, median of
-back-to-back requests at the LATENCY hint, best of {ROUNDS} interleaved rounds, the FP32 IR at the default
+sync requests at the LATENCY hint, every model taking turns in bursts of 3 ({settings['seconds']:g} s each in all),
+so that this shared machine's drifting speed slows them alike; the FP32 IR at the default
 precision and the INT8 IR. Settings: {json.dumps(settings)}.
 
 ### Targets (device-aware slimming)
@@ -308,16 +310,17 @@ def main(out: Path, percents: str, shortcuts: int, layer_keep: float, round_to: 
             cfg, weights, _ = prune_to(graph, arrays, out / "prune", percent, layer_keep, shortcuts, round_to)
             pruned = load_graph(cfg)
             masks, _, _ = channel_masks(graph, arrays, percent, layer_keep, round_to)
-            goal = network_ms(load_graph(cfg, SIZE), None, seconds=seconds)[0]
+            reference = network_model(load_graph(cfg, SIZE), read_weights(weights, pruned))
             glob = Model(f"global {percent:g} + {shortcuts} blocks", "global", cfg, weights, percent,
                          threshold_importance(graph, arrays, masks), predicted_ms=predict_ms(table, load_graph(cfg, SIZE)))
-            say(f"global {percent:g}: {goal:.2f} ms measured, {glob.predicted_ms:.2f} predicted, {pruned.params:,} params")
+            say(f"global {percent:g}: {glob.predicted_ms:.2f} ms predicted, {pruned.params:,} params")
             folder = out / f"alloc_{percent:g}"
             found = folder / "allocation.json"  # a rerun keeps the allocation its fine-tuned weights belong to
             if not found.is_file():
-                allocation, acfg, aweights, measured = allocate_to(graph, arrays, table, goal, layer_keep, round_to,
-                                                                   folder, seconds)
+                allocation, acfg, aweights, measured, reference_ms = allocate_to(
+                    graph, arrays, table, reference, glob.predicted_ms, layer_keep, round_to, folder, seconds)
                 found.write_text(json.dumps({"cfg": str(acfg), "weights": str(aweights), "measured": measured,
+                                             "global_measured": reference_ms,
                                              "predicted": allocation.predicted_ms,
                                              "importance": allocation.importance}))
             kept = json.loads(found.read_text())
@@ -353,7 +356,7 @@ def main(out: Path, percents: str, shortcuts: int, layer_keep: float, round_to: 
     if not ship:
         return
     plot_pareto(models, ROOT / "docs" / "img" / "pareto.png", machine)
-    settings = {"percents": percents, "shortcuts": shortcuts, "layer_keep": layer_keep, "round": round_to,
+    settings = {"percents": percents, "shortcuts": shortcuts, "layer_keep": layer_keep, "round": round_to, "seconds": seconds,
                 "finetune_epochs": finetune_epochs, "sparsity_model": str(sparse.relative_to(sparse.parents[1]))}
     write_section(report(models, pairs, machine, flags, settings, stages.minutes, max(errors), goals))
     if winner is not None:
