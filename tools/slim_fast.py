@@ -39,7 +39,6 @@ from pruneyolo.bench.latency import (
     network_model,
     predict_ms,
     profile,
-    uniform_graph,
 )
 from pruneyolo.darknet.graph import build_graph, load_graph
 from pruneyolo.darknet.weights import read_weights
@@ -70,7 +69,6 @@ class Model:
     ms: dict[str, float] = field(default_factory=dict)
     ran: dict[str, str] = field(default_factory=dict)
     predicted_ms: float | None = None
-    refit_ms: float | None = None  # predicted by the table with its fit re-timed beside the models
     base_ms: dict[str, float] = field(default_factory=dict)  # the baseline's ms in the same timing session
     params: int = 0
 
@@ -172,23 +170,17 @@ def time_side_by_side(base: Model, pairs: list[tuple[Model, Model]], xmls: dict[
             for g, a in pairs))
 
 
-def check_predictions(models: list[Model], table, deployed, seconds: float) -> tuple[float, float]:
-    """Every prune's FP32 network (random weights) and the table's fit networks timed together: the worst error of
-    the table as profiled and of the table with its fit re-timed in this session (same weather as the prunes)."""
+def check_predictions(models: list[Model], seconds: float) -> float:
+    """The worst error of the table's predictions against the prunes' FP32 networks (random weights, as the table
+    was fitted) timed together."""
     networks = {m.name: network_model(load_graph(m.cfg, SIZE), None) for m in models}
-    fit_names = [f"uniform {keep:g}" for keep in FIT_KEEPS]
-    networks.update({name: network_model(uniform_graph(deployed, table, keep), None)
-                     for name, keep in zip(fit_names, FIT_KEEPS, strict=True)})
     measured = interleaved_ms(ov.Core(), networks, "CPU", None, seconds * len(networks))
-    refit = table.calibrated(tuple((raw, measured[name]) for (raw, _), name in zip(table.fit, fit_names, strict=True)))
-    errors, refit_errors = [], []
+    errors = []
     for model in models:
-        model.refit_ms = predict_ms(refit, load_graph(model.cfg, SIZE))
         errors.append(model.predicted_ms / measured[model.name] - 1)
-        refit_errors.append(model.refit_ms / measured[model.name] - 1)
-        say(f"{model.name}: predicted {model.predicted_ms:.2f} ms ({model.refit_ms:.2f} with the fit re-timed), "
-            f"measured {measured[model.name]:.2f} ms ({100 * errors[-1]:+.1f}%, {100 * refit_errors[-1]:+.1f}%)")
-    return max(map(abs, errors)), max(map(abs, refit_errors))
+        say(f"{model.name}: predicted {model.predicted_ms:.2f} ms, measured {measured[model.name]:.2f} ms "
+            f"({100 * errors[-1]:+.1f}%)")
+    return max(map(abs, errors))
 
 
 def plot_pareto(models: list[Model], path: Path, machine: str) -> None:
@@ -219,7 +211,7 @@ def plot_pareto(models: list[Model], path: Path, machine: str) -> None:
 
 
 def report(models: list[Model], pairs: list[tuple[Model, Model]], machine: str, flags: str, settings: dict,
-           minutes: dict, worst_errors: tuple[float, float], goals: list[str]) -> str:
+           minutes: dict, worst_error: float, goals: list[str]) -> str:
     base = next(m for m in models if m.method == "baseline")
     rows = "\n".join(
         f"| {m.name} | {m.metrics.map50:.3f} | {m.params:,} | "
@@ -260,10 +252,9 @@ Global against allocation, same budget (ms global / allocation; mAP50 global / a
 {pair_lines}
 
 The latency table (profiled on this CPU, fitted to uniform networks at {FIT_KEEPS} of the widths) predicted
-every prune above within {100 * worst_errors[0]:.1f}% of its measured latency (worst case), and within
-{100 * worst_errors[1]:.1f}% with its fit's networks timed again beside them (the same table, its scale and
-offset fitted in the same weather as the prunes). The allocation search itself times each candidate it builds;
-`prune --allocate latency` prints them side by side.
+every prune above within {100 * worst_error:.1f}% of its measured latency (worst case; the networks with random
+weights, as the table is fitted, timed together after the table was made). The allocation search itself times
+each candidate it builds; `prune --allocate latency` prints them side by side.
 
 ![mAP50 against measured latency](img/pareto.png)
 
@@ -297,7 +288,7 @@ def goals_of(base: Model, pairs: list[tuple[Model, Model]], shipped_map50: float
         ratio = alloc.ms["fp32"] / glob.ms["fp32"]
         gain = alloc.metrics.map50 - glob.metrics.map50
         wins = abs(ratio - 1) <= 0.03 and gain >= 0.02
-        lines.append(f"global {glob.percent:g} vs allocation at its latency: {alloc.ms['fp32']:.2f} vs "
+        lines.append(f"allocation vs global {glob.percent:g} at its latency: {alloc.ms['fp32']:.2f} vs "
                      f"{glob.ms['fp32']:.2f} ms ({100 * (ratio - 1):+.1f}%), mAP50 {alloc.metrics.map50:.3f} vs "
                      f"{glob.metrics.map50:.3f} ({100 * gain:+.1f} points; target: +2 at latency within 3%): "
                      f"{'met' if wins else '**missed**'}")
@@ -388,18 +379,18 @@ def main(out: Path, percents: str, shortcuts: int, layer_keep: float, round_to: 
     stages.run("latency side by side", lambda: time_side_by_side(models[0], pairs, xmls, seconds))
     worst = []
     stages.run("predicted against measured",
-               lambda: worst.extend(check_predictions(models[1:], table, deployed, seconds)))
+               lambda: worst.append(check_predictions(models[1:], seconds)))
     machine, flags = machine_name(), cpu_flags()
     goals, winner = goals_of(models[0], pairs, shipped_map50)
     for goal in goals:
         say(goal)
-    say(f"worst prediction error: {100 * worst[0]:.1f}% ({100 * worst[1]:.1f}% with the fit re-timed)")
+    say(f"worst prediction error: {100 * worst[0]:.1f}%")
     if not ship:
         return
     plot_pareto(models, ROOT / "docs" / "img" / "pareto.png", machine)
     settings = {"percents": percents, "shortcuts": shortcuts, "layer_keep": layer_keep, "round": round_to, "seconds": seconds,
                 "finetune_epochs": finetune_epochs, "sparsity_model": str(sparse.relative_to(sparse.parents[1]))}
-    write_section(report(models, pairs, machine, flags, settings, stages.minutes, tuple(worst), goals))
+    write_section(report(models, pairs, machine, flags, settings, stages.minutes, worst[0], goals))
     if winner is not None:
         header = (f"# cfgs/demo-csp.cfg slimmed for {machine} by `prune --allocate latency` at the latency of the "
                   f"global {winner.percent:g} prune, fine-tuned.\n# Written by tools/slim_fast (docs/results.md).\n")
