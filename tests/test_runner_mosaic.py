@@ -167,3 +167,40 @@ def test_nms_keeps_what_greedy_nms_keeps(count):
         keep.append(best)
         alive = [i for i in alive if groups[i] != groups[best] or box_iou(boxes[[best]], boxes[[i]])[0, 0] <= 0.45]
     assert nms(boxes, scores, groups, 0.45).tolist() == keep
+
+
+def greedy_reference(boxes, scores, groups, iou, limit=None):
+    """Greedy NMS one pair at a time in float64: the plainest statement of what nms must keep."""
+    def pair_iou(a, b):
+        w = max(min(a[2], b[2]) - max(a[0], b[0]), 0.0)
+        h = max(min(a[3], b[3]) - max(a[1], b[1]), 0.0)
+        union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h
+        return w * h / max(union, 1e-9)
+    keep = []
+    for i in sorted(range(len(scores)), key=lambda i: -scores[i]):  # sorted() is stable: ties keep input order
+        if len(keep) == limit:
+            break
+        if all(groups[k] != groups[i] or pair_iou(boxes[k].astype(float), boxes[i].astype(float)) <= iou
+               for k in keep):
+            keep.append(i)
+    return keep
+
+
+@pytest.mark.parametrize("limit", [None, 5])
+def test_nms_on_dense_clusters_keeps_what_greedy_nms_keeps(limit):
+    """What a mosaic's decoded output looks like: tens of jittered boxes around each object, score ties,
+    several classes per tile, and a zero-area box (whose IoU with itself is 0)."""
+    rng = np.random.default_rng(7)
+    centres = rng.uniform(20, 380, (6, 2))
+    boxes = np.concatenate([np.concatenate([c - 15, c + 15]) + rng.normal(0, 3, (30, 4)) for c in centres])
+    boxes = np.vstack([boxes, [50, 50, 50, 60]]).astype(np.float32)
+    scores = rng.choice(np.linspace(0.3, 1, 8), len(boxes)).astype(np.float32)
+    groups = rng.integers(0, 4, len(boxes))
+    assert nms(boxes, scores, groups, 0.45, limit).tolist() == greedy_reference(boxes, scores, groups, 0.45, limit)
+
+
+def test_candidates_keep_row_order_and_skip_nan_objectness():
+    found = candidates(rows([10, 10, 4, 4, np.nan, 1, 0], [20, 20, 2, 2, 0.5, 0, 1], [30, 30, 2, 2, 0.2, 1, 0],
+                            [40, 40, 2, 2, 0.9, 0.9, 0.1]), conf=0.25)
+    np.testing.assert_allclose(found.boxes[:, 0], [19, 39])
+    assert found.classes.tolist() == [1, 0]
