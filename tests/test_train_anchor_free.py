@@ -184,7 +184,7 @@ def test_train_sparsity_drives_gammas_down_and_the_result_prunes_exactly(checkpo
         return np.mean([np.abs(weights.layers[i].scales).mean() for i in prunable])
 
     _, plain = run("plain")
-    trained, sparse = run("sparse", "--sparsity", "0.5")
+    trained, sparse = run("sparse", "--sparsity", "8")
     assert mean_gamma(sparse) < 0.8 * mean_gamma(plain) and mean_gamma(plain) > 0.8 * mean_gamma(start)
     masks, _, _ = channel_masks(trained, sparse, 0.3)
     masked = copy.deepcopy(sparse)
