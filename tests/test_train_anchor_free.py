@@ -190,7 +190,7 @@ def test_train_sparsity_drives_gammas_down_and_the_result_prunes_exactly(checkpo
     masked = copy.deepcopy(sparse)
     zero_cut_channels(masked, masks)
     expected = rows(trained, masked)
-    pruned = prune(trained, sparse, 0.3)
+    pruned = prune(trained, masked, 0.3)
     assert pruned.graph.params < trained.params
     actual = rows(pruned.graph, pruned.weights)
     assert float(np.abs(actual - expected).max() / np.abs(expected).max()) < 1e-4
@@ -198,6 +198,15 @@ def test_train_sparsity_drives_gammas_down_and_the_result_prunes_exactly(checkpo
                                     str(tmp_path / "sparse" / "v8.weights"), "--percent", "0.3", "-o",
                                     str(tmp_path / "pruned")])
     assert cli.exit_code == 0, cli.output
+
+
+def test_labels_beyond_the_model_classes_are_refused_in_one_line(data, tmp_path):
+    path = tmp_path / "two.pt"
+    torch.save({"model": y8.randomize(y8.pruned_v8_layout(2), 7)}, path)
+    result = CliRunner().invoke(main, ["train", str(path), "--data", str(data), "-o", str(tmp_path / "out"),
+                                       "--size", "64"])
+    assert result.exit_code == 2 and "but the model has 2 classes" in result.output
+    assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "out" / "train_log.jsonl").exists()
 
 
 FIXTURE = Path(__file__).parents[2] / "shared" / "yolov8" / "fixtures" / "v11n_stock.pt"

@@ -128,8 +128,6 @@ def yolo_loss(outputs: list[torch.Tensor], targets: torch.Tensor, geometry: list
     return total, {name: float(part.detach()) for name, part in (("box", box_loss), ("obj", obj_loss), ("cls", cls_loss))}
 
 
-
-
 # ---- anchor-free heads ([detect]: YOLOv8 / YOLO11) ------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -146,11 +144,10 @@ class AlignedGains:
 
 @dataclass(frozen=True)
 class AnchorFree:
-    """What the anchor-free loss needs of the graph: each head's stride, the bins per box side, the classes."""
+    """What the anchor-free loss needs of the graph: each head's stride and the bins per box side."""
 
     strides: tuple[int, ...]
     reg_max: int
-    classes: int
 
 
 def anchor_free_heads(graph: Graph) -> AnchorFree:
@@ -159,8 +156,8 @@ def anchor_free_heads(graph: Graph) -> AnchorFree:
     if len(kinds) != 1:
         raise PruneyoloError(f"{graph.path}: training needs one reg_max and one class count over all [detect] "
                              f"heads, not {sorted(kinds)}")
-    (reg_max, classes), = kinds
-    return AnchorFree(tuple(head.stride for head in graph.heads), reg_max, classes)
+    (reg_max, _), = kinds
+    return AnchorFree(tuple(head.stride for head in graph.heads), reg_max)
 
 
 def anchor_points(shapes: list[tuple[int, int]], strides: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:

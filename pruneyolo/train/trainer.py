@@ -271,6 +271,14 @@ def gamma_fraction_below(layers: list[nn.BatchNorm2d], level: float) -> float:
     return float((gammas < level).float().mean()) if len(gammas) else 0.0
 
 
+def check_label_classes(samples: list[Sample], classes: int) -> None:
+    """Refuse a dataset whose labels name a class the model's heads do not have."""
+    for sample in samples:
+        if len(sample.labels) and sample.labels[:, 0].max() >= classes:
+            raise PruneyoloError(f"{sample.image}: label class {int(sample.labels[:, 0].max())} but the model has "
+                                 f"{classes} classes; train a model with as many classes as the dataset")
+
+
 def train(graph: Graph, weights: DarknetWeights | None, data_dir, out_dir, options: TrainOptions = TrainOptions(),
           log: Callable[[str], None] = print) -> TrainResult:
     """Train on the dataset's train split; write .weights, checkpoint, log (and |gamma| PNGs with sparsity)."""
@@ -279,6 +287,7 @@ def train(graph: Graph, weights: DarknetWeights | None, data_dir, out_dir, optio
     samples = load_split(data_dir, "train")[:options.limit]
     if len(samples) < 2:
         raise PruneyoloError(f"{data_dir}: the train split needs at least 2 images")
+    check_label_classes(samples, min(head.classes for head in graph.heads))
     model = build_model(graph, weights).train().to(memory_format=torch.channels_last)
     loss_of = criterion(graph)
     penalised = sparsity_layers(model, graph) if options.sparsity else []
