@@ -19,14 +19,13 @@ from pruneyolo.export.build import IrOptions, build_ir
 from pruneyolo.export.convert import read_names, save_ir
 from pruneyolo.nn.build import build_model, module_name
 from pruneyolo.prune.pruning import channel_constraints, prune
+from pruneyolo.train.loss import assign, head_geometry, yolo_loss
 from pruneyolo.train.trainer import (
     NO_AUGMENT,
     Augment,
     TrainOptions,
     add_l1_gradient,
     affine_matrix,
-    assign,
-    head_geometry,
     load_sample,
     load_split,
     reached_plateau,
@@ -35,7 +34,6 @@ from pruneyolo.train.trainer import (
     sparsity_rate,
     train,
     warp_boxes,
-    yolo_loss,
 )
 
 CFG = Path(__file__).parent.parent / "cfgs" / "demo-tiny.cfg"

@@ -24,7 +24,7 @@ from pruneyolo.data.synth import make_dataset
 from pruneyolo.detect.metadata import ModelInfo
 from pruneyolo.nn.build import build_model
 from pruneyolo.prune.pruning import channel_masks, node_masks, prune
-from pruneyolo.train.trainer import HeadGeometry, yolo_loss
+from pruneyolo.train.loss import HeadGeometry, yolo_loss
 from pruneyolo.yolov5.source import import_checkpoint
 
 SIZE = (96, 64)

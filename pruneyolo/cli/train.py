@@ -70,8 +70,8 @@ threads_option = click.option("--threads", type=click.IntRange(1), help="PyTorch
 def train_command(cfg, data_dir, weights_path, out_dir, epochs, batch, lr, optimizer, warmup, sparsity,
                   sparsity_step, sparsity_decay, gamma_lr, ema, augment, limit, val_split, plateau, seed, threads,
                   size):
-    """Train CFG (or a YOLOv5 .pt, imported into -o first) on a dataset's train split and write Darknet .weights
-    plus a checkpoint."""
+    """Train CFG (or a YOLOv5 / YOLOv8 / YOLO11 .pt, imported into -o first) on a dataset's train split and write
+    Darknet .weights plus a checkpoint; the loss follows the head type ([yolo] anchors or [detect] DFL)."""
     from pruneyolo.train.trainer import NO_AUGMENT, Augment, TrainOptions, train
 
     if plateau and not val_split:

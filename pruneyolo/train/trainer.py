@@ -1,8 +1,7 @@
-"""Train a cfg's module on a YOLO-txt dataset: samples, augmentation, YOLO loss, sparsity (L1 on BN gamma).
+"""Train a cfg's module on a YOLO-txt dataset: samples, augmentation, sparsity (L1 on BN gamma), the loop.
 
 Boxes inside this module are pixels of the network input. Targets are rows (image in batch, class, cx, cy,
-w, h); the loss assigns each one to every anchor (over all heads) whose width/height IoU with it exceeds
-ASSIGN_IOU, and always to the best one, in the grid cell holding its centre.
+w, h); pruneyolo.train.loss turns raw head outputs and targets into the loss of the graph's head type.
 """
 
 from __future__ import annotations
@@ -20,7 +19,6 @@ import cv2
 import numpy as np
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from pruneyolo.accuracy import evaluate, to_tensor, torch_predictor
 from pruneyolo.darknet.graph import Graph
@@ -31,10 +29,8 @@ from pruneyolo.files import atomic_write
 from pruneyolo.nn.build import DarknetModel, build_model, export_weights, module_name
 from pruneyolo.prune.pruning import channel_constraints
 from pruneyolo.prune.report import plot_gammas
+from pruneyolo.train.loss import criterion
 
-ASSIGN_IOU = 0.25  # a target also trains every anchor whose w/h IoU with it is above this
-MAX_LOG_WH = 4.0  # raw w/h logits are clamped here in the loss so exp() cannot overflow early on
-BALANCE = {8: 4.0, 16: 1.0, 32: 0.4, 64: 0.1}  # objectness weight by head stride (finer grids weigh more)
 FILL = 114  # grey for pixels the augmentation uncovers
 MIN_BOX_PX = 2.0  # augmented boxes narrower or lower than this are dropped
 MIN_BOX_KEPT = 0.3  # ... and so are boxes with less than this fraction left inside the image
@@ -135,107 +131,6 @@ def batches(samples: list[Sample], batch: int, size: tuple[int, int], augment: A
             break
         images, boxes = zip(*(load_sample(samples[i], size, augment, rng) for i in chosen), strict=True)
         yield to_tensor(list(images)), to_targets(list(boxes))
-
-
-# ---- loss -----------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class LossWeights:
-    """Gains of the three loss terms."""
-
-    box: float = 0.05
-    obj: float = 0.5
-    cls: float = 0.1
-
-
-@dataclass(frozen=True)
-class HeadGeometry:
-    """What the loss needs of one head: anchors (px), stride (x, y), scale_x_y, objectness weight, decode."""
-
-    anchors: torch.Tensor  # [A, 2]
-    stride: tuple[float, float]
-    scale_x_y: float
-    balance: float
-    decode: str = "darknet"  # 'new_coords': the head conv is logistic, so its outputs are probabilities
-
-
-def head_geometry(graph: Graph) -> list[HeadGeometry]:
-    """Loss geometry of every head; darknet-style (logistic xy, exp wh) and new_coords (YOLOv5's) heads."""
-    _, height, width = graph.input_shape
-    result = []
-    for head in graph.heads:
-        if head.decode not in ("darknet", "new_coords"):
-            raise PruneyoloError(f"{graph.path}: training supports [yolo] heads with darknet decoding, not "
-                                 f"{head.decode!r} (layer {head.index})")
-        stride = (width / head.out_shape[2], height / head.out_shape[1])
-        result.append(HeadGeometry(torch.tensor(head.head_anchors, dtype=torch.float32), stride,
-                                   head.scale_x_y, BALANCE.get(head.stride, 0.4), head.decode))
-    return result
-
-
-def ciou(first: torch.Tensor, second: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
-    """Complete IoU of paired (cx, cy, w, h) boxes [K, 4]."""
-    first_min, first_max = first[:, :2] - first[:, 2:] / 2, first[:, :2] + first[:, 2:] / 2
-    second_min, second_max = second[:, :2] - second[:, 2:] / 2, second[:, :2] + second[:, 2:] / 2
-    inter = (torch.min(first_max, second_max) - torch.max(first_min, second_min)).clamp(min=0).prod(1)
-    union = first[:, 2:].prod(1) + second[:, 2:].prod(1) - inter + eps
-    iou = inter / union
-    diagonal = (torch.max(first_max, second_max) - torch.min(first_min, second_min)).pow(2).sum(1) + eps
-    centres = (first[:, :2] - second[:, :2]).pow(2).sum(1)
-    aspect = (4 / math.pi ** 2) * (torch.atan(second[:, 2] / (second[:, 3] + eps))
-                                   - torch.atan(first[:, 2] / (first[:, 3] + eps))).pow(2)
-    with torch.no_grad():
-        alpha = aspect / (aspect - iou + 1 + eps)
-    return iou - centres / diagonal - alpha * aspect
-
-
-def assign(targets: torch.Tensor, anchors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(target index, anchor index) pairs: the best anchor of each target by w/h IoU, and all above ASSIGN_IOU."""
-    sizes = targets[:, 4:6]
-    inter = torch.min(sizes[:, None], anchors[None]).prod(2)
-    iou = inter / (sizes.prod(1)[:, None] + anchors.prod(1)[None] - inter)
-    chosen = iou > ASSIGN_IOU
-    chosen[torch.arange(len(targets)), iou.argmax(1)] = True
-    return chosen.nonzero(as_tuple=True)
-
-
-def yolo_loss(outputs: list[torch.Tensor], targets: torch.Tensor, geometry: list[HeadGeometry],
-              weights: LossWeights = LossWeights()) -> tuple[torch.Tensor, dict[str, float]]:
-    """The training loss of raw head outputs against targets [M, 6], and its parts for logging."""
-    anchors = torch.cat([head.anchors for head in geometry])
-    head_of = torch.cat([torch.full((len(head.anchors),), i) for i, head in enumerate(geometry)])
-    first_anchor = torch.cumsum(torch.tensor([0] + [len(head.anchors) for head in geometry]), 0)
-    target_index, anchor_index = assign(targets, anchors) if len(targets) else (torch.zeros(0, dtype=torch.long),) * 2
-    box_loss = cls_loss = obj_loss = outputs[0].new_zeros(())
-    for index, (raw, head) in enumerate(zip(outputs, geometry, strict=True)):
-        count, (n, _, height, width) = len(head.anchors), raw.shape
-        p = raw.view(n, count, -1, height, width).permute(0, 1, 3, 4, 2)
-        probabilities = head.decode == "new_coords"
-        bce = F.binary_cross_entropy if probabilities else F.binary_cross_entropy_with_logits
-        obj_target = torch.zeros_like(p[..., 4])
-        here = head_of[anchor_index] == index
-        if here.any():
-            rows, slot = targets[target_index[here]], anchor_index[here] - first_anchor[index]
-            image = rows[:, 0].long()
-            column = (rows[:, 2] / head.stride[0]).long().clamp(0, width - 1)
-            row = (rows[:, 3] / head.stride[1]).long().clamp(0, height - 1)
-            picked = p[image, slot, row, column]
-            s = head.scale_x_y
-            cell = torch.stack([column, row], 1).to(picked.dtype)
-            if probabilities:
-                xy = (picked[:, :2] * s - 0.5 * (s - 1) + cell) * torch.tensor(head.stride)
-                wh = (2 * picked[:, 2:4]) ** 2 * head.anchors[slot]
-            else:
-                xy = (torch.sigmoid(picked[:, :2]) * s - 0.5 * (s - 1) + cell) * torch.tensor(head.stride)
-                wh = torch.exp(picked[:, 2:4].clamp(max=MAX_LOG_WH)) * head.anchors[slot]
-            overlap = ciou(torch.cat([xy, wh], 1), rows[:, 2:6])
-            box_loss = box_loss + (1 - overlap).mean()
-            obj_target[image, slot, row, column] = 1.0
-            classes = F.one_hot(rows[:, 1].long(), picked.shape[1] - 5).to(picked.dtype)
-            cls_loss = cls_loss + bce(picked[:, 5:], classes)
-        obj_loss = obj_loss + head.balance * bce(p[..., 4], obj_target)
-    total = weights.box * box_loss + weights.obj * obj_loss + weights.cls * cls_loss
-    return total, {name: float(part.detach()) for name, part in (("box", box_loss), ("obj", obj_loss), ("cls", cls_loss))}
 
 
 # ---- sparsity -------------------------------------------------------------------------------------------
@@ -376,6 +271,14 @@ def gamma_fraction_below(layers: list[nn.BatchNorm2d], level: float) -> float:
     return float((gammas < level).float().mean()) if len(gammas) else 0.0
 
 
+def check_label_classes(samples: list[Sample], classes: int) -> None:
+    """Refuse a dataset whose labels name a class the model's heads do not have."""
+    for sample in samples:
+        if len(sample.labels) and sample.labels[:, 0].max() >= classes:
+            raise PruneyoloError(f"{sample.image}: label class {int(sample.labels[:, 0].max())} but the model has "
+                                 f"{classes} classes; train a model with as many classes as the dataset")
+
+
 def train(graph: Graph, weights: DarknetWeights | None, data_dir, out_dir, options: TrainOptions = TrainOptions(),
           log: Callable[[str], None] = print) -> TrainResult:
     """Train on the dataset's train split; write .weights, checkpoint, log (and |gamma| PNGs with sparsity)."""
@@ -384,8 +287,9 @@ def train(graph: Graph, weights: DarknetWeights | None, data_dir, out_dir, optio
     samples = load_split(data_dir, "train")[:options.limit]
     if len(samples) < 2:
         raise PruneyoloError(f"{data_dir}: the train split needs at least 2 images")
+    check_label_classes(samples, min(head.classes for head in graph.heads))
     model = build_model(graph, weights).train().to(memory_format=torch.channels_last)
-    geometry = head_geometry(graph)
+    loss_of = criterion(graph)
     penalised = sparsity_layers(model, graph) if options.sparsity else []
     if options.sparsity_step not in ("proximal", "subgradient"):
         raise PruneyoloError(f"sparsity step {options.sparsity_step!r}: choose proximal or subgradient")
@@ -400,7 +304,7 @@ def train(graph: Graph, weights: DarknetWeights | None, data_dir, out_dir, optio
     result = TrainResult(model, DarknetWeights(), weights_path)
     step, seen, lines = 0, 0, []
     for epoch in range(options.epochs):
-        started, parts_sum = time.perf_counter(), {"box": 0.0, "obj": 0.0, "cls": 0.0}
+        started, parts_sum = time.perf_counter(), {}
         rate = sparsity_rate(options.sparsity, epoch, options.epochs, options.sparsity_decay)
         for images, targets in batches(samples, options.batch, size, options.augment, rng):
             lr = learning_rate(step, steps, options)
@@ -409,7 +313,7 @@ def train(graph: Graph, weights: DarknetWeights | None, data_dir, out_dir, optio
             gamma_lr = lr * options.gamma_lr / options.lr if gammas_sgd else lr
             if gammas_sgd:
                 gammas_sgd.param_groups[0]["lr"] = gamma_lr
-            loss, parts = yolo_loss(model(images), targets, geometry)
+            loss, parts = loss_of(model(images), targets)
             if not torch.isfinite(loss):
                 raise PruneyoloError(f"loss became {float(loss)} at step {step}; lower --lr")
             model.zero_grad(set_to_none=True)
@@ -424,7 +328,7 @@ def train(graph: Graph, weights: DarknetWeights | None, data_dir, out_dir, optio
             if ema:
                 ema.update(model)
             result.losses.append(float(loss.detach()))
-            parts_sum = {k: parts_sum[k] + v for k, v in parts.items()}
+            parts_sum = {k: parts_sum.get(k, 0.0) + v for k, v in parts.items()}
             step, seen = step + 1, seen + len(images)
         final = ema.model if ema else model
         result.model, result.weights = final, export_weights(final, graph, seen)
