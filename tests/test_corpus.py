@@ -12,7 +12,7 @@ import dataclasses
 import cv2
 import numpy as np
 import pytest
-from cfg_sources import CORPUS, CORPUS_CFGS, OWN_CFGS, SHIPPED_CFGS, needs_corpus
+from cfg_sources import CORPUS, CORPUS_CFGS, OWN_CFGS, SHIPPED_CFGS, needs_corpus, with_corpus
 from support import (
     PARITY_SIZE,
     REJECTED,
@@ -99,7 +99,8 @@ def test_ir_equals_generated_pytorch_where_opencv_cannot_load(path, tmp_path):
     assert_ir_equals_generated(path, tmp_path)
 
 
-@pytest.mark.parametrize("path", [path for path in ACCEPTED if path not in FULL_PATH], ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", [pytest.param(path, id=path.stem) for path in ACCEPTED if path not in FULL_PATH]
+                         or [with_corpus(None, id="corpus")])
 def test_other_corpus_cfgs_have_opencvs_layer_shapes(path, tmp_path):
     """OpenCV's shapes need a weights file: header (version 0.2.5, seen 0) and the graph's float count of zeros."""
     graph = load_graph(path, PARITY_SIZE)
