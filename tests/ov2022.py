@@ -73,19 +73,24 @@ def ensure_venv(python310: Path, venv: Path = VENV) -> Path:
     return python
 
 
-def infer_2022(xml: Path, inputs: list[np.ndarray]) -> list[np.ndarray]:
-    """Outputs of the IR at `xml` for positional `inputs` on OpenVINO 2022.3's CPU; skips without 3.10."""
+def infer_2022_many(jobs: list[tuple[Path, list[np.ndarray]]]) -> list[list[np.ndarray]]:
+    """Outputs of each (xml, positional inputs) job's IR on OpenVINO 2022.3's CPU, all in one Python 3.10 process
+    (its start-up is most of the cost); skips without 3.10."""
     python310 = find_python310()
     if python310 is None:
         override = os.environ.get(PY310_ENV)
         pytest.skip(f"{PY310_ENV}={override} is not a Python 3.10 that runs" if override else NO_PY310)
     python = ensure_venv(python310)
     with tempfile.TemporaryDirectory() as tmp:
-        src, dst = Path(tmp) / "inputs.npz", Path(tmp) / "outputs.npz"
-        np.savez(src, *inputs)
-        cmd = [str(python), str(INFER_SCRIPT), str(xml), str(src), str(dst)]
+        files = [(xml, Path(tmp) / f"inputs{i}.npz", Path(tmp) / f"outputs{i}.npz") for i, (xml, _) in enumerate(jobs)]
+        for (_, src, _), (_, inputs) in zip(files, jobs, strict=True):
+            np.savez(src, *inputs)
+        cmd = [str(python), str(INFER_SCRIPT), *(str(path) for triple in files for path in triple)]
         done = subprocess.run(cmd, check=False, capture_output=True, text=True)
         if done.returncode:
-            raise RuntimeError(f"OpenVINO 2022.3 failed on {xml}:\n{done.stderr}")
-        with np.load(dst) as outputs:
-            return [outputs[f"arr_{i}"] for i in range(len(outputs.files))]
+            raise RuntimeError(f"OpenVINO 2022.3 failed on {', '.join(str(xml) for xml, _ in jobs)}:\n{done.stderr}")
+        outputs = []
+        for _, _, dst in files:
+            with np.load(dst) as arrays:
+                outputs.append([arrays[f"arr_{i}"] for i in range(len(arrays.files))])
+        return outputs

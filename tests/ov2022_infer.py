@@ -1,4 +1,5 @@
-"""Run inside Python 3.10 + OpenVINO 2022.3: infer IR.xml on CPU with inputs.npz, write outputs.npz."""
+"""Run inside Python 3.10 + OpenVINO 2022.3: for each (IR.xml, inputs.npz, outputs.npz) triple of the arguments,
+infer the IR on CPU with the inputs and write the outputs (one interpreter and Core for them all)."""
 
 import sys
 
@@ -12,9 +13,8 @@ def cpu_config(core: Core) -> dict:
     return {"INFERENCE_PRECISION_HINT": "f32"} if "INFERENCE_PRECISION_HINT" in supported else {}
 
 
-def main(xml: str, src: str, dst: str) -> None:
+def infer(core: Core, xml: str, src: str, dst: str) -> None:
     """Compile `xml`, feed arr_0..arr_N from `src` positionally, save outputs as arr_0..arr_M to `dst`."""
-    core = Core()
     compiled = core.compile_model(core.read_model(xml), "CPU", cpu_config(core))
     with np.load(src) as data:
         inputs = {i: data[f"arr_{i}"] for i in range(len(data.files))}
@@ -22,5 +22,12 @@ def main(xml: str, src: str, dst: str) -> None:
     np.savez(dst, *[results[out] for out in compiled.outputs])
 
 
+def main(args: list[str]) -> None:
+    """infer() each (xml, src, dst) triple of `args` with one Core."""
+    core = Core()
+    for start in range(0, len(args), 3):
+        infer(core, *args[start:start + 3])
+
+
 if __name__ == "__main__":
-    main(*sys.argv[1:4])
+    main(sys.argv[1:])
