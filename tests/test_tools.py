@@ -10,6 +10,8 @@ from pathlib import Path
 
 import openvino as ov
 import pytest
+import torch
+import yolov8_support as y8
 from click.testing import CliRunner
 from fixtures import random_weights
 from remote_support import MISSING as REMOTE_MISSING
@@ -24,6 +26,8 @@ from pruneyolo.darknet.weights import write_weights
 ROOT = Path(__file__).parents[1]
 DEMO = ROOT / "cfgs" / "demo-tiny.cfg"
 TOOLS = sorted(path.name for path in (ROOT / "tools").glob("bench*"))
+STOCK_V8 = ROOT.parent / "shared" / "yolov8" / "fixtures" / "v8n_stock.pt"
+PEER_STAMP = ROOT / ".venv-ultralytics" / ".pruneyolo-peer"
 
 
 def run_tool(name: str, *args: str) -> subprocess.CompletedProcess:
@@ -54,6 +58,8 @@ def smallest_run(name: str, tmp_path: Path, ir: Path) -> tuple[list[str], list[s
         "bench_allocate": (["--smallest", "--cache-dir", str(tmp_path / "cache")],
                            ["global 0.5 prune vs latency allocation", "worst prediction error"]),
         "bench_convert": ([demo], ["1 cfgs converted"]),
+        "bench_import": ([str(tmp_path / "v11.pt"), "--size", "64x64", "--repeat", "1"],
+                         ["(modules only)", "1 checkpoints imported"]),
         "bench_ingraph": (["--input", "64x64", "--layout", "1x1", "--size", "64x48", "--repeat", "2"],
                           ["CPU ms per mosaic"]),
         "bench_peers": (["--tiny", demo, "--base", demo, "--size", "64", "--seconds", "0.05", "--calib-size", "10",
@@ -66,18 +72,24 @@ def smallest_run(name: str, tmp_path: Path, ir: Path) -> tuple[list[str], list[s
         "bench_run": ([str(ir), "--seconds", "1", "--streams", "1", "--layout", "1x1", "--size", "64x48",
                        "--replay-frames", "2"], ["runner alone"]),
         "bench_synth": (["10", "2"], ["frames/s", "images/s"]),
+        "bench_ultralytics": ([str(STOCK_V8), "--sizes", "64", "--seconds", "1", "--rounds", "1", "--images", "1"],
+                              ["v8n_stock @ 64: boxes pruneyolo", "1 checkpoints compared"]),
     }[name]
 
 
 def test_every_bench_tool_is_tested():
-    assert TOOLS == ["bench_allocate", "bench_convert", "bench_ingraph", "bench_peers", "bench_remote", "bench_round",
-                     "bench_run", "bench_synth"]
+    assert TOOLS == ["bench_allocate", "bench_convert", "bench_import", "bench_ingraph", "bench_peers", "bench_remote",
+                     "bench_round", "bench_run", "bench_synth", "bench_ultralytics"]
 
 
 @pytest.mark.parametrize("name", TOOLS)
 def test_bench_tool_runs_its_smallest_mode_without_bf16(name, tmp_path, demo_ir):
     if name == "bench_remote" and REMOTE_MISSING:
         pytest.skip(REMOTE_SKIP)
+    if name == "bench_ultralytics" and not (STOCK_V8.is_file() and PEER_STAMP.is_file()):
+        pytest.skip("needs ../shared/yolov8 and the venv tools/bench_ultralytics makes (.venv-ultralytics)")
+    if name == "bench_import":
+        torch.save({"model": y8.randomize(y8.v11_layout(), 1)}, tmp_path / "v11.pt")
     args, words = smallest_run(name, tmp_path, demo_ir)
     had_venv = (ROOT / ".venv").exists()
     done = run_tool(name, *args)
