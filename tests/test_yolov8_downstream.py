@@ -135,25 +135,28 @@ def test_bench_times_the_imported_checkpoint(checkpoint, tmp_path):
     assert result.size == (WIDTH, HEIGHT)
 
 
-@pytest.mark.xfail(reason="pruned vs masked differ by 2-3e-3 relative at the percent the search picks here "
-                          "(seen twice; tests/test_yolov8_prune.py's 0.3 at 64x64 is within 1e-4): under study")
 def test_budget_search_picks_a_percent_and_the_pruned_model_equals_the_masked_one(checkpoint, tmp_path):
+    """The search's prune at the percent it picks is the plain prune at that percent, and pruning equals masking
+    (cut channels' gamma and beta zeroed: the plain prune also folds a cut channel's constant into its consumers,
+    exact only away from padding)."""
     graph, imported = import_checkpoint(checkpoint[0], (WIDTH, HEIGHT))
     weights = imported.weights
     budget = Budget(fps=1.25 / graph.bflops)  # a stand-in device: speed inversely proportional to BFLOPs
     found = search(graph, weights, budget, lambda result: Measurement(1 / result.graph.bflops, "fake"), step=0.05)
     chosen = found.chosen
     assert chosen.met and 0 < chosen.percent < 1 and found.result.graph.bflops <= graph.bflops / 1.25
+    assert prune(graph, weights, chosen.percent).graph.params == found.result.graph.params
     masked = copy.deepcopy(weights)
     masks, _, _ = channel_masks(graph, masked, chosen.percent)
     zero_cut_channels(masked, masks)
+    pruned = prune(graph, masked, chosen.percent)
+    assert pruned.graph.params == found.result.graph.params
     x = torch.rand(1, 3, HEIGHT, WIDTH, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         expected = DecodedModel(build_model(graph, masked), graph)(x).numpy()
-        actual = DecodedModel(build_model(found.result.graph, found.result.weights), found.result.graph)(x).numpy()
+        actual = DecodedModel(build_model(pruned.graph, pruned.weights), pruned.graph)(x).numpy()
     assert actual.shape == expected.shape
     assert float(np.abs(actual - expected).max() / np.abs(expected).max()) < 1e-4
-    assert prune(graph, weights, chosen.percent).graph.params == found.result.graph.params
 
 
 def test_prune_target_fps_on_the_device_writes_a_model_that_runs(checkpoint, tmp_path):
