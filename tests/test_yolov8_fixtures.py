@@ -105,3 +105,55 @@ def test_model_api_loads_the_scores_ir_as_yolov8_and_finds_the_reference_boxes(t
     np.testing.assert_allclose(np.asarray(found.scores)[theirs], expected.scores[order], atol=2e-3)
     assert np.array_equal(np.asarray(found.labels)[theirs], expected.classes[order])
     assert np.abs(np.asarray(found.bboxes)[theirs] - np.clip(expected.boxes[order], 0, 320)).max() <= 1.0
+
+
+def _model_api_rule(decoded: np.ndarray, confidence: float, iou_threshold: float, width: int, height: int):
+    """model_api's YOLOv8 post-processing restated on Ultralytics' own `decoded`: each point's best class above
+    the confidence, greedy NMS per class, boxes rounded to whole pixels -> (labels, scores, xyxy), best first."""
+    rows = decoded[0].T
+    scores_all = rows[:, 4:]
+    rows, scores_all = rows[(scores_all > confidence).any(1)], scores_all[(scores_all > confidence).any(1)]
+    labels, scores = scores_all.argmax(1), scores_all.max(1)
+    boxes = np.concatenate([rows[:, :2] - rows[:, 2:4] / 2, rows[:, :2] + rows[:, 2:4] / 2], 1)
+    keep = []
+    for label in np.unique(labels):
+        order = [i for i in np.argsort(-scores, kind="stable") if labels[i] == label]
+        while order:
+            best, order = order[0], order[1:]
+            keep.append(best)
+            order = [i for i in order if _iou(boxes[best], boxes[i]) <= iou_threshold]
+    keep = sorted(keep, key=lambda i: -scores[i])
+    whole = np.clip(np.round(boxes[keep]), 0, [width, height, width, height])
+    return labels[keep], scores[keep], whole
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    inter = np.prod(np.clip(np.minimum(a[2:], b[2:]) - np.maximum(a[:2], b[:2]), 0, None))
+    return float(inter / (np.prod(a[2:] - a[:2]) + np.prod(b[2:] - b[:2]) - inter))
+
+
+def test_model_api_loads_the_scores_ir_and_finds_the_reference_boxes(fixture, tmp_path):
+    """openvino model_api's YOLOv8 wrapper on our `--heads scores` IR finds the boxes its own rule finds in the
+    output Ultralytics' code computed (same labels, scores within 1e-3, corners within a pixel)."""
+    import openvino as ov
+    from model_api.adapters import OpenvinoAdapter
+    from model_api.models import DetectionModel
+
+    name, path, reference = fixture
+    width, height = _size(reference)
+    result = CliRunner().invoke(main, ["convert", str(path), "-o", str(tmp_path), "--heads", "scores",
+                                       "--size", f"{width}x{height}"])
+    assert result.exit_code == 0, result.output
+    adapter = OpenvinoAdapter(ov.Core(), str(tmp_path / f"{name}.xml"), device="CPU",
+                              plugin_config={"INFERENCE_PRECISION_HINT": "f32"})
+    model = DetectionModel.create_model(adapter)
+    assert type(model).__name__ in ("YOLOv8", "YOLO11")
+    found = model(reference["image"])
+    labels, scores, boxes = _model_api_rule(reference["decoded"], model.params.confidence_threshold,
+                                            model.params.iou_threshold, width, height)
+    assert len(labels) > 0
+    order = np.lexsort((found.bboxes[:, 0], found.labels))
+    wanted = np.lexsort((boxes[:, 0], labels))
+    assert found.labels[order].tolist() == labels[wanted].tolist()
+    assert np.abs(found.scores[order] - scores[wanted]).max() < 1e-3
+    assert np.abs(found.bboxes[order] - boxes[wanted]).max() <= 1
