@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import openvino as ov
 import pytest
 from cfg_sources import SHARED
 from click.testing import CliRunner
@@ -135,7 +136,6 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
 def test_model_api_loads_the_scores_ir_and_finds_the_reference_boxes(fixture, tmp_path):
     """openvino model_api's YOLOv8 wrapper on our `--heads scores` IR finds the boxes its own rule finds in the
     output Ultralytics' code computed (same labels, scores within 1e-3, corners within a pixel)."""
-    import openvino as ov
     from model_api.adapters import OpenvinoAdapter
     from model_api.models import DetectionModel
 
@@ -157,3 +157,23 @@ def test_model_api_loads_the_scores_ir_and_finds_the_reference_boxes(fixture, tm
     assert found.labels[order].tolist() == labels[wanted].tolist()
     assert np.abs(found.scores[order] - scores[wanted]).max() < 1e-3
     assert np.abs(found.bboxes[order] - boxes[wanted]).max() <= 1
+
+
+@pytest.mark.parametrize("name", ["v8n_stock", "v11n_stock"])
+def test_int8_ir_follows_the_reference(name, tmp_path):
+    """`convert --storage int8` (NNCF on 16 synthetic scenes; the DFL decode stays float): the quantized IR's
+    boxes and class scores follow Ultralytics' f32 output on the fixture's image. The fixtures' weights are
+    synthetic, so closeness, not detections, is what can be held (box coordinates r > 0.99, scores r > 0.8)."""
+    reference = np.load(FIXTURES / f"{name}.ref.npz")
+    width, height = _size(reference)
+    result = CliRunner().invoke(main, ["convert", str(FIXTURES / f"{name}.pt"), "-o", str(tmp_path), "--heads",
+                                       "scores", "--size", f"{width}x{height}", "--storage", "int8", "--calib",
+                                       "synthetic", "--calib-size", "16"])
+    assert result.exit_code == 0, result.output
+    compiled = compile_f32(str(tmp_path / f"{name}.xml"))
+    actual = compiled(reference["image"][None])[compiled.outputs[0]]
+    wanted = reference["decoded"]
+    assert actual.shape == wanted.shape
+    assert np.corrcoef(actual[0, :4].ravel(), wanted[0, :4].ravel())[0, 1] > 0.99
+    assert np.corrcoef(actual[0, 4:].ravel(), wanted[0, 4:].ravel())[0, 1] > 0.8
+    assert ModelInfo.read(ov.Core().read_model(str(tmp_path / f"{name}.xml"))).storage == "int8"
