@@ -188,6 +188,13 @@ class Attention(nn.Module):
         return (v @ attention.transpose(-2, -1)).reshape(n, -1, h, w)
 
 
+def dfl_distances(bins: torch.Tensor) -> torch.Tensor:
+    """Distance bins [..., 4, reg_max] -> each side's distance (left, top, right, bottom) in grid cells [..., 4]:
+    the expectation of a softmax over 0..reg_max-1 (Distribution Focal Loss decoding)."""
+    steps = torch.arange(bins.shape[-1], dtype=bins.dtype, device=bins.device)
+    return (torch.softmax(bins, -1) * steps).sum(-1)
+
+
 class YoloDecode(nn.Module):
     """Raw head [N, A*(5+C), h, w] -> [N, A*h*w, 5+C]: (cx, cy, w, h) in input pixels, objectness, classes.
 
@@ -214,9 +221,7 @@ class YoloDecode(nn.Module):
             q = torch.sigmoid(p)
             xy, wh, rest = q[..., 0:2] * 2 - 0.5, (q[..., 2:4] * 2) ** 2, q[..., 4:]
         elif self.decode == "dfl":
-            bins = p[..., :4 * self.reg_max].reshape(n, count, h, w, 4, self.reg_max)
-            steps = torch.arange(self.reg_max, dtype=raw.dtype, device=raw.device)
-            distances = (torch.softmax(bins, -1) * steps).sum(-1)  # left, top, right, bottom in grid cells
+            distances = dfl_distances(p[..., :4 * self.reg_max].reshape(n, count, h, w, 4, self.reg_max))
             xy, wh = 0.5 + (distances[..., 2:] - distances[..., :2]) / 2, distances[..., :2] + distances[..., 2:]
             scores = torch.sigmoid(p[..., 4 * self.reg_max:])
             rest = torch.cat([torch.ones_like(scores[..., :1]), scores], -1)

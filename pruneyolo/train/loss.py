@@ -19,6 +19,7 @@ from torch.nn import functional as F
 
 from pruneyolo.darknet.graph import Graph
 from pruneyolo.errors import PruneyoloError
+from pruneyolo.nn.layers import dfl_distances
 
 ASSIGN_IOU = 0.25  # a target also trains every anchor whose w/h IoU with it is above this
 MAX_LOG_WH = 4.0  # raw w/h logits are clamped here in the loss so exp() cannot overflow early on
@@ -176,11 +177,6 @@ def split_outputs(outputs: list[torch.Tensor], reg_max: int) -> tuple[torch.Tens
     return rows[..., :4 * reg_max].unflatten(-1, (4, reg_max)), rows[..., 4 * reg_max:]
 
 
-def expected_distances(bins: torch.Tensor) -> torch.Tensor:
-    """Distance bins [..., 4, reg_max] -> the softmax expectation of each side's distance [..., 4] (in bins)."""
-    return (bins.softmax(-1) * torch.arange(bins.shape[-1], dtype=bins.dtype)).sum(-1)
-
-
 def distances_to_boxes(points: torch.Tensor, distances: torch.Tensor) -> torch.Tensor:
     """Points [..., 2] and (left, top, right, bottom) distances [..., 4] -> xyxy boxes [..., 4]."""
     return torch.cat([points - distances[..., :2], points + distances[..., 2:]], -1)
@@ -279,7 +275,7 @@ def anchor_free_loss(outputs: list[torch.Tensor], targets: torch.Tensor, heads: 
     bins, logits = bins.float(), logits.float()
     points, strides = anchor_points([raw.shape[2:] for raw in outputs], heads.strides)
     cells = points / strides
-    pred_boxes = distances_to_boxes(cells, expected_distances(bins))  # in grid cells of each point's head
+    pred_boxes = distances_to_boxes(cells, dfl_distances(bins))  # in grid cells of each point's head
     gt_classes, gt_boxes, present = padded_targets(targets, len(logits))
     boxes, target_scores, foreground = task_aligned_assign(logits.detach().sigmoid(), pred_boxes.detach() * strides,
                                                            points, gt_classes, gt_boxes, present, gains)
