@@ -3,10 +3,10 @@
 Reuses tools/slim_demo's run folder (dataset, sparsity-trained weights, fine-tuned prunes) or, on a fresh clone,
 the shipped sparsity-trained cfgs/demo-csp_sparse.weights and a dataset made again with slim_demo's settings.
 For each global percent: prune as slim_demo does, measure the prune's latency at 832x832 on this CPU at its
-default precision, allocate to that latency on the profiled table (`prune --allocate latency`), fine-tune both
-the same epochs from the same sparsity model, score both, and time both (FP32 IR at the default precision, INT8
-IR) with the baseline in interleaved rounds. Writes the Pareto chart, a section of docs/results.md and, when the
-allocation wins, cfgs/prune_fast.cfg + .weights.
+default precision, allocate on the profiled table (`prune --allocate latency`) until an allocation measures within
+3% of it (the two taking turns call by call), fine-tune both the same epochs from the same sparsity model, score
+both, and time both (FP32 IR at the default precision, INT8 IR) with the baseline, taking turns call by call.
+Writes the Pareto chart, a section of docs/results.md and, when the allocation wins, cfgs/prune_fast.cfg + .weights.
 """
 
 from __future__ import annotations
@@ -152,9 +152,9 @@ def time_side_by_side(base: Model, pairs: list[tuple[Model, Model]], xmls: dict[
     """Each pair's latency per storage (median of sync requests, LATENCY hint, default precision): the baseline,
     the global prune and its allocation taking turns call by call (interleaved_ms), so that the pair and its
     speed-up are measured in the same weather; the baseline's figure is the median over the pairs' sessions."""
-    core = ov.Core()
+    core, everyone = ov.Core(), [base, *[model for pair in pairs for model in pair]]
     for storage in ("fp32", "int8"):
-        read = {m.name: core.read_model(str(xmls[m.name][storage])) for m in (base, *[m for p in pairs for m in p])}
+        read = {m.name: core.read_model(str(xmls[m.name][storage])) for m in everyone}
         base_ms = []
         for pair in pairs:
             measured = interleaved_ms(core, {name: read[name] for name in (base.name, *(m.name for m in pair))}, "CPU",
@@ -163,7 +163,7 @@ def time_side_by_side(base: Model, pairs: list[tuple[Model, Model]], xmls: dict[
             for model in pair:
                 model.ms[storage], model.base_ms[storage] = measured[model.name], measured[base.name]
         base.ms[storage] = base.base_ms[storage] = statistics.median(base_ms)
-        for model in (base, *[m for p in pairs for m in p]):
+        for model in everyone:
             model.ran[storage] = ran_at(core.compile_model(read[model.name], "CPU", compile_config("LATENCY", None)))
         say(f"{storage} IRs at {SIZE[0]}x{SIZE[1]}: " + "; ".join(
             f"{g.name} {g.ms[storage]:.2f} ms, {a.name} {a.ms[storage]:.2f} ms, baseline {a.base_ms[storage]:.2f} ms"
@@ -343,13 +343,14 @@ def main(out: Path, percents: str, shortcuts: int, layer_keep: float, round_to: 
             cfg, weights, _ = prune_to(graph, arrays, out / "prune", percent, layer_keep, shortcuts, round_to)
             pruned = load_graph(cfg)
             masks, _, _ = channel_masks(graph, arrays, percent, layer_keep, round_to)
-            reference = network_model(load_graph(cfg, SIZE), read_weights(weights, pruned))
+            deployed_prune = load_graph(cfg, SIZE)
             glob = Model(f"global {percent:g} + {shortcuts} blocks", "global", cfg, weights, percent,
-                         threshold_importance(graph, arrays, masks), predicted_ms=predict_ms(table, load_graph(cfg, SIZE)))
+                         threshold_importance(graph, arrays, masks), predicted_ms=predict_ms(table, deployed_prune))
             say(f"global {percent:g}: {glob.predicted_ms:.2f} ms predicted, {pruned.params:,} params")
             folder = out / f"alloc_{percent:g}"
             found = folder / "allocation.json"  # a rerun keeps the allocation its fine-tuned weights belong to
             if not found.is_file():
+                reference = network_model(deployed_prune, read_weights(weights, pruned))
                 allocation, acfg, aweights, measured, reference_ms = allocate_to(
                     graph, arrays, table, reference, glob.predicted_ms, layer_keep, round_to, folder, seconds)
                 found.write_text(json.dumps({"cfg": str(acfg), "weights": str(aweights), "measured": measured,

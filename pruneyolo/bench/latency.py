@@ -15,7 +15,7 @@ fused into it: a one-layer IR's wall time is mostly the reorders of its input an
 layout and the kernel's (3.6 + 12.7 ms beside a 7.4 ms conv on demo-csp's first layer), which a whole network
 pays only at its ends. A whole network also runs concats, upsamples, reorders and the decode, and fuses what one
 layer cannot: `calibrate` fits predicted = scale * (sum of conv times) + other_ms to whole networks at a few
-uniform widths, timed together in alternating bursts (`interleaved_ms`), so that a machine whose speed drifts
+uniform widths, timed together, taking turns call by call (`interleaved_ms`), so that a machine whose speed drifts
 (a shared VM's can move by 40% within a minute) slows every network of the fit alike.
 """
 
