@@ -96,6 +96,17 @@ def fine_tune(cfg: Path, weights: Path, folder: Path, data: Path, epochs: int) -
     return tuned
 
 
+def tune_folder(out: Path, stem: str, epochs: int) -> Path:
+    """Where a prune's fine-tune lives: slim_demo's own fine-tuned prune when it trained the same epochs, else
+    fast_tune_e{epochs}_{stem}."""
+    reused = out / "finetune"
+    log = reused / "train_log.jsonl"
+    if ((reused / f"{stem}.weights").is_file() and log.is_file()
+            and json.loads(log.read_text().splitlines()[-1]).get("epoch") == epochs):
+        return reused
+    return out / f"fast_tune_e{epochs}_{stem}"
+
+
 def score(model: Model, data: Path, path: Path) -> None:
     graph = load_graph(model.cfg)
     model.metrics = cached_metrics(path, lambda: evaluate(torch_predictor(graph, read_weights(model.weights, graph)),
@@ -366,14 +377,14 @@ def main(out: Path, percents: str, shortcuts: int, layer_keep: float, round_to: 
     stages.run("prunes and allocations", prunes)
     for glob, alloc in pairs:
         for model in (glob, alloc):
-            reused = out / "finetune" / f"{model.cfg.stem}.weights"  # slim_demo's fine-tuned prune, same settings
-            folder = reused.parent if reused.is_file() else out / f"fast_tune_{model.cfg.stem}"
+            folder = tune_folder(out, model.cfg.stem, finetune_epochs)
             stages.train(f"fine-tune {model.name}", folder,
                          lambda m=model, f=folder: fine_tune(m.cfg, m.weights, f, data, finetune_epochs))
             model.weights = folder / f"{model.cfg.stem}.weights"
         models += [glob, alloc]
     for model in models:
-        score(model, data, out / "fast_scores" / f"{model.cfg.stem}.json")
+        tuned = "" if model.method == "baseline" else f"_e{finetune_epochs}"
+        score(model, data, out / "fast_scores" / f"{model.cfg.stem}{tuned}.json")
     xmls = {}
     stages.run("IRs", lambda: xmls.update({m.name: irs(m, out / "fast_ir" / m.cfg.stem, data / "images" / "train")
                                            for m in models}))
