@@ -396,11 +396,14 @@ def main(out: Path, percents: str, shortcuts: int, layer_keep: float, round_to: 
                          lambda m=model, f=folder: fine_tune(m.cfg, m.weights, f, data, finetune_epochs))
             model.weights = folder / f"{model.cfg.stem}.weights"
         models += [glob, alloc]
+    def cached_as(model: Model) -> str:
+        """The name of a model's cached score and IRs: fine-tuned prunes carry their epoch count."""
+        return model.cfg.stem + ("" if model.method == "baseline" else f"_e{finetune_epochs}")
+
     for model in models:
-        tuned = "" if model.method == "baseline" else f"_e{finetune_epochs}"
-        score(model, data, out / "fast_scores" / f"{model.cfg.stem}{tuned}.json")
+        score(model, data, out / "fast_scores" / f"{cached_as(model)}.json")
     xmls = {}
-    stages.run("IRs", lambda: xmls.update({m.name: irs(m, out / "fast_ir" / m.cfg.stem, data / "images" / "train")
+    stages.run("IRs", lambda: xmls.update({m.name: irs(m, out / "fast_ir" / cached_as(m), data / "images" / "train")
                                            for m in models}))
     stages.run("latency side by side", lambda: time_side_by_side(models[0], pairs, xmls, seconds))
     worst = []
