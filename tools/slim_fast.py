@@ -183,10 +183,10 @@ def time_side_by_side(base: Model, pairs: list[tuple[Model, Model]], xmls: dict[
             for g, a in pairs))
 
 
-def check_predictions(models: list[Model], table: LatencyTable, deployed: Graph, seconds: float) -> tuple[float, float]:
+def check_predictions(models: list[Model], table: LatencyTable, deployed: Graph, seconds: float) -> dict:
     """The worst error of the table's predictions against the prunes' FP32 networks (random weights, as the table
-    was fitted), timed together with the fit's uniform networks: (as the table stands, with its whole-network fit
-    re-timed in the same session, which takes out the machine's drift since the table was made)."""
+    was fitted), timed together with the fit's uniform networks: as the table stands ("worst") and with its
+    whole-network fit re-timed in the same session ("refit_worst", with the re-timed "scale" and "other_ms")."""
     uniform = {f"uniform {keep:g}": uniform_graph(deployed, table, keep) for keep in FIT_KEEPS}
     networks = {m.name: network_model(load_graph(m.cfg, SIZE), None) for m in models}
     networks.update({name: network_model(graph, None) for name, graph in uniform.items()})
@@ -203,7 +203,8 @@ def check_predictions(models: list[Model], table: LatencyTable, deployed: Graph,
         say(f"{model.name}: predicted {model.predicted_ms:.2f} ms ({predict_ms(refit, graph):.2f} with the fit "
             f"re-timed), measured {measured[model.name]:.2f} ms ({100 * errors[-1]:+.1f}%, "
             f"{100 * refit_errors[-1]:+.1f}%)")
-    return max(map(abs, errors)), max(map(abs, refit_errors))
+    return {"worst": max(map(abs, errors)), "refit_worst": max(map(abs, refit_errors)), "scale": refit.scale,
+            "other_ms": refit.other_ms}
 
 
 def plot_pareto(models: list[Model], path: Path, machine: str) -> None:
@@ -234,7 +235,7 @@ def plot_pareto(models: list[Model], path: Path, machine: str) -> None:
 
 
 def report(models: list[Model], pairs: list[tuple[Model, Model]], machine: str, flags: str, settings: dict,
-           minutes: dict, worst_error: list[float], goals: list[str]) -> str:
+           minutes: dict, table: LatencyTable, checked: dict, goals: list[str]) -> str:
     base = next(m for m in models if m.method == "baseline")
     rows = "\n".join(
         f"| {m.name} | {m.metrics.map50:.3f} | {m.params:,} | "
@@ -275,10 +276,11 @@ Global against allocation, same budget (ms global / allocation; mAP50 global / a
 {pair_lines}
 
 The latency table (profiled on this CPU, fitted to uniform networks at {FIT_KEEPS} of the widths) predicted
-every prune above within {100 * worst_error[0]:.1f}% of its measured latency (worst case; the networks with random
-weights, as the table is fitted, timed together after the table was made), and within {100 * worst_error[1]:.1f}%
-with its whole-network fit re-timed beside them (the uniform networks timed in the same session: the per-layer
-profile unchanged, the machine's drift since the fit taken out). The allocation search itself times
+every prune above within {100 * checked['worst']:.1f}% of its measured latency (worst case; the networks with random
+weights, as the table is fitted, timed together after the table was made). With its whole-network fit re-timed
+beside them (the uniform networks in the same session, the per-layer profile unchanged), the fit moved from scale
+{table.scale:.3f}, other {table.other_ms:.2f} ms to {checked['scale']:.3f}, {checked['other_ms']:.2f} ms and predicted
+within {100 * checked['refit_worst']:.1f}%. The allocation search itself times
 each candidate it builds; `prune --allocate latency` prints them side by side.
 
 ![mAP50 against measured latency](img/pareto.png)
@@ -343,7 +345,7 @@ def main(out: Path, percents: str, shortcuts: int, layer_keep: float, round_to: 
          seconds: float, shipped_map50: float, ship: bool):
     torch.set_num_threads(2)
     out.mkdir(parents=True, exist_ok=True)
-    stages = Stages(out / "fast_timing.json")
+    stages = Stages(out / f"fast_timing_e{finetune_epochs}.json")
     data = dataset(out)
     sparse = sparse_weights(out)
     say(f"sparsity model: {sparse}")
@@ -406,20 +408,21 @@ def main(out: Path, percents: str, shortcuts: int, layer_keep: float, round_to: 
     stages.run("IRs", lambda: xmls.update({m.name: irs(m, out / "fast_ir" / cached_as(m), data / "images" / "train")
                                            for m in models}))
     stages.run("latency side by side", lambda: time_side_by_side(models[0], pairs, xmls, seconds))
-    worst = []
+    checked = {}
     stages.run("predicted against measured",
-               lambda: worst.extend(check_predictions(models[1:], table, deployed, seconds)))
+               lambda: checked.update(check_predictions(models[1:], table, deployed, seconds)))
     machine, flags = machine_name(), cpu_flags()
     goals, winner = goals_of(models[0], pairs, shipped_map50)
     for goal in goals:
         say(goal)
-    say(f"worst prediction error: {100 * worst[0]:.1f}% ({100 * worst[1]:.1f}% with the fit re-timed)")
+    say(f"worst prediction error: {100 * checked['worst']:.1f}% ({100 * checked['refit_worst']:.1f}% with the fit "
+        "re-timed)")
     if not ship:
         return
     plot_pareto(models, ROOT / "docs" / "img" / "pareto.png", machine)
     settings = {"percents": percents, "shortcuts": shortcuts, "layer_keep": layer_keep, "round": round_to, "seconds": seconds,
                 "finetune_epochs": finetune_epochs, "sparsity_model": str(sparse.relative_to(sparse.parents[1]))}
-    write_section(report(models, pairs, machine, flags, settings, stages.minutes, worst, goals))
+    write_section(report(models, pairs, machine, flags, settings, stages.minutes, table, checked, goals))
     if winner is not None:
         header = (f"# cfgs/demo-csp.cfg slimmed for {machine} by `prune --allocate latency` at the latency of the "
                   f"global {winner.percent:g} prune, fine-tuned.\n# Written by tools/slim_fast (docs/results.md).\n")
