@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import shutil
 import subprocess
 import sys
@@ -14,8 +15,10 @@ import torch
 
 from pruneyolo.darknet.graph import load_graph
 from pruneyolo.darknet.weights import read_weights
+from pruneyolo.export.build import IrOptions, build_ir
 from pruneyolo.nn.build import build_model
 from pruneyolo.nn.codegen import class_name_for
+from tests.support import assert_parity, compile_f32, opencv_heads, opencv_net, random_bgr, to_blob
 
 ROOT = Path(__file__).parents[1]
 CFG, WEIGHTS = ROOT / "cfgs" / "prune_0.88.cfg", ROOT / "cfgs" / "prune_0.88.weights"
@@ -55,7 +58,31 @@ def test_codegen_of_the_shipped_model_writes_a_module_that_imports_and_runs(tmp_
                                        enumerate(graph.heads)]
 
 
-@pytest.mark.parametrize("name", ["prune_0.88.cfg", "prune_0.88.weights", "synth.names", "demo-csp.cfg"])
+def test_the_shipped_latency_allocation_is_a_slim_of_demo_csp_that_runs_as_opencv_reads_it(tmp_path):
+    """cfgs/prune_fast (tools/slim_fast's allocation, fine-tuned): far fewer parameters and residual blocks than
+    demo-csp, and its IR's heads with the trained weights equal OpenCV's Darknet importer's."""
+    graph, parent = load_graph(ROOT / "cfgs" / "prune_fast.cfg", (256, 256)), load_graph(ROOT / "cfgs" / "demo-csp.cfg")
+    assert graph.params * 10 < parent.params
+    assert sum(n.kind == "shortcut" for n in graph.nodes) < sum(n.kind == "shortcut" for n in parent.nodes)
+    weights = read_weights(ROOT / "cfgs" / "prune_fast.weights", graph)
+    compiled = compile_f32(build_ir(graph, weights, IrOptions("raw")).model)
+    frame = random_bgr(graph)
+    results = compiled(frame)
+    net = opencv_net(graph, weights, tmp_path / "opencv")
+    assert_parity([results[output] for output in compiled.outputs], opencv_heads(net, graph, to_blob(frame)))
+
+
+def test_the_demo_says_which_model_it_runs_and_refuses_an_unknown_one():
+    environment = {**os.environ, "PRUNEYOLO_PYTHON": sys.executable, "PRUNEYOLO_DEMO_MODEL": "prune_0.5"}
+    done = subprocess.run(["bash", str(ROOT / "tools" / "demo")], env=environment, capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert done.returncode == 2
+    assert done.stderr.strip() == ("error: PRUNEYOLO_DEMO_MODEL=prune_0.5: no cfgs/prune_0.5.cfg with its .weights; "
+                                   "use prune_0.88 or prune_fast")
+
+
+@pytest.mark.parametrize("name", ["prune_0.88.cfg", "prune_0.88.weights", "prune_fast.cfg", "prune_fast.weights",
+                                  "synth.names", "demo-csp.cfg"])
 def test_the_shipped_files_are_tracked_by_git(name):
     listed = subprocess.run(["git", "ls-files", f"cfgs/{name}"], cwd=ROOT, capture_output=True, text=True,
                             check=False)
