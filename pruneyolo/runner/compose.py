@@ -53,8 +53,8 @@ class MosaicPool:
         image = blank_mosaic(self.layout)
         return Mosaic(image, [None] * self.layout.tiles, self.wrap(image))
 
-    def compose(self, frames: list[np.ndarray | None], keys: list[Hashable | None] = ()) -> tuple[
-            Mosaic, list[Placement | None]]:
+    def compose(self, frames: list[np.ndarray | None],
+                keys: list[Hashable | None] = ()) -> tuple[Mosaic, list[Placement | None]]:
         """A mosaic holding `frames` letterboxed tile by tile (None or absent: an all-padding tile), and where
         each went; `keys[i]` (None or absent: none) names frame i's pixels for the kept tiles."""
         layout = self.layout

@@ -220,8 +220,9 @@ class Pipeline:
 
     def _submit(self, group: int, frames: list[Frame | None]) -> None:
         started = time.perf_counter()
-        mosaic, placements = self.pool.compose([None if f is None else f.image for f in frames],
-                                               [None if f is None or f.key is None else (f.stream, f.key) for f in frames])
+        images = [None if f is None else f.image for f in frames]
+        keys = [None if f is None or f.key is None else (f.stream, f.key) for f in frames]
+        mosaic, placements = self.pool.compose(images, keys)
         self.metrics.add_stage("tile", time.perf_counter() - started)
         job = MosaicJob(self.submitted, group, frames, tuple(placements), mosaic)
         self.submitted += 1
