@@ -2,6 +2,7 @@
 over it accounts for every frame served in its JSONL and summary."""
 
 import json
+import time
 
 import cv2
 import numpy as np
@@ -12,7 +13,7 @@ from runner_support import cell_centre_scene
 from pruneyolo.cli.main import main
 from pruneyolo.data.synth import SceneStream
 from pruneyolo.errors import PruneyoloError
-from pruneyolo.runner.sources import DEFAULT_FRAMES, ReplayReader, parse_source
+from pruneyolo.runner.sources import DEFAULT_FRAMES, Capture, CapturePolicy, ReplayReader, parse_source
 
 
 def test_replay_spec_takes_a_trailing_frames_option_and_wraps_any_source(tmp_path):
@@ -72,3 +73,23 @@ def test_run_over_replay_has_every_served_frame_and_repeats_its_detections(tiny_
     for index, (x, y) in enumerate(centres):  # each replayed frame's own square, in its own pixels
         assert any(abs((b[0] + b[2]) / 2 - x) < 8 and abs((b[1] + b[3]) / 2 - y) < 8 for b in boxes[index])
     assert "cpu_ms_per_inference" in report and report["steady_inferences_per_s"] > 0
+
+
+def test_replayed_frames_carry_their_place_in_the_cycle_as_key():
+    capture = Capture(0, parse_source("replay:synthetic:seed=2,size=64x48,frames=3"), CapturePolicy(max_frames=7))
+    capture.start()
+    frames = []
+    while len(frames) < 7:
+        frame = capture.take()
+        if frame is not None:
+            frames.append(frame)
+        else:
+            time.sleep(0.001)
+    capture.join(5)
+    assert [frame.key for frame in frames] == [(1, k % 3) for k in range(7)]
+    for frame in frames[3:]:
+        assert frame.image is frames[frame.key[1]].image
+    live = Capture(1, parse_source("synthetic:seed=2,size=64x48"), CapturePolicy(max_frames=1))
+    live.start()
+    live.join(5)
+    assert live.take().key is None

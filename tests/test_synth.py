@@ -1,6 +1,8 @@
 """The synthetic shapes task: deterministic files, tight consistent labels, smooth camera streams."""
 
+import copy
 import json
+import math
 
 import cv2
 import numpy as np
@@ -11,6 +13,7 @@ from pycocotools.cocoeval import COCOeval
 
 from pruneyolo.cli.main import main
 from pruneyolo.data.synth import (
+    ANGLES,
     CLASSES,
     SPLITS,
     SceneStream,
@@ -165,6 +168,30 @@ def test_scene_stream_is_deterministic_and_returns_fresh_frames():
     assert frame.shape == (480, 640, 3) and frame.dtype == np.uint8
     assert boxes.shape == (4, 5) and boxes.dtype == np.float32
     assert not np.array_equal(other.read()[1], boxes)
+
+
+def numpy_scene_frame(stream: SceneStream) -> np.ndarray:
+    """The next frame of `stream` (advanced), composited with numpy alone: SceneStream.read's twin."""
+    frame = stream.backdrop.copy()
+    for index, sprite in enumerate(stream.sprites):
+        step = int(stream.angles[index]) % ANGLES
+        x0, y0 = np.round(stream.centres[index] - sprite.side / 2).astype(int)
+        region = frame[y0:y0 + sprite.side, x0:x0 + sprite.side]
+        np.copyto(region, sprite.pixels[step], where=sprite.masks[step].astype(bool)[..., None])
+    dx, dy = stream.rng.integers(0, 32, 2)
+    noisy = np.minimum(frame.astype(np.int32) + stream.noise[dy:dy + stream.height, dx:dx + stream.width], 255)
+    flicker = 1 + 0.03 * math.sin(stream.frame_index * 0.21) + stream.rng.uniform(-0.01, 0.01)
+    stream.advance()
+    return cv2.convertScaleAbs(noisy.astype(np.uint8), alpha=flicker, beta=-8 * flicker)
+
+
+def test_scene_stream_frames_equal_a_numpy_compositing():
+    stream = SceneStream(5, 320, 240, objects=12)
+    for _ in range(6):
+        twin = copy.deepcopy(stream)
+        frame = stream.read()[0]
+        assert np.array_equal(frame, numpy_scene_frame(twin))
+    assert (frame != stream.backdrop).any(axis=-1).mean() > 0.5
 
 
 def test_scene_stream_boxes_move_smoothly_and_stay_in_frame():

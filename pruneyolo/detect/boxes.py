@@ -25,10 +25,15 @@ class Detections:
         return Detections(self.boxes[index], self.scores[index], self.classes[index])
 
 
+def confident_rows(rows: np.ndarray, conf: float) -> np.ndarray:
+    """The [N, 5+C] rows whose objectness reaches conf, copied: the only rows `candidates` can keep."""
+    rows = rows.reshape(-1, rows.shape[-1])
+    return rows.take(np.flatnonzero(rows[:, 4] >= conf), 0)  # 7x faster than a boolean row mask
+
+
 def candidates(rows: np.ndarray, conf: float) -> Detections:
     """[N, 5+C] rows (cx, cy, w, h, obj, class probs) -> best-class boxes scoring >= conf, xyxy."""
-    rows = rows.reshape(-1, rows.shape[-1])
-    rows = rows.take(np.flatnonzero(rows[:, 4] >= conf), 0)  # 7x faster than a boolean row mask
+    rows = confident_rows(rows, conf)
     class_scores = rows[:, 5:] * rows[:, 4:5]
     classes = class_scores.argmax(1) if len(rows) else np.zeros(0, np.int64)
     scores = class_scores[np.arange(len(rows)), classes]

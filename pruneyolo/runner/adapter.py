@@ -95,6 +95,11 @@ def device_properties(core: ov.Core, device: str) -> dict[str, str]:
     return {name: property_text(core.get_property(device, name)) for name in DEVICE_PROPERTIES if name in supported}
 
 
+def copies(outputs: list[np.ndarray]) -> list[np.ndarray]:
+    """A result's outputs copied out of its request, which the next inference overwrites."""
+    return [output.copy() for output in outputs]
+
+
 def open_in_process(xml, address: str = "openvino:", device: str = "CPU", hint: str = "throughput",
                     precision: str | None = None, nireq: int | None = None) -> Adapter:
     """The `openvino:` backend: the IR compiled here on `device`."""
@@ -129,6 +134,7 @@ class Adapter:
         self.where = device
         self.outputs = len(self.compiled.outputs)
         self.on_result: Callable[[object, list[np.ndarray], float], None] = lambda *_: None
+        self.keep: Callable[[list[np.ndarray]], list[np.ndarray]] = copies
         self.error: BaseException | None = None
         self.lock = threading.Lock()
         self.results = threading.Thread(target=self._deliver, name="adapter-results", daemon=True)
@@ -185,7 +191,7 @@ class Adapter:
             request, userdata, submitted = item
             try:
                 request.wait()
-                outputs = [request.get_output_tensor(i).data.copy() for i in range(self.outputs)]
+                outputs = self.keep([request.get_output_tensor(i).data for i in range(self.outputs)])
                 self.on_result(userdata, outputs, time.perf_counter() - submitted)
             except BaseException as exc:  # noqa: BLE001 - kept for the submitting thread, not lost
                 with self.lock:

@@ -27,7 +27,12 @@ class Backend(Protocol):
     """What the pipeline needs of a backend: the model's metadata and input size, `submit` with results handed
     to `on_result(userdata, outputs or None if never inferred, seconds)` in submission order from one thread of
     its own (an exception raised there is re-raised by the next `submit` or `wait`), what it ran at, its
-    counters, and `close`."""
+    counters, and `close`.
+
+    Before on_result, a backend may pass each result's outputs through `keep` (views valid during the call ->
+    the arrays to hand over; the pipeline sets it to cut a decoded output to its confident rows, in that
+    thread, instead of copying all of it). One that ignores `keep` hands over whole outputs: the same
+    detections come out."""
 
     info: ModelInfo
     input_size: tuple[int, int]  # (width, height) of the [1, H, W, 3] u8 BGR input
@@ -35,6 +40,7 @@ class Backend(Protocol):
     precision_used: str  # what the inference ran at, as the summary shows it
     where: str  # the device or servers, as the summary names them
     on_result: Callable[[object, list[np.ndarray] | None, float], None]
+    keep: Callable[[list[np.ndarray]], list[np.ndarray]]
 
     def shared_tensor(self, image: np.ndarray) -> object:
         """What `submit` takes for this HxWx3 u8 buffer, made once per buffer."""

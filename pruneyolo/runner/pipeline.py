@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pruneyolo.detect import CONFIDENCE_THRESHOLD, IOU_THRESHOLD
-from pruneyolo.detect.boxes import Detections, select
+from pruneyolo.detect.boxes import Detections, confident_rows, select
 from pruneyolo.detect.decode import rows_of
 from pruneyolo.detect.mosaic import Layout, Placement, blank_mosaic, tile_of, to_mosaic, to_sources
 from pruneyolo.runner.backend import Backend
@@ -114,6 +114,12 @@ class Pipeline:
         self.published_at = 0.0
         self.steady: list[tuple[float, float, int]] = []  # (monotonic, process CPU, mosaics): first, last mark
         backend.on_result = self._on_result
+        if backend.info.heads_mode == "decoded":
+            backend.keep = self._keep_confident
+
+    def _keep_confident(self, outputs: list[np.ndarray]) -> list[np.ndarray]:
+        """A decoded output cut to the rows `select` can keep, in the backend's thread: no copy of the rest."""
+        return [confident_rows(outputs[0], self.options.conf)[None]]
 
     def _on_result(self, job: MosaicJob, outputs: list[np.ndarray] | None, seconds: float) -> None:
         self.results.put((job, outputs, seconds))
@@ -214,7 +220,9 @@ class Pipeline:
 
     def _submit(self, group: int, frames: list[Frame | None]) -> None:
         started = time.perf_counter()
-        mosaic, placements = self.pool.compose([None if f is None else f.image for f in frames])
+        images = [None if f is None else f.image for f in frames]
+        keys = [None if f is None or f.key is None else (f.stream, f.key) for f in frames]
+        mosaic, placements = self.pool.compose(images, keys)
         self.metrics.add_stage("tile", time.perf_counter() - started)
         job = MosaicJob(self.submitted, group, frames, tuple(placements), mosaic)
         self.submitted += 1

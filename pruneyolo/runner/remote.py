@@ -219,6 +219,7 @@ class RemoteAdapter:
         self.precision_used = "set by the server"
         self.where = backend
         self.on_result: Callable[[object, list[np.ndarray] | None, float], None] = lambda *_: None
+        self.keep: Callable[[list[np.ndarray]], list[np.ndarray]] = lambda outputs: outputs  # already copies
         self.lock = threading.Condition()
         self.servers = [Server(address, self._client(address)) for address in self.spec.addresses]
         self.unfinished: dict[int, Job] = {}
@@ -470,7 +471,8 @@ class RemoteAdapter:
         while (job := self.in_order.get()) is not None:
             try:
                 job.done.wait()
-                self.on_result(job.userdata, job.outputs, time.perf_counter() - job.submitted)
+                outputs = None if job.outputs is None else self.keep(job.outputs)
+                self.on_result(job.userdata, outputs, time.perf_counter() - job.submitted)
             except BaseException as exc:  # noqa: BLE001 - kept for the submitting thread, not lost
                 with self.lock:
                     self.error = self.error or exc

@@ -6,6 +6,7 @@ count it; files, folders and unpaced synthetic scenes wait for room instead, so 
 `replay:SOURCE[,frames=N]` is the first N frames of any source, read once into memory when the stream opens
 (its state stays `connecting` meanwhile), made read-only and served in a cycle at no capture cost (frame k
 shows frame k % N) until --max-frames, --duration or a stop, so a run measures the runner and the device alone.
+Its frames carry a key (their place in the cycle), so each is resized into its tile once and copied after.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ class Frame:
     timestamp: float  # wall clock (time.time) when read
     captured: float  # time.monotonic when read, for latency
     read_seconds: float  # time spent in the reader's read()
+    key: tuple[int, int] | None = None  # equal keys in a stream, equal pixels: (opening, place in a replay cycle)
 
 
 def parse_synthetic(text: str) -> dict:
@@ -226,14 +228,15 @@ class ReplayReader:
         if not self.frames:
             raise SourceError(f"{spec.text}: {spec.target} gave no frames")
         self.served = 0
+        self.slot = 0  # the place in the cycle of the frame read last
 
     def pace(self) -> None:
         pass
 
     def read(self) -> np.ndarray:
-        frame = self.frames[self.served % len(self.frames)]
+        self.slot = self.served % len(self.frames)
         self.served += 1
-        return frame
+        return self.frames[self.slot]
 
     def close(self) -> None:
         pass
@@ -295,6 +298,7 @@ class Capture(threading.Thread):
         self.state = "connecting"  # connecting | live | retrying | ended | failed
         self.error = ""
         self.frames_read = 0
+        self.opened = 0  # times the source was opened
         self.dropped = 0
         self.reconnects = 0
         self.started_at = 0.0
@@ -361,6 +365,7 @@ class Capture(threading.Thread):
     def _read_source(self) -> bool:
         """Open the source and pump it; True when we are done with it (see _pump)."""
         reader = open_reader(self.spec, self.stream)
+        self.opened += 1
         try:
             return self._pump(reader)
         finally:
@@ -378,7 +383,8 @@ class Capture(threading.Thread):
             if image is None:
                 return False
             read_seconds = time.monotonic() - started
-            self._put(Frame(self.stream, self.frames_read, image, time.time(), time.monotonic(), read_seconds))
+            key = (self.opened, reader.slot) if isinstance(reader, ReplayReader) else None
+            self._put(Frame(self.stream, self.frames_read, image, time.time(), time.monotonic(), read_seconds, key))
         return True
 
     def _put(self, frame: Frame) -> None:
