@@ -94,6 +94,7 @@ def test_the_table_predicts_a_pruned_graph_from_its_curves():
     assert predict_ms(cpu_table, result.graph) < predict_ms(blocked_table, result.graph)
     assert predict_ms(blocked_table, graph) > predict_ms(blocked_table, result.graph) > 1.5
     assert width_grid(100) == (1, 2, 4, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 100)
+    assert width_grid(100, 64) == (1, 2, 4, 32, 64, 100)  # a coarser step thins the small widths too
 
 
 def test_the_fit_is_least_squares_and_falls_back_to_an_offset():

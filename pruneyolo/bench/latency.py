@@ -3,7 +3,7 @@ predictor of a (pruned) network's latency calibrated on whole networks.
 
 A conv's time depends on its input and output widths. The table measures two curves per conv at its real input
 size: output widths at the full input width, and input widths at the full output width, and predicts the pair as
-separable, t(i, o) = t(I, o) * t(i, O) / t(I, O). The grid: 1, 2, 4, every 8 channels to 64, then every `step` (16)
+separable, t(i, o) = t(I, o) * t(i, O) / t(I, O). The grid: 1, 2, 4, every `step` / 2 channels to 64, then every `step` (16)
 to the full width: AVX2 blocks f32 channels by 8, AVX-512 and AMX tiles by 16, and GPU/NPU layouts by 16/32, so
 every block edge of 16 is sampled, and of 8 where the widths are small and steps matter most. A width between grid
 points costs what the next grid width costs where the device computes in blocks (GPU, NPU) and the straight line
@@ -47,7 +47,7 @@ from pruneyolo.files import atomic_write
 from pruneyolo.prune.pruning import channel_constraints, channel_origins, prune_sections
 from pruneyolo.runner.adapter import compile_config, ran_at
 
-FINE_UP_TO = 64  # widths below this are sampled every 8 channels
+FINE_UP_TO = 64  # widths up to this are sampled every half step (8 channels at the default step of 16)
 SMALL_WIDTHS = (1, 2, 4)
 CALIBRATION_KEEPS = (1.0, 0.5, 0.25)  # uniform kept fractions of every group the whole-network fit measures
 TIMING_SCENES = 8  # int8 whole networks for the fit are calibrated on this many scenes (time hardly depends on it)
@@ -63,8 +63,8 @@ def cache_root() -> Path:
 
 
 def width_grid(full: int, step: int = 16) -> tuple[int, ...]:
-    """1, 2, 4, every 8 to 64, every `step` beyond, and `full`, none above `full`."""
-    fine = range(8, FINE_UP_TO + 1, 8)
+    """1, 2, 4, every `step` / 2 to 64, every `step` beyond, and `full`, none above `full`."""
+    fine = range(step // 2, FINE_UP_TO + 1, step // 2)
     coarse = range(step, full + 1, step)
     return tuple(sorted({w for w in (*SMALL_WIDTHS, *fine, *coarse) if w < full} | {full}))
 

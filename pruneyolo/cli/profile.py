@@ -15,7 +15,7 @@ storage_option = click.option("--storage", type=STORAGE_TYPE, default="fp32", sh
                               help="Weight storage the layers are measured with (int8: FakeQuantize on input and "
                                    "weights, as quantized IRs run).")
 step_option = click.option("--step", "width_step", default=16, show_default=True, type=click.IntRange(8),
-                           help="Width grid above 64 channels (below: 1, 2, 4 and every 8).")
+                           help="Width grid above 64 channels (up to 64: 1, 2, 4 and every half step).")
 layer_seconds_option = click.option("--layer-seconds", default=0.02, show_default=True, type=click.FloatRange(0.001),
                                     help="Timing per layer and width (median of back-to-back calls, >= 3).")
 
