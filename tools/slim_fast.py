@@ -188,8 +188,8 @@ def check_predictions(models: list[Model], table: LatencyTable, deployed: Graph,
     was fitted), timed together with the fit's uniform networks: as the table stands ("worst") and with its
     whole-network fit re-timed in the same session ("refit_worst", with the re-timed "scale" and "other_ms")."""
     uniform = {f"uniform {keep:g}": uniform_graph(deployed, table, keep) for keep in FIT_KEEPS}
-    networks = {m.name: network_model(load_graph(m.cfg, SIZE), None) for m in models}
-    networks.update({name: network_model(graph, None) for name, graph in uniform.items()})
+    graphs = {m.name: load_graph(m.cfg, SIZE) for m in models}
+    networks = {name: network_model(graph, None) for name, graph in (graphs | uniform).items()}
     measured = interleaved_ms(ov.Core(), networks, "CPU", None, seconds * len(networks))
     raw = replace(table, scale=1.0, other_ms=0.0, fit=())
     refit = table.calibrated(tuple((predict_ms(raw, graph), measured[name]) for name, graph in uniform.items()))
@@ -197,10 +197,10 @@ def check_predictions(models: list[Model], table: LatencyTable, deployed: Graph,
         f"{table.scale:.3f}, {table.other_ms:.2f} ms)")
     errors, refit_errors = [], []
     for model in models:
-        graph = load_graph(model.cfg, SIZE)
+        refit_ms = predict_ms(refit, graphs[model.name])
         errors.append(model.predicted_ms / measured[model.name] - 1)
-        refit_errors.append(predict_ms(refit, graph) / measured[model.name] - 1)
-        say(f"{model.name}: predicted {model.predicted_ms:.2f} ms ({predict_ms(refit, graph):.2f} with the fit "
+        refit_errors.append(refit_ms / measured[model.name] - 1)
+        say(f"{model.name}: predicted {model.predicted_ms:.2f} ms ({refit_ms:.2f} with the fit "
             f"re-timed), measured {measured[model.name]:.2f} ms ({100 * errors[-1]:+.1f}%, "
             f"{100 * refit_errors[-1]:+.1f}%)")
     return {"worst": max(map(abs, errors)), "refit_worst": max(map(abs, refit_errors)), "scale": refit.scale,
