@@ -69,12 +69,14 @@ class ServerProcess:
 
 
 @contextlib.contextmanager
-def served(*servers: tuple):
-    """Start servers given as (xml, name, *extra args) together, yield them once all are ready, stop them all."""
+def served(*servers: tuple, log_dir: Path | None = None):
+    """Start servers given as (xml, name, *extra args) together, yield them once all are ready, stop them all;
+    with `log_dir`, server i writes its stderr to log_dir/server-i.log."""
     started: list[ServerProcess] = []
     try:
-        for xml, name, *extra in servers:
-            started.append(ServerProcess(xml, name, *extra))
+        for index, (xml, name, *extra) in enumerate(servers):
+            log = log_dir / f"server-{index}.log" if log_dir else None
+            started.append(ServerProcess(xml, name, *extra, log=log))
         for server in started:
             server.wait_ready()
         yield started

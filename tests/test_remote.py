@@ -325,13 +325,17 @@ def test_tls_and_a_bearer_token(irs, tmp_path):
     token.write_text("s3cret-token\n")
     wrong = tmp_path / "wrong"
     wrong.write_text("guess\n")
-    with served((irs["bright"], "bright", *SERVER_ARGS, "--tls-cert", cert, "--tls-key", key,
-                 "--token", "s3cret-token")) as (server,):
+    # The certificate names localhost, so the server listens on every address localhost resolves to; calls get
+    # 30 s each: this test is about credentials, and a starved CI box once took over 5 s per call for 30 s.
+    with served((irs["bright"], "bright", *SERVER_ARGS, "--host", "localhost", "--tls-cert", cert, "--tls-key", key,
+                 "--token", "s3cret-token"), log_dir=tmp_path) as (server,):
         backend = f"kserve://localhost:{server.port}/bright"
-        common = [*synthetic(1), "--max-frames", 4, "--quiet", "--backend", backend, "--backend-timeout", 5]
+        common = [*synthetic(1), "--max-frames", 4, "--quiet", "--backend", backend, "--backend-timeout", 30,
+                  "--backend-retry", 120]
         done = run_cli(irs["bright"], *common, "--backend-ca", cert, "--backend-token-file", token,
                        "--jsonl", tmp_path / "ok.jsonl")
-        assert done.returncode == 0, done.stderr[-3000:]
+        server_log = (tmp_path / "server-0.log").read_text()[-2000:]
+        assert done.returncode == 0, (done.stderr[-3000:], server_log)
         assert len(records(tmp_path / "ok.jsonl")) == 4
         refused = run_cli(irs["bright"], *common, "--backend-ca", cert, "--backend-token-file", wrong)
         assert_one_line_error(refused, "credentials refused", "UNAUTHENTICATED", "--backend-token-file")
