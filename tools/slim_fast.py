@@ -341,8 +341,11 @@ def goals_of(base: Model, pairs: list[tuple[Model, Model]], shipped_map50: float
 @click.option("--seconds", default=2.0, show_default=True, help="Seconds per latency measurement.")
 @click.option("--shipped-map50", default=0.609, show_default=True, help="The shipped prune's mAP50 (a target).")
 @click.option("--ship/--no-ship", default=True, show_default=True, help="Write docs/ and cfgs/prune_fast.*.")
+@click.option("--stop-after", type=click.Choice(["prunes", "tunes"]),
+              help="End after the prunes and allocations, or after the fine-tunes, scores and IRs (what needs no quiet "
+                   "machine); a later run without it reuses them and times.")
 def main(out: Path, percents: str, shortcuts: int, layer_keep: float, round_to: int, finetune_epochs: int,
-         seconds: float, shipped_map50: float, ship: bool):
+         seconds: float, shipped_map50: float, ship: bool, stop_after: str | None):
     torch.set_num_threads(2)
     out.mkdir(parents=True, exist_ok=True)
     stages = Stages(out / f"fast_timing_e{finetune_epochs}.json")
@@ -391,6 +394,8 @@ def main(out: Path, percents: str, shortcuts: int, layer_keep: float, round_to: 
             pairs.append((glob, alloc))
 
     stages.run("prunes and allocations", prunes)
+    if stop_after == "prunes":
+        return
     for glob, alloc in pairs:
         for model in (glob, alloc):
             folder = tune_folder(out, model.cfg.stem, finetune_epochs)
@@ -407,6 +412,8 @@ def main(out: Path, percents: str, shortcuts: int, layer_keep: float, round_to: 
     xmls = {}
     stages.run("IRs", lambda: xmls.update({m.name: irs(m, out / "fast_ir" / cached_as(m), data / "images" / "train")
                                            for m in models}))
+    if stop_after == "tunes":
+        return
     stages.run("latency side by side", lambda: time_side_by_side(models[0], pairs, xmls, seconds))
     checked = {}
     stages.run("predicted against measured",
