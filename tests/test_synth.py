@@ -180,9 +180,9 @@ def numpy_scene_frame(stream: SceneStream) -> np.ndarray:
         np.copyto(region, sprite.pixels[step], where=sprite.masks[step].astype(bool)[..., None])
     dx, dy = stream.rng.integers(0, 32, 2)
     noisy = np.minimum(frame.astype(np.int32) + stream.noise[dy:dy + stream.height, dx:dx + stream.width], 255)
-    flicker = 0.03 * math.sin(stream.frame_index * 0.21) + stream.rng.uniform(-0.01, 0.01)
+    flicker = 1 + 0.03 * math.sin(stream.frame_index * 0.21) + stream.rng.uniform(-0.01, 0.01)
     stream.advance()
-    return np.maximum(noisy - round(8 - 128 * flicker), 0).astype(np.uint8)
+    return cv2.convertScaleAbs(noisy.astype(np.uint8), alpha=flicker, beta=-8 * flicker)
 
 
 def test_scene_stream_frames_equal_a_numpy_compositing():

@@ -472,9 +472,8 @@ class SceneStream:
             boxes[index, 1:] = sprite.boxes[step] + [x0, y0, x0, y0]
         dx, dy = self.rng.integers(0, 32, 2)
         cv2.add(frame, self.noise[dy:dy + self.height, dx:dx + self.width], dst=frame)
-        flicker = 0.03 * math.sin(self.frame_index * 0.21) + self.rng.uniform(-0.01, 0.01)
-        darken = round(8 - 128 * flicker)  # the noise's bias taken back, +-5% of mid-grey: a saturating u8 subtract
-        cv2.subtract(frame, (darken, darken, darken, 0), dst=frame)  # is 4x cheaper than a float scale (0.38 ms)
+        flicker = 1 + 0.03 * math.sin(self.frame_index * 0.21) + self.rng.uniform(-0.01, 0.01)
+        cv2.convertScaleAbs(frame, dst=frame, alpha=flicker, beta=-8 * flicker)
         self.advance()
         return frame, boxes
 
