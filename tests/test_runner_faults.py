@@ -25,7 +25,7 @@ PRUNEYOLO = str(Path(sys.executable).with_name("pruneyolo"))
 RUN_LIMIT = 60.0  # seconds; a run still going after this is a hang, stopped and failed
 
 
-class ExplodingReader:
+class ExplodingReader(sources.Reader):
     """Yields `frames` grey frames, then raises a RuntimeError from read() (or from open if frames is None)."""
 
     def __init__(self, frames: int | None):
@@ -33,17 +33,11 @@ class ExplodingReader:
             raise RuntimeError("sensor on fire\n(while opening)")
         self.left = frames
 
-    def pace(self):
-        pass
-
     def read(self):
         if self.left == 0:
             raise RuntimeError("sensor on fire")
         self.left -= 1
         return np.full((48, 64, 3), 90, np.uint8)
-
-    def close(self):
-        pass
 
 
 def with_reader(monkeypatch, text: str, make) -> None:

@@ -125,7 +125,23 @@ def failure_text(exc: BaseException) -> str:
     return text if isinstance(exc, (SourceError, PruneyoloError)) else f"{type(exc).__name__}: {text}"
 
 
-class CaptureReader:
+class Reader:
+    """What `open_reader` returns: pace() waits for the next frame's turn, read() gives an image or None (the
+    end), close(); `key` names the pixels of the frame read last if they come again (a replay), else None."""
+
+    key: int | None = None
+
+    def pace(self) -> None:
+        pass
+
+    def read(self) -> np.ndarray | None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+class CaptureReader(Reader):
     """cv2.VideoCapture for cameras, URLs and video files."""
 
     def __init__(self, spec: SourceSpec):
@@ -138,9 +154,6 @@ class CaptureReader:
         if not self.capture.isOpened():
             raise SourceError(f"cannot open {spec.text}")
 
-    def pace(self) -> None:
-        pass
-
     def read(self) -> np.ndarray | None:
         ok, image = self.capture.read()
         return image if ok else None
@@ -149,7 +162,7 @@ class CaptureReader:
         self.capture.release()
 
 
-class ImagesReader:
+class ImagesReader(Reader):
     """An image file or a folder of images, in name order, each read once."""
 
     def __init__(self, spec: SourceSpec):
@@ -161,9 +174,6 @@ class ImagesReader:
         if not self.paths:
             raise SourceError(f"no images at {spec.text}")
         self.next = 0
-
-    def pace(self) -> None:
-        pass
 
     def read(self) -> np.ndarray | None:
         while self.next < len(self.paths):
@@ -177,7 +187,7 @@ class ImagesReader:
         self.paths = []
 
 
-class SyntheticReader:
+class SyntheticReader(Reader):
     """`synthetic:` moving shapes from pruneyolo.synth.SceneStream, optionally paced to a frame rate."""
 
     def __init__(self, spec: SourceSpec, stream: int):
@@ -198,9 +208,6 @@ class SyntheticReader:
     def read(self) -> np.ndarray | None:
         return self.scene.read()[0]
 
-    def close(self) -> None:
-        pass
-
 
 def parse_replay(text: str) -> SourceSpec:
     """`replay:synthetic:seed=1,size=640x480,frames=8` -> a replay spec over the inner source.
@@ -220,7 +227,7 @@ def parse_replay(text: str) -> SourceSpec:
     return SourceSpec(text, "replay", inner, {"frames": frames, "source": parse_source(inner)})
 
 
-class ReplayReader:
+class ReplayReader(Reader):
     """Frames read once from the inner source, served in a cycle; never ends by itself."""
 
     def __init__(self, spec: SourceSpec, stream: int):
@@ -228,18 +235,12 @@ class ReplayReader:
         if not self.frames:
             raise SourceError(f"{spec.text}: {spec.target} gave no frames")
         self.served = 0
-        self.slot = 0  # the place in the cycle of the frame read last
-
-    def pace(self) -> None:
-        pass
+        self.key = 0  # the place in the cycle of the frame read last
 
     def read(self) -> np.ndarray:
-        self.slot = self.served % len(self.frames)
+        self.key = self.served % len(self.frames)
         self.served += 1
-        return self.frames[self.slot]
-
-    def close(self) -> None:
-        pass
+        return self.frames[self.key]
 
 
 def read_frames(spec: SourceSpec, stream: int, count: int) -> list[np.ndarray]:
@@ -260,11 +261,8 @@ def read_frames(spec: SourceSpec, stream: int, count: int) -> list[np.ndarray]:
     return frames
 
 
-def open_reader(spec: SourceSpec, stream: int):
-    """A reader with pace() (wait for the next frame's turn), read() -> image | None (end) and close().
-
-    Raises SourceError if it cannot open.
-    """
+def open_reader(spec: SourceSpec, stream: int) -> Reader:
+    """The reader of `spec`; raises SourceError if it cannot open."""
     if spec.kind == "synthetic":
         return SyntheticReader(spec, stream)
     if spec.kind == "replay":
@@ -383,7 +381,7 @@ class Capture(threading.Thread):
             if image is None:
                 return False
             read_seconds = time.monotonic() - started
-            key = (self.opened, reader.slot) if isinstance(reader, ReplayReader) else None
+            key = None if reader.key is None else (self.opened, reader.key)
             self._put(Frame(self.stream, self.frames_read, image, time.time(), time.monotonic(), read_seconds, key))
         return True
 
