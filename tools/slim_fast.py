@@ -234,8 +234,29 @@ def plot_pareto(models: list[Model], path: Path, machine: str) -> None:
     plt.close(figure)
 
 
+def scores_by_epochs(pairs: list[tuple[Model, Model]], scores: Path) -> str:
+    """mAP50 of each pair after every fine-tune length scored so far (fast_scores/{stem}_e{N}.json), as a table."""
+    found = {}
+    for model in (m for pair in pairs for m in pair):
+        for path in scores.glob(f"{model.cfg.stem}_e*.json"):
+            epochs = path.stem.rpartition("_e")[2]
+            if epochs.isdigit():
+                found.setdefault(int(epochs), {})[model.name] = json.loads(path.read_text())["mAP50"]
+    lengths = sorted(found)
+
+    def cell(glob: Model, alloc: Model, epochs: int) -> str:
+        got = found[epochs]
+        if glob.name not in got or alloc.name not in got:
+            return "-"
+        return f"{got[glob.name]:.3f} / {got[alloc.name]:.3f} ({100 * (got[alloc.name] - got[glob.name]):+.1f})"
+
+    head = " | ".join(f"{epochs} epochs" for epochs in lengths)
+    rows = "\n".join(f"| {g.percent:g} | " + " | ".join(cell(g, a, e) for e in lengths) + " |" for g, a in pairs)
+    return f"| global percent | {head} |\n|---|{'---|' * len(lengths)}\n{rows}"
+
+
 def report(models: list[Model], pairs: list[tuple[Model, Model]], machine: str, flags: str, settings: dict,
-           minutes: dict, table: LatencyTable, checked: dict, goals: list[str]) -> str:
+           minutes: dict, table: LatencyTable, checked: dict, goals: list[str], epochs_table: str, note: str) -> str:
     base = next(m for m in models if m.method == "baseline")
     rows = "\n".join(
         f"| {m.name} | {m.metrics.map50:.3f} | {m.params:,} | "
@@ -249,6 +270,7 @@ def report(models: list[Model], pairs: list[tuple[Model, Model]], machine: str, 
         for g, a in pairs)
     stage_lines = "\n".join(f"| {name} | {value:.1f} |" for name, value in minutes.items())
     goal_lines = "\n".join(f"- {goal}" for goal in goals)
+    note_text = f"\n{note}\n" if note else ""
     return f"""{SECTION}
 
 Measured by `tools/slim_fast` in one run on {machine} (flags: {flags}), default inference precision
@@ -275,6 +297,11 @@ Global against allocation, same budget (ms global / allocation; mAP50 global / a
 |---|---|---|---|---|
 {pair_lines}
 
+mAP50 global / allocation (allocation - global, points) after each fine-tune length scored (the same prunes and
+allocations, each length fine-tuned from the sparsity model):
+
+{epochs_table}
+
 The latency table (profiled on this CPU, fitted to uniform networks at {FIT_KEEPS} of the widths) predicted
 every prune above within {100 * checked['worst']:.1f}% of its measured latency (worst case; the networks with random
 weights, as the table is fitted, timed together after the table was made). With its whole-network fit re-timed
@@ -288,7 +315,7 @@ each candidate it builds; `prune --allocate latency` prints them side by side.
 | stage | minutes |
 |---|---|
 {stage_lines}
-"""
+{note_text}"""
 
 
 def cpu_flags() -> str:
@@ -341,11 +368,12 @@ def goals_of(base: Model, pairs: list[tuple[Model, Model]], shipped_map50: float
 @click.option("--seconds", default=2.0, show_default=True, help="Seconds per latency measurement.")
 @click.option("--shipped-map50", default=0.609, show_default=True, help="The shipped prune's mAP50 (a target).")
 @click.option("--ship/--no-ship", default=True, show_default=True, help="Write docs/ and cfgs/prune_fast.*.")
+@click.option("--note", default="", help="A paragraph on the run's conditions, written under its section.")
 @click.option("--stop-after", type=click.Choice(["prunes", "tunes"]),
               help="End after the prunes and allocations, or after the fine-tunes, scores and IRs (what needs no quiet "
                    "machine); a later run without it reuses them and times.")
 def main(out: Path, percents: str, shortcuts: int, layer_keep: float, round_to: int, finetune_epochs: int,
-         seconds: float, shipped_map50: float, ship: bool, stop_after: str | None):
+         seconds: float, shipped_map50: float, ship: bool, note: str, stop_after: str | None):
     torch.set_num_threads(2)
     out.mkdir(parents=True, exist_ok=True)
     stages = Stages(out / f"fast_timing_e{finetune_epochs}.json")
@@ -429,7 +457,8 @@ def main(out: Path, percents: str, shortcuts: int, layer_keep: float, round_to: 
     plot_pareto(models, ROOT / "docs" / "img" / "pareto.png", machine)
     settings = {"percents": percents, "shortcuts": shortcuts, "layer_keep": layer_keep, "round": round_to, "seconds": seconds,
                 "finetune_epochs": finetune_epochs, "sparsity_model": str(sparse.relative_to(sparse.parents[1]))}
-    write_section(report(models, pairs, machine, flags, settings, stages.minutes, table, checked, goals))
+    write_section(report(models, pairs, machine, flags, settings, stages.minutes, table, checked, goals,
+                         scores_by_epochs(pairs, out / "fast_scores"), note))
     if winner is not None:
         header = (f"# cfgs/demo-csp.cfg slimmed for {machine} by `prune --allocate latency` at the latency of the "
                   f"global {winner.percent:g} prune, fine-tuned.\n# Written by tools/slim_fast (docs/results.md).\n")
