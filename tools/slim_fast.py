@@ -207,8 +207,8 @@ def check_predictions(models: list[Model], table: LatencyTable, deployed: Graph,
             "other_ms": refit.other_ms}
 
 
-def plot_pareto(models: list[Model], path: Path, machine: str) -> None:
-    """mAP50 against measured ms, one panel per IR storage, one line per method."""
+def plot_pareto(models: list[Model], path: Path, machine: str, flags: str) -> None:
+    """mAP50 against measured ms, one panel per IR storage, one line per method; the CPU and its flags above."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -227,7 +227,7 @@ def plot_pareto(models: list[Model], path: Path, machine: str) -> None:
         axes.set_ylabel("mAP50 (test split)")
         axes.set_xscale("log")
         axes.legend(fontsize=7)
-    figure.suptitle(machine, fontsize=8)
+    figure.suptitle(f"{machine} ({flags})", fontsize=8)
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=100)
@@ -454,7 +454,7 @@ def main(out: Path, percents: str, shortcuts: int, layer_keep: float, round_to: 
         "re-timed)")
     if not ship:
         return
-    plot_pareto(models, ROOT / "docs" / "img" / "pareto.png", machine)
+    plot_pareto(models, ROOT / "docs" / "img" / "pareto.png", machine, flags)
     settings = {"percents": percents, "shortcuts": shortcuts, "layer_keep": layer_keep, "round": round_to, "seconds": seconds,
                 "finetune_epochs": finetune_epochs, "sparsity_model": str(sparse.relative_to(sparse.parents[1]))}
     write_section(report(models, pairs, machine, flags, settings, stages.minutes, table, checked, goals,
