@@ -336,7 +336,7 @@ def write_section(text: str) -> None:
 
 
 def goals_of(base: Model, pairs: list[tuple[Model, Model]], shipped_map50: float) -> tuple[list[str], Model | None]:
-    """The issue's targets, each met or missed, and the winning allocation (None when none wins)."""
+    """The issue's targets, each met or missed, and the fastest winning allocation (None when none wins)."""
     lines, winner = [], None
     for glob, alloc in pairs:
         ratio = alloc.ms["fp32"] / glob.ms["fp32"]
@@ -346,7 +346,7 @@ def goals_of(base: Model, pairs: list[tuple[Model, Model]], shipped_map50: float
                      f"{glob.ms['fp32']:.2f} ms ({100 * (ratio - 1):+.1f}%), mAP50 {alloc.metrics.map50:.3f} vs "
                      f"{glob.metrics.map50:.3f} ({100 * gain:+.1f} points; target: +2 at latency within 3%): "
                      f"{'met' if wins else '**missed**'}")
-        if wins and (winner is None or alloc.metrics.map50 > winner.metrics.map50):
+        if wins and (winner is None or alloc.ms["fp32"] < winner.ms["fp32"]):  # prune_fast: the fastest that wins
             winner = alloc
     best = max((a for _, a in pairs), key=lambda m: (m.metrics.map50 >= shipped_map50, m.base_ms["fp32"] / m.ms["fp32"]))
     speedup = best.base_ms["fp32"] / best.ms["fp32"]
