@@ -1,0 +1,53 @@
+"""tools/slim_fast's verdicts without training or timing: which allocation wins (and ships as prune_fast) and the
+table of scores by fine-tune length, from hand-made models and score files."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+TOOLS = Path(__file__).resolve().parents[1] / "tools"
+if str(TOOLS) not in sys.path:
+    sys.path.insert(0, str(TOOLS))
+
+import slim_fast  # a tool, importable once tools/ is on the path
+
+
+def model(name: str, method: str, stem: str, percent: float | None, map50: float, ms: float,
+          base_ms: float = 100.0) -> slim_fast.Model:
+    return slim_fast.Model(name, method, Path(f"{stem}.cfg"), Path(f"{stem}.weights"), percent,
+                           metrics=SimpleNamespace(map50=map50), ms={"fp32": ms}, base_ms={"fp32": base_ms})
+
+
+def pair(percent: float, glob: tuple[float, float], alloc: tuple[float, float]):
+    """(global, allocation) at `percent`, each given as (mAP50, ms)."""
+    return (model(f"global {percent:g}", "global", f"prune_{percent:g}", percent, *glob),
+            model(f"allocation {percent:g}", "allocation", f"alloc_{percent:g}", percent, *alloc))
+
+
+def test_the_fastest_allocation_that_wins_ships_and_a_slower_one_does_not_win():
+    base = model("baseline", "baseline", "demo-csp", None, 0.2, 100.0)
+    pairs = [pair(0.8, (0.49, 44.0), (0.52, 44.5)),  # +3 points within 3%: wins
+             pair(0.88, (0.45, 32.0), (0.48, 33.5)),  # +3 points but 4.7% slower: does not win
+             pair(0.92, (0.40, 29.0), (0.43, 28.6))]  # +3 points, faster: wins, and is the fastest
+    goals, winner = slim_fast.goals_of(base, pairs, shipped_map50=0.5)
+    assert winner is pairs[2][1]
+    assert [goal.endswith("met") for goal in goals[:3]] == [True, False, True]
+    assert "+4.7%" in goals[1] and "**missed**" in goals[1]
+    # the speed-up goal takes the fastest allocation at or above the shipped mAP50 when there is one
+    assert goals[3].startswith("best allocation (allocation 0.8)") and "2.25x" in goals[3]
+
+
+def test_scores_by_epochs_lists_every_length_scored_and_marks_the_missing(tmp_path):
+    scores = {"prune_0.88_e5": 0.365, "alloc_0.88_e5": 0.363, "prune_0.88_e10": 0.449, "alloc_0.88_e10": 0.462,
+              "prune_0.92_e10": 0.406, "alloc_0.92_e10": 0.432, "prune_0.92": 0.1}  # the last: no epoch count
+    for stem, map50 in scores.items():
+        (tmp_path / f"{stem}.json").write_text(json.dumps({"mAP50": map50}))
+    table = slim_fast.scores_by_epochs([pair(0.88, (0, 0), (0, 0)), pair(0.92, (0, 0), (0, 0))], tmp_path)
+    assert table.splitlines() == [
+        "| global percent | 5 epochs | 10 epochs |",
+        "|---|---|---|",
+        "| 0.88 | 0.365 / 0.363 (-0.2) | 0.449 / 0.462 (+1.3) |",
+        "| 0.92 | - | 0.406 / 0.432 (+2.6) |"]
