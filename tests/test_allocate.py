@@ -105,6 +105,23 @@ def test_the_fit_is_least_squares_and_falls_back_to_an_offset():
     assert flat.scale == 1.0 and flat.other_ms == pytest.approx(1.0)
 
 
+def test_a_network_is_priced_between_the_fitted_networks_and_along_the_end_segments_beyond():
+    graph = load_graph(DEMO_TINY, (64, 64))
+    table = fake_table(graph, scale=1.0, other_ms=0.0)
+    # demo-csp's uniform networks at 832 (sum of conv ms, measured ms): narrow ones keep a floor a line misses
+    fitted = table.calibrated(((197.0, 160.0), (75.8, 54.8), (28.3, 26.1), (15.0, 21.5)))
+    assert fitted.whole_ms(28.3) == pytest.approx(26.1)
+    assert fitted.whole_ms(36.14) == pytest.approx(26.1 + (36.14 - 28.3) / (75.8 - 28.3) * (54.8 - 26.1))
+    assert fitted.whole_ms(5.0) == pytest.approx(21.5 - 10.0 * (26.1 - 21.5) / (28.3 - 15.0))  # first segment
+    assert fitted.whole_ms(297.0) == pytest.approx(160.0 + 100.0 * (160.0 - 54.8) / (197.0 - 75.8))
+    assert fitted.scale * 36.14 + fitted.other_ms > 1.04 * fitted.whole_ms(36.14)  # the line's over-prediction
+    noisy = table.calibrated(((10.0, 12.0), (20.0, 11.0), (40.0, 30.0)))  # a dip is noise: never cheaper when wider
+    assert noisy.whole_ms(15.0) == pytest.approx(12.0) and noisy.whole_ms(30.0) == pytest.approx(21.0)
+    assert predict_ms(fitted, graph) == pytest.approx(fitted.whole_ms(predict_ms(table, graph)))
+    plain = fake_table(graph, scale=1.25, other_ms=0.5)  # no fitted networks: the line
+    assert plain.whole_ms(8.0) == pytest.approx(10.5)
+
+
 def groups_of(graph):
     constraints = channel_constraints(graph)
     return constraints, {group[0]: group for group in constraints.groups}

@@ -302,12 +302,12 @@ allocations, each length fine-tuned from the sparsity model):
 
 {epochs_table}
 
-The latency table (profiled on this CPU, fitted to uniform networks at {FIT_KEEPS} of the widths) predicted
-every prune above within {100 * checked['worst']:.1f}% of its measured latency (worst case; the networks with random
-weights, as the table is fitted, timed together after the table was made). With its whole-network fit re-timed
-beside them (the uniform networks in the same session, the per-layer profile unchanged), the fit moved from scale
-{table.scale:.3f}, other {table.other_ms:.2f} ms to {checked['scale']:.3f}, {checked['other_ms']:.2f} ms and predicted
-within {100 * checked['refit_worst']:.1f}%. The allocation search itself times
+The latency table (profiled on this CPU, a network's ms interpolated by its sum of conv ms between uniform
+networks at {FIT_KEEPS} of the widths) predicted every prune above within {100 * checked['worst']:.1f}% of its
+measured latency (worst case; the networks with random weights, as the table is fitted, timed together after the
+table was made). With the uniform networks re-timed beside them (the per-layer profile unchanged; their
+least-squares line moved from scale {table.scale:.3f}, other {table.other_ms:.2f} ms to {checked['scale']:.3f},
+{checked['other_ms']:.2f} ms) it predicted within {100 * checked['refit_worst']:.1f}%. The allocation search itself times
 each candidate it builds; `prune --allocate latency` prints them side by side.
 
 ![mAP50 against measured latency](img/pareto.png)

@@ -40,7 +40,6 @@ def profile_command(cfg, size, device, precision, storage, width_step, layer_sec
     console = Console() if sys.stdout.isatty() else Console(width=160)
     console.print(table_view(table, graph))
     for raw, measured in table.fit:
-        console.print(f"whole network: sum of conv ms {raw:.2f}, predicted {table.scale * raw + table.other_ms:.2f}, "
-                      f"measured {measured:.2f}", highlight=False)
-    console.print(f"fit: predicted = {table.scale:.3f} x sum of conv ms + {table.other_ms:.2f} ms; cached in "
-                  f"{cache_root()}", highlight=False)
+        console.print(f"whole network: sum of conv ms {raw:.2f}, measured {measured:.2f}", highlight=False)
+    console.print(f"fit: a network's ms interpolated between these by its sum of conv ms (least-squares line: "
+                  f"{table.scale:.3f} x sum + {table.other_ms:.2f} ms); cached in {cache_root()}", highlight=False)

@@ -35,13 +35,13 @@ from pruneyolo.prune.pruning import (
 
 class LatencyModel(Protocol):
     """What allocation needs of a device: a conv's ms at given input and output widths (original conv index), the
-    widths its table measured, and the ms of everything but the convs."""
-
-    other_ms: float
+    widths its table measured, and a whole network's ms from its sum of conv ms (non-decreasing in it)."""
 
     def conv_ms(self, conv: int, in_width: int, out_width: int) -> float: ...
 
     def grid(self, conv: int) -> tuple[int, ...]: ...
+
+    def whole_ms(self, conv_total: float) -> float: ...
 
 
 @dataclass(frozen=True)
@@ -148,7 +148,7 @@ class Planner:
         return self.model.conv_ms(conv, self.in_width(conv, widths), self.out_width(conv, widths))
 
     def predicted_ms(self, widths: dict[int, int], gone: set[int]) -> float:
-        return self.model.other_ms + sum(self.conv_ms(conv.index, widths, gone) for conv in self.graph.convs)
+        return self.model.whole_ms(sum(self.conv_ms(conv.index, widths, gone) for conv in self.graph.convs))
 
     def group_importance(self, key: int, width: int, gone: set[int]) -> float:
         return sum(self.kept[conv][width] for conv in self.groups[key] if conv not in gone)
