@@ -34,7 +34,8 @@ from pruneyolo.yolov5.source import import_checkpoint
 SIZE = (64, 64)
 CLASSES = 5  # the synthetic set's
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+# one xdist worker runs the whole module, so its module fixtures are built once (pyproject: --dist loadgroup)
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.xdist_group("train_anchor_free")]
 
 
 @pytest.fixture(scope="module")
