@@ -36,8 +36,7 @@ from pruneyolo.export.build import IrOptions, build_ir
 from pruneyolo.export.convert import save_ir
 from pruneyolo.runner.remote import parse_backend
 
-# one xdist worker runs the whole module, so its module fixtures are built once (pyproject: --dist loadgroup)
-pytestmark = [pytest.mark.skipif(bool(MISSING), reason=SKIP_REASON), pytest.mark.xdist_group("remote")]
+pytestmark = pytest.mark.skipif(bool(MISSING), reason=SKIP_REASON)
 
 ROOT = Path(__file__).resolve().parents[1]
 PRUNEYOLO = str(Path(sys.executable).with_name("pruneyolo"))

@@ -41,10 +41,6 @@ def invoke(*args) -> str:
     return result.output
 
 
-# one xdist worker runs the whole module, so its module fixtures are built once (pyproject: --dist loadgroup)
-pytestmark = pytest.mark.xdist_group("yolov8_downstream")
-
-
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     """A small YOLO11 (C3k2, SPPF, C2PSA, DWConv head) with synth's classes, saved as Ultralytics saves it."""
