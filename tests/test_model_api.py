@@ -41,10 +41,6 @@ def invoke(*args) -> str:
     return result.output
 
 
-# one xdist worker runs the whole module, so its module fixtures are built once (pyproject: --dist loadgroup)
-pytestmark = pytest.mark.xdist_group("model_api")
-
-
 @pytest.fixture(scope="module")
 def irs(tmp_path_factory) -> dict[str, Path]:
     """The shipped demo model converted with each --heads mode, as a user would."""

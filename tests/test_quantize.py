@@ -34,9 +34,6 @@ SIZE = (128, 128)
 CALIB = 12
 F32 = {"INFERENCE_PRECISION_HINT": "f32"}
 
-# one xdist worker runs the whole module, so its module fixtures are built once (pyproject: --dist loadgroup)
-pytestmark = pytest.mark.xdist_group("quantize")
-
 
 def run(*args):
     return CliRunner().invoke(main, [str(arg) for arg in args], terminal_width=160)

@@ -42,8 +42,7 @@ SIZE = (128, 128)
 QUICK = TrainOptions(epochs=3, batch=4, lr=3e-3, warmup=1, augment=NO_AUGMENT, ema=False)
 
 
-# one xdist worker runs the whole module, so its module fixtures are built once (pyproject: --dist loadgroup)
-pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.xdist_group("train")]
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

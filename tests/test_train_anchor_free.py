@@ -34,8 +34,7 @@ from pruneyolo.yolov5.source import import_checkpoint
 SIZE = (64, 64)
 CLASSES = 5  # the synthetic set's
 
-# one xdist worker runs the whole module, so its module fixtures are built once (pyproject: --dist loadgroup)
-pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.xdist_group("train_anchor_free")]
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
