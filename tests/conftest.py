@@ -4,6 +4,7 @@ each for itself."""
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -14,6 +15,29 @@ if str(TESTS) not in sys.path:
     sys.path.insert(0, str(TESTS))
 
 DEMO = TESTS.parent / "cfgs" / "demo-tiny.cfg"
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENCV_FOR_THREADS_NUM")  # torch's and OpenCV's pools in subprocesses
+
+
+def worker_threads() -> int | None:
+    """Under pytest-xdist, each worker's share of this process's cores (None outside xdist): N workers that each
+    let torch and OpenCV use every core oversubscribe the machine N times over."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+    return max(1, len(os.sched_getaffinity(0)) // workers) if workers else None
+
+
+def pytest_configure(config):
+    """Under xdist: torch and OpenCV in this worker, and in the subprocesses it starts (tools, CLI runs), use the
+    worker's share of the cores unless the environment already says how many."""
+    threads = worker_threads()
+    if threads is None:
+        return
+    import cv2
+    import torch
+
+    torch.set_num_threads(threads)
+    cv2.setNumThreads(threads)
+    for name in THREAD_VARIABLES:
+        os.environ.setdefault(name, str(threads))
 
 
 @pytest.fixture(scope="session")

@@ -359,7 +359,7 @@ def test_a_profile_is_cached_per_layer_and_network(tmp_path, monkeypatch):
     cfg = tmp_path / "small.cfg"
     cfg.write_text(SMALL_CFG)
     graph = load_graph(cfg)
-    first = latency.profile(graph, "CPU", "f32", "fp32", seconds=0.001, progress=False)
+    first = latency.profile(graph, "CPU", "f32", "fp32", seconds=0.001, progress=False, fit_seconds=0.05)
     assert set(first.curves) == {0, 1, 2}
     assert sorted(first.curves[0].out_ms) == [1, 2, 4, 8, 16] and first.curves[0].in_ms == {3: first.curves[0].full_ms}
     assert sorted(first.curves[1].in_ms) == [1, 2, 4, 8, 16] and sorted(first.curves[2].in_ms) == [1, 2, 4, 8]
@@ -375,7 +375,7 @@ def test_a_profile_is_cached_per_layer_and_network(tmp_path, monkeypatch):
     monkeypatch.setattr(latency, "median_ms", refuse)
     monkeypatch.setattr(latency, "conv_node_ms", refuse)
     monkeypatch.setattr(latency, "interleaved_ms", refuse)
-    second = latency.profile(graph, "CPU", "f32", "fp32", seconds=0.001, progress=False)
+    second = latency.profile(graph, "CPU", "f32", "fp32", seconds=0.001, progress=False, fit_seconds=0.05)
     assert second == first
     assert math.isfinite(predict_ms(second, graph))
 

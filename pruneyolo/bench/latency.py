@@ -410,8 +410,10 @@ def curve_of(job: Job, found: dict) -> Curve:
 
 
 def profile(graph: Graph, device: str = "CPU", precision: str | None = None, storage: str = "fp32",
-            step: int = 16, seconds: float = 0.02, progress: bool = True, fit: bool = True) -> LatencyTable:
-    """Profile every conv of a graph (cached per layer), then (fit=True) fit the table to whole networks."""
+            step: int = 16, seconds: float = 0.02, progress: bool = True, fit: bool = True,
+            fit_seconds: float = 2.0) -> LatencyTable:
+    """Profile every conv of a graph (cached per layer), then (fit=True) fit the table to whole networks, each
+    timed for `fit_seconds`."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     core = ov.Core()
@@ -432,7 +434,7 @@ def profile(graph: Graph, device: str = "CPU", precision: str | None = None, sto
             atomic_write(target.cache_file(asdict(job)), json.dumps(found[job]))
     table = LatencyTable(device, target.device_name, target.precision or "default", target.storage, target.version,
                          {conv: curve_of(job, found[job]) for conv, job in todo.items()})
-    return calibrate(table, graph, core, target, progress=progress) if fit else table
+    return calibrate(table, graph, core, target, fit_seconds, progress=progress) if fit else table
 
 
 # --- whole networks -------------------------------------------------------------------------------------------------
