@@ -17,8 +17,9 @@ pays only at its ends. A whole network also runs concats, upsamples, reorders an
 layer cannot: `calibrate` times whole networks at a few uniform widths together, taking turns call by call
 (`interleaved_ms`), so that a machine whose speed drifts (a shared VM's can move by 40% within a minute) slows them
 alike, and maps a network's sum of conv times to its latency through them: piecewise linear between the timed
-networks (a straight line missed the floor of fixed costs that narrow networks keep: on demo-csp at 832 it
-predicted six deep prunes within 15.2%, the interpolation within 7.8%), along the end segments beyond them.
+networks (a straight line missed the floor of fixed costs that narrow networks keep: six prunes of demo-csp at
+832, timed in two sessions, within 15.2% and 22.6% by the line, 7.8% and 9.5% by the interpolation), along the
+end segments beyond them.
 """
 
 from __future__ import annotations
