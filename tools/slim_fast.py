@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import shutil
 import statistics
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import click
@@ -191,7 +191,7 @@ def check_predictions(models: list[Model], table: LatencyTable, deployed: Graph,
     graphs = {m.name: load_graph(m.cfg, SIZE) for m in models}
     networks = {name: network_model(graph, None) for name, graph in (graphs | uniform).items()}
     measured = interleaved_ms(ov.Core(), networks, "CPU", None, seconds * len(networks))
-    raw = replace(table, scale=1.0, other_ms=0.0, fit=())
+    raw = table.uncalibrated()
     refit = table.calibrated(tuple((predict_ms(raw, graph), measured[name]) for name, graph in uniform.items()))
     say(f"whole-network fit re-timed now: scale {refit.scale:.3f}, other {refit.other_ms:.2f} ms (the table's: "
         f"{table.scale:.3f}, {table.other_ms:.2f} ms)")

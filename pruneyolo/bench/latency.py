@@ -33,7 +33,7 @@ import os
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -198,8 +198,11 @@ class LatencyTable:
         scale, other = np.polyfit(raw, measured, 1) if len(fit) > 1 and np.ptp(raw) > 0 else (0.0, 0.0)
         if scale <= 0:
             scale, other = 1.0, float(np.mean(measured - raw))
-        return LatencyTable(self.device, self.device_name, self.precision, self.storage, self.version, self.curves,
-                            float(scale), float(other), fit)
+        return replace(self, scale=float(scale), other_ms=float(other), fit=fit)
+
+    def uncalibrated(self) -> LatencyTable:
+        """This table without its whole-network fit: `predict_ms` on it gives a network's sum of conv ms."""
+        return replace(self, scale=1.0, other_ms=0.0, fit=())
 
 
 def predict_ms(table: LatencyTable, graph: Graph) -> float:
@@ -484,7 +487,7 @@ def calibrate(table: LatencyTable, graph: Graph, core: ov.Core, target: Target, 
 
     from rich.console import Console
 
-    raw = LatencyTable(table.device, table.device_name, table.precision, table.storage, table.version, table.curves)
+    raw = table.uncalibrated()
     networks = [uniform_graph(graph, table, keep) for keep in keeps]
     path = target.cache_file(["networks", [format_cfg(network.sized_sections()) for network in networks]])
     cached = read_cache(path)
