@@ -18,7 +18,7 @@ layer cannot: `calibrate` times whole networks at a few uniform widths together,
 (`interleaved_ms`), so that a machine whose speed drifts (a shared VM's can move by 40% within a minute) slows them
 alike, and maps a network's sum of conv times to its latency through them: piecewise linear between the timed
 networks (a straight line missed the floor of fixed costs that narrow networks keep: six prunes of demo-csp at
-832, timed in two sessions, within 15.2% and 22.6% by the line, 7.8% and 9.5% by the interpolation), along the
+832, timed in two sessions, within 15.2% and 22.7% by the line, 7.7% and 9.5% by the interpolation), along the
 end segments beyond them.
 """
 
