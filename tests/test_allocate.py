@@ -14,14 +14,15 @@ from click.testing import CliRunner
 from prune_support import head_inputs, random_image, relative_error, sparse_model, zero_cut_channels
 
 from pruneyolo.bench import latency
-from pruneyolo.bench.budget import Measurement
-from pruneyolo.bench.latency import Curve, LatencyTable, Shape, jobs, predict_ms, width_grid
+from pruneyolo.bench.allocation import allocate_to_budget
+from pruneyolo.bench.budget import Budget, Measurement
+from pruneyolo.bench.latency import Curve, LatencyTable, Reference, Shape, jobs, predict_ms, width_grid
 from pruneyolo.cli.main import main
 from pruneyolo.darknet.graph import load_graph
 from pruneyolo.darknet.weights import write_weights
 from pruneyolo.prune import device_round
-from pruneyolo.prune.allocate import Planner, allocate, apply_allocation
-from pruneyolo.prune.pruning import channel_constraints, layer_floor, prune
+from pruneyolo.prune.allocate import Planner, allocate, apply_allocation, threshold_importance
+from pruneyolo.prune.pruning import channel_constraints, layer_floor, prune, write_result
 
 DEMO_TINY, DEMO_CSP = shipped_cfg("demo-tiny"), shipped_cfg("demo-csp")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -210,6 +211,19 @@ def test_an_unreachable_target_allocates_nothing():
     assert descent.allocation is None and min(descent.frontier)[0] > table.other_ms
 
 
+def test_a_met_allocation_far_under_the_budget_is_retargeted_to_use_it():
+    graph, weights = sparse_model(DEMO_CSP, 128)
+    table = fake_table(graph)
+    target = midway(graph, weights, table, 0.1, 4)
+    found = allocate_to_budget(graph, weights, table, Budget(ms=target),
+                               lambda result: Measurement(0.8 * predict_ms(table, result.graph), "fake"), 0.1, 4)
+    first, chosen = found.trials[0], found.chosen
+    assert first.met and first.measured_ms < 0.9 * target  # met, a fifth of the budget unused
+    assert chosen is not first and chosen.met and chosen.measured_ms <= target
+    assert chosen.allocation.importance > first.allocation.importance
+    assert 0.8 * predict_ms(table, found.result.graph) == pytest.approx(chosen.measured_ms)
+
+
 @pytest.mark.parametrize("cfg, heavy_blocks", [
     pytest.param(DEMO_TINY, False, id="demo-tiny"),
     pytest.param(DEMO_CSP, True, id="demo-csp"),
@@ -297,6 +311,45 @@ def test_cli_unmet_budget_is_one_line_exit_2_nothing_written(fake_device, csp_we
     assert result.exit_code == 2
     assert result.output.splitlines()[-1].startswith("error: no allocation meets 0.001 ms per frame set")
     assert "the narrowest allocation predicts" in result.output.splitlines()[-1]
+    assert not list(tmp_path.iterdir())
+
+
+def test_cli_allocates_as_fast_as_another_model_and_keeps_more_than_its_threshold(fake_device, csp_weights,
+                                                                                tmp_path, monkeypatch):
+    """--target-like: the reference (a global prune of the same weights) is timed, the allocation starts at the
+    reference's predicted ms and lands within 3% of its measured ms, keeping more |gamma| than its threshold."""
+    import pruneyolo.cli.budget as cli_budget
+
+    graph, weights = load_graph(DEMO_CSP, (128, 128)), None
+    from pruneyolo.darknet.weights import read_weights
+    weights = read_weights(csp_weights, graph)
+    reference_prune = prune(graph, weights, 0.9, 0.1, round_to=4)
+    reference_cfg, _ = write_result(reference_prune, tmp_path / "reference", DEMO_CSP)
+    timed = {}
+
+    def timed_reference(path, size, args, calib):
+        reference_graph = load_graph(path, size)
+        timed["ms"] = 1.05 * predict_ms(fake_device["table"], reference_graph)
+        return Reference(str(path), reference_graph, None, timed["ms"], "fake")
+
+    monkeypatch.setattr(cli_budget, "timed_reference", timed_reference)
+    out = tmp_path / "out"
+    result = invoke("prune", DEMO_CSP, "--weights", csp_weights, "--size", "128", "--target-like", reference_cfg,
+                    "--allocate", "latency", "--layer-keep", "0.1", "-o", out)
+    assert result.exit_code == 0, result.output
+    assert f"as fast as {reference_cfg.name}" in result.output
+    stem = f"alloc_like_{reference_cfg.stem}_demo-csp"
+    allocated = load_graph(out / f"{stem}.cfg", (128, 128))
+    assert 1.05 * predict_ms(fake_device["table"], allocated) <= timed["ms"] * 1.03
+    kept = float(result.output.split("chose ")[1].split("%")[0]) / 100
+    assert kept > threshold_importance(graph, weights, reference_prune.masks) + 0.02, result.output
+
+
+def test_cli_target_like_is_one_budget_of_three(csp_weights, tmp_path):
+    result = invoke("prune", DEMO_CSP, "--weights", csp_weights, "--target-ms", "5", "--target-like", DEMO_TINY,
+                    "-o", tmp_path)
+    assert result.exit_code == 2 and result.output.count("\n") == 1
+    assert "--target-fps or --target-ms or --target-like (give exactly one)" in result.output
     assert not list(tmp_path.iterdir())
 
 

@@ -102,6 +102,37 @@ def test_cli_measures_on_the_device_and_writes_the_choice_and_chart(tiny_weights
     assert (tmp_path / "demo-tiny_budget.png").read_bytes().startswith(PNG_MAGIC)
 
 
+def test_cli_target_like_times_each_candidate_in_turns_with_the_reference(tiny_weights, tmp_path):
+    """The model itself as the reference, timed for real: the unpruned candidate is measured on the reference's
+    scale (the same network, so the same ms but for this machine's noise beside other tests), and a choice is
+    written."""
+    result = invoke("prune", DEMO, "--weights", tiny_weights, "--size", "128", "--target-like", DEMO,
+                    "--seconds", "0.5", "--precision", "f32", "--step", "0.25", "-o", tmp_path)
+    assert result.exit_code == 0, result.output
+    reference_ms = float(result.output.split("as fast as demo-tiny.cfg (")[1].split(" ms")[0])
+    rows = {row.split()[1]: row.split() for row in result.output.splitlines() if row.startswith("│ ")}
+    assert 0.3 < float(rows["0"][7]) / reference_ms < 3
+    assert "chose percent" in result.output and list(tmp_path.glob("prune_*_demo-tiny.cfg"))
+
+
+def test_a_candidate_beside_the_reference_is_reported_on_the_reference_s_first_timed_scale(monkeypatch):
+    """Timed in turns, the candidate took half the reference's time: it is reported as half the reference's first
+    measurement, whatever the machine's pace during the turns."""
+    from pruneyolo.bench import latency
+
+    paces = iter([{"only": 30.0}, {"reference": 20.0, "candidate": 10.0}, {"reference": 60.0, "candidate": 45.0}])
+    monkeypatch.setattr(latency, "interleaved_ms", lambda *args: next(paces))
+    monkeypatch.setattr(latency, "ran_at", lambda compiled: "f32")
+    graph = load_graph(DEMO, (64, 64))
+    model = latency.network_model(graph, random_weights(graph, 0))
+    reference = latency.Reference.timed("only", graph, model, "CPU", "f32", 0.1)
+    assert reference.ms == 30.0 and reference.ran == "f32"
+    assert reference.beside(model, "CPU", "f32", 0.1) == 15.0
+    assert reference.beside(model, "CPU", "f32", 0.1) == 22.5
+    budget = Budget(ms=30.0, like="demo-tiny.cfg", tolerance=0.03)
+    assert budget.met(30.8) and not budget.met(31.0) and "as fast as demo-tiny.cfg (30.00 ms" in budget.text
+
+
 def test_cli_unreachable_budget_exits_2_and_writes_no_model(tiny_weights, tmp_path):
     result = invoke("prune", DEMO, "--weights", tiny_weights, "--size", "128",
                     "--target-ms", "0.0001", "--seconds", "0.5", "-o", tmp_path)

@@ -250,7 +250,7 @@ def test_random_weights_are_seeded_and_marked(tmp_path):
     assert all(np.array_equal(a, b) for index, layer in weights.layers.items()
                for a, b in zip(layer.arrays(), reference.layers[index].arrays(), strict=True))
     assert load_model(DEMO, "random", (64, 64), random_ok=True).weights.random_seed == 0
-    with pytest.raises(ArgumentError, match="only `convert`, `bench` and `prune --target-fps/--target-ms`"):
+    with pytest.raises(ArgumentError, match="only `convert`, `bench` and `prune --target-fps/--target-ms/--target-like`"):
         load_model(DEMO, "random", (64, 64))
     with pytest.raises(ArgumentError, match="random:x: give random or random:SEED"):
         load_model(DEMO, "random:x", (64, 64), random_ok=True)

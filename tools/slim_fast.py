@@ -32,8 +32,12 @@ from slim_demo import (
 )
 
 from pruneyolo.accuracy import Metrics, evaluate, torch_predictor
+from pruneyolo.bench import LIKE_TOLERANCE
+from pruneyolo.bench.allocation import allocate_to_budget
+from pruneyolo.bench.budget import Budget, Measurement
 from pruneyolo.bench.latency import (
     LatencyTable,
+    Reference,
     Target,
     calibrate,
     interleaved_ms,
@@ -44,7 +48,7 @@ from pruneyolo.bench.latency import (
 )
 from pruneyolo.darknet.graph import Graph, build_graph, load_graph
 from pruneyolo.darknet.weights import read_weights
-from pruneyolo.prune.allocate import allocate, apply_allocation, threshold_importance
+from pruneyolo.prune.allocate import apply_allocation, threshold_importance
 from pruneyolo.prune.pruning import channel_masks, write_result
 from pruneyolo.runner.adapter import compile_config, ran_at
 
@@ -52,7 +56,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SHIPPED_SPARSE = ROOT / "cfgs" / "demo-csp_sparse.weights"
 SIZE = (832, 832)  # the 2x2 mosaic tools/demo runs
 RETARGETS = 4  # allocations tried per budget: each retargets the prediction by the measured ratio
-EQUAL = 0.03  # "equal latency": measured within 3%
+EQUAL = LIKE_TOLERANCE  # "equal latency": measured within 3%
 FIT_KEEPS = (1.0, 0.5, 0.25, 0.12)  # uniform widths the table is fitted to (the prunes here keep about 0.1)
 SECTION = "## Device-aware slimming"
 
@@ -117,36 +121,27 @@ def score(model: Model, data: Path, path: Path) -> None:
     say(f"{model.name}: mAP50 {model.metrics.map50:.3f}")
 
 
-def allocate_to(graph, weights, table, reference, reference_predicted: float, layer_keep: float, round_to: int,
-                folder: Path, seconds: float):
-    """The allocation measured within 3% of the `reference` network (an ov.Model, the global prune), the two
-    timed together by interleaved_ms: first allocated to the reference's predicted ms, then retargeted by the
-    measured ratio until one lands; of those tried, the one nearest the reference without passing it by more
-    than 1% when none lands within 3%.
+def allocate_to(graph, weights, table, reference: Reference, layer_keep: float, round_to: int, folder: Path,
+                seconds: float):
+    """`prune --target-like`'s search at the global prune's (the reference's) latency: allocated to its predicted
+    ms, each allocation timed in turns with it and retargeted until one lands within EQUAL (at most RETARGETS).
     Returns the allocation, its files, and its and the reference's measured ms."""
-    core, target, tried = ov.Core(), reference_predicted, []
-    for _ in range(RETARGETS):
-        descent = allocate(graph, weights, table, target, layer_keep, round_to)
-        if descent.allocation is None:
-            break
-        result = apply_allocation(graph, weights, descent.allocation)
-        both = interleaved_ms(core, {"reference": reference,
-                                     "allocation": network_model(load_graph_at(result.graph, SIZE), result.weights)},
-                              "CPU", None, 2 * seconds)
-        ratio = both["allocation"] / both["reference"]
-        tried.append((descent.allocation, result, both["allocation"], both["reference"]))
-        say(f"allocation predicted {descent.allocation.predicted_ms:.2f} ms: measured {both['allocation']:.2f} ms "
-            f"beside the global prune's {both['reference']:.2f} ms ({100 * (ratio - 1):+.1f}%)")
-        if abs(ratio - 1) <= EQUAL:
-            break
-        target = descent.allocation.predicted_ms / ratio
-    fitting = [t for t in tried if t[2] <= t[3] * 1.01]
-    if not fitting:
+    def measure(result):
+        return Measurement(reference.beside(network_model(result.graph, result.weights), "CPU", None, seconds),
+                           reference.ran)
+
+    found = allocate_to_budget(load_graph_at(graph, SIZE), weights, table,
+                               Budget(ms=reference.ms, like=reference.name, tolerance=EQUAL), measure, layer_keep,
+                               round_to, RETARGETS, say, predict_ms(table, reference.graph))
+    for trial in found.trials:
+        say(f"allocation predicted {trial.allocation.predicted_ms:.2f} ms: measured {trial.measured_ms:.2f} ms "
+            f"beside the global prune's {reference.ms:.2f} ms ({100 * (trial.measured_ms / reference.ms - 1):+.1f}%)")
+    if found.chosen is None:
         raise SystemExit("no allocation reaches the global prune's latency")
-    allocation, result, measured, reference_ms = max(fitting, key=lambda t: t[2] / t[3])
     folder.mkdir(parents=True, exist_ok=True)
+    result = apply_allocation(graph, weights, found.chosen.allocation)  # at the training size
     cfg, weights_path = write_result(result, folder, str(BASE_CFG), stem=f"{folder.name}_{BASE_CFG.stem}")
-    return allocation, cfg, weights_path, measured, reference_ms
+    return found.chosen.allocation, cfg, weights_path, found.chosen.measured_ms, reference.ms
 
 
 def load_graph_at(graph, size):
@@ -408,9 +403,11 @@ def main(out: Path, percents: str, shortcuts: int, layer_keep: float, round_to: 
             folder = out / f"alloc_{percent:g}"
             found = folder / "allocation.json"  # a rerun keeps the allocation its fine-tuned weights belong to
             if not found.is_file():
-                reference = network_model(deployed_prune, read_weights(weights, pruned))
+                reference = Reference.timed(glob.name, deployed_prune,
+                                            network_model(deployed_prune, read_weights(weights, pruned)), "CPU", None,
+                                            seconds)
                 allocation, acfg, aweights, measured, reference_ms = allocate_to(
-                    graph, arrays, table, reference, glob.predicted_ms, layer_keep, round_to, folder, seconds)
+                    graph, arrays, table, reference, layer_keep, round_to, folder, seconds)
                 found.write_text(json.dumps({"cfg": str(acfg), "weights": str(aweights), "measured": measured,
                                              "global_measured": reference_ms,
                                              "predicted": allocation.predicted_ms,

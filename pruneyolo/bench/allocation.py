@@ -1,5 +1,6 @@
 """`prune --allocate latency` to a budget: allocate on the latency table, measure the pruned IR, and when the
-measurement misses, allocate again to a target scaled by how far the prediction was off (at most `rounds` times).
+measurement misses (or leaves much of the budget unused), allocate again to a target scaled by how far the
+prediction was off (at most `rounds` times).
 Also the global threshold's frontier on the same table, the search's table and its frontier chart."""
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pruneyolo.prune.pruning import (
 )
 
 ROUNDS = 3
+SLACK = 0.03  # a met allocation more than this much under the budget is retargeted to use what is left
 
 
 @dataclass(frozen=True)
@@ -62,11 +64,12 @@ def inference_ms(budget: Budget) -> float:
 
 def allocate_to_budget(graph: Graph, weights: DarknetWeights, table: LatencyTable, budget: Budget, measure: Measure,
                        layer_keep: float | None = None, round_to: int = 1, rounds: int = ROUNDS,
-                       log: Callable[[str], None] = lambda _: None) -> AllocSearch:
-    """Allocate to the budget's ms per inference predicted, measure, and retarget on a miss; the chosen trial is
-    the met one with the most importance kept."""
+                       log: Callable[[str], None] = lambda _: None, start_ms: float | None = None) -> AllocSearch:
+    """Allocate to `start_ms` predicted (default: the budget's ms per inference), measure, and retarget by how far
+    the measurement fell from the budget, on a miss or when more than SLACK of it was left unused; the chosen trial
+    is the met one with the most importance kept."""
     goal = inference_ms(budget)
-    target, trials = goal, []
+    target, trials = start_ms or goal, []
     descent = allocate(graph, weights, table, target, layer_keep, round_to)
     frontier = descent.frontier
     chosen, result = None, None
@@ -79,10 +82,11 @@ def allocate_to_budget(graph: Graph, weights: DarknetWeights, table: LatencyTabl
         trial = AllocTrial(target, descent.allocation, pruned.graph.params, pruned.graph.bflops, measurement,
                            measured_ms, achieved, budget.met(achieved))
         trials.append(trial)
-        if trial.met:
+        if trial.met and (chosen is None or trial.allocation.importance > chosen.allocation.importance):
             chosen, result = trial, pruned
+        if trial.met and measured_ms >= goal * (1 - SLACK):
             break
-        target = descent.allocation.predicted_ms * goal / trial.measured_ms
+        target = descent.allocation.predicted_ms * goal / measured_ms
         descent = allocate(graph, weights, table, target, layer_keep, round_to)
     return AllocSearch(budget, trials, chosen, result, frontier,
                        global_frontier(graph, weights, table, layer_keep, round_to))

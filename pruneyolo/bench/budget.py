@@ -35,22 +35,28 @@ from pruneyolo.prune.pruning import (
 )
 
 if TYPE_CHECKING:
+    from pruneyolo.bench.latency import Reference
     from pruneyolo.export.quantize import Calibration
 
 
 @dataclass(frozen=True)
 class Budget:
     """What a model must sustain: `fps` frames/s on each of `streams` streams, or one frame of every stream within
-    `ms`; the streams are tiled into mosaics of `tiles`, so `mosaics` inferences serve one frame of each."""
+    `ms`; the streams are tiled into mosaics of `tiles`, so `mosaics` inferences serve one frame of each. A budget
+    `like` another model is that model's ms, met within `tolerance` (candidates are timed in turns with it)."""
 
     fps: float | None = None
     ms: float | None = None
     streams: int = 1
     tiles: int = 1
+    like: str | None = None
+    tolerance: float = 0.0
 
     def __post_init__(self):
         if (self.fps is None) == (self.ms is None):
             raise ArgumentError(("target_fps", "target_ms"), "(give exactly one)")
+        if self.like and self.ms is None:
+            raise ArgumentError("like", "is a latency budget: give the reference's ms as target_ms")
         name, value = ("target_fps", self.fps) if self.fps is not None else ("target_ms", self.ms)
         if not value > 0:
             raise ArgumentError(name, f"{value:g} must be > 0")
@@ -70,11 +76,14 @@ class Budget:
         return measured / self.mosaics if self.fps else measured * self.mosaics
 
     def met(self, achieved: float) -> bool:
-        return achieved >= self.fps if self.fps else achieved <= self.ms
+        return achieved >= self.fps if self.fps else achieved <= self.ms * (1 + self.tolerance)
 
     @property
     def text(self) -> str:
         target = f"{self.fps:g} FPS per stream" if self.fps else f"{self.ms:g} ms per frame set"
+        if self.like:
+            target = (f"as fast as {self.like} ({self.ms:.2f} ms per frame set when first timed, met within "
+                      f"{100 * self.tolerance:g}%; each candidate timed in turns with it)")
         return f"{target}, {self.streams} stream{'s' * (self.streams > 1)} in {self.mosaics} mosaic" \
                f"{'s' * (self.mosaics > 1)} of {self.tiles} tile{'s' * (self.tiles > 1)}"
 
@@ -206,10 +215,10 @@ def ir_speed(xml: Path, device: str, hint: str, precision: str | None, seconds: 
 
 def ir_measure(workdir: Path, budget: Budget, device: str = "CPU", storage: str = "fp32",
                precision: str | None = None, seconds: float = 3.0, calibration: Calibration | None = None,
-               data: Path | None = None) -> Measure:
+               data: Path | None = None, reference: Reference | None = None) -> Measure:
     """A `measure` that builds each pruned model's IR under `workdir` with weight `storage` (int8: quantized on
     `calibration`, by default synthetic scenes), times it on `device` at the budget's hint and inference
-    `precision` (None: the device default), and scores it on `data`."""
+    `precision` (None: the device default), or in turns with a `reference` model, and scores it on `data`."""
     from pruneyolo.accuracy import evaluate, ir_predictor
     from pruneyolo.bench.timing import SYNTHETIC_CALIBRATION
     from pruneyolo.export.build import IrOptions, build_ir
@@ -223,7 +232,10 @@ def ir_measure(workdir: Path, budget: Budget, device: str = "CPU", storage: str 
     def measure(result: PruneResult) -> Measurement:
         built = build_ir(result.graph, result.weights, IrOptions(storage=storage, calibration=calibration))
         xml = save_ir(built.model, Path(workdir) / f"trial{next(numbers)}" / f"{storage}.xml", storage)
-        value, ran = ir_speed(xml, device, budget.hint, hint, seconds)
+        if reference is None:
+            value, ran = ir_speed(xml, device, budget.hint, hint, seconds)
+        else:
+            value, ran = reference.beside(built.model, device, hint, seconds), reference.ran
         map50 = evaluate(ir_predictor(xml, device), data).map50 if data else None
         return Measurement(value, ran, map50)
 

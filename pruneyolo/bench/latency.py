@@ -322,6 +322,33 @@ def interleaved_ms(core: ov.Core, models: dict[str, ov.Model], device: str, prec
     return {name: statistics.median(values) for name, values in times.items()}
 
 
+@dataclass(frozen=True)
+class Reference:
+    """A model whose latency is a budget (`prune --target-like`): `ms` is its median when first timed, the scale
+    every candidate timed beside it is reported on; `ran` is what it ran at (candidates run at the same)."""
+
+    name: str
+    graph: Graph
+    model: ov.Model
+    ms: float
+    ran: str
+
+    @staticmethod
+    def timed(name: str, graph: Graph, model: ov.Model, device: str, precision: str | None,
+              seconds: float) -> Reference:
+        core = ov.Core()
+        ms = interleaved_ms(core, {name: model}, device, precision, seconds)[name]
+        compiled = core.compile_model(model, device, compile_config("LATENCY", precision))
+        return Reference(name, graph, model, ms, ran_at(compiled))
+
+    def beside(self, model: ov.Model, device: str, precision: str | None, seconds: float) -> float:
+        """A candidate's ms timed in turns with the reference (interleaved_ms), on the reference's first-timed
+        scale: the ratio of the two survives the machine's drift."""
+        both = interleaved_ms(ov.Core(), {"reference": self.model, "candidate": model}, device, precision,
+                              2 * seconds)
+        return self.ms * both["candidate"] / both["reference"]
+
+
 # --- profiling ----------------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)

@@ -9,20 +9,28 @@ from typing import TYPE_CHECKING
 
 import click
 
+from pruneyolo.bench import LIKE_TOLERANCE
 from pruneyolo.bench.variants import CALIB_IMAGES
 from pruneyolo.cli.options import INFERENCE_TYPE, STORAGE_TYPE, calib_options, random_note
-from pruneyolo.errors import PruneyoloError
+from pruneyolo.errors import ArgumentError, PruneyoloError
 from pruneyolo.export import SYNTHETIC
 
 if TYPE_CHECKING:
+    from pruneyolo.bench.budget import Budget
+    from pruneyolo.bench.latency import Reference
     from pruneyolo.darknet.graph import Graph
     from pruneyolo.darknet.weights import DarknetWeights
+    from pruneyolo.export.quantize import Calibration
 
 BUDGET_OPTIONS = (
     click.option("--target-fps", type=float, help="Instead of --percent: prune as little as possible for this many "
                  "frames/s on each of --streams streams, measured on --device (THROUGHPUT hint)."),
     click.option("--target-ms", type=float, help="Instead of --percent: prune as little as possible to infer one "
                  "frame of every stream within this many ms (median latency, LATENCY hint)."),
+    click.option("--target-like", type=click.Path(dir_okay=False, exists=True),
+                 help="Instead of --percent: be as fast as this model (a cfg, random weights, or a .pt) at the same "
+                 f"size, within {100 * LIKE_TOLERANCE:g}%, each candidate timed in turns with it (LATENCY hint) so "
+                 "the machine's drifting speed cancels."),
     click.option("--device", default="CPU", show_default=True, help="OpenVINO device to measure on."),
     click.option("--precision", type=INFERENCE_TYPE, help="Inference precision to measure at (default: the "
                  "device's own)."),
@@ -54,25 +62,55 @@ def mosaic_tiles(streams: int, graph: Graph) -> int:
     return make_layout(None, streams, *graph.size).tiles
 
 
+def budget_of(args: dict, graph: Graph, calib: Calibration | None) -> tuple[Budget, Reference | None]:
+    """The budget of the options; with --target-like, the reference model built as candidates are and timed."""
+    from pruneyolo.bench.budget import Budget
+
+    tiles = mosaic_tiles(args["streams"], graph)
+    if args["target_like"] is None:
+        return Budget(args["target_fps"], args["target_ms"], args["streams"], tiles), None
+    if args["target_fps"] is not None or args["target_ms"] is not None:
+        raise ArgumentError(("target_fps", "target_ms", "target_like"), "(give exactly one)")
+    reference = timed_reference(args["target_like"], graph.size, args, calib)
+    mosaics = -(-args["streams"] // tiles)
+    return Budget(ms=reference.ms * mosaics, streams=args["streams"], tiles=tiles, like=Path(reference.name).name,
+                  tolerance=LIKE_TOLERANCE), reference
+
+
+def timed_reference(path: str, size: tuple[int, int], args: dict, calib: Calibration | None) -> Reference:
+    """--target-like's model at `size` with random weights (a checkpoint: its own), its IR built with the
+    candidates' storage, timed on the device (its speed does not depend on the weights' values)."""
+    from pruneyolo import modelfile
+    from pruneyolo.bench.latency import Reference, network_model
+    from pruneyolo.bench.timing import SYNTHETIC_CALIBRATION
+    from pruneyolo.export.precision import inference_precision
+
+    weights = None if modelfile.model_kind(path) == "checkpoint" else modelfile.RANDOM
+    loaded = modelfile.load_model(path, weights, size, random_ok=True)
+    model = network_model(loaded.graph, loaded.weights, args["storage"], calib or SYNTHETIC_CALIBRATION)
+    precision = args["precision"] and inference_precision(args["precision"])
+    return Reference.timed(str(path), loaded.graph, model, args["device"], precision, args["seconds"])
+
+
 def run_budget(cfg: str, graph: Graph, weights: DarknetWeights, budget_args: dict, shortcut_counts: tuple[int, ...],
                layer_keep: float | None, round_to: int, directory: str) -> None:
     """Search, print the table, save the chart and write the chosen model (or exit 2 when nothing met)."""
     import openvino as ov
     from rich.console import Console
 
-    from pruneyolo.bench.budget import Budget, ir_measure, plot_search, search, search_table
+    from pruneyolo.bench.budget import ir_measure, plot_search, search, search_table
     from pruneyolo.export.quantize import calibration
     from pruneyolo.prune.pruning import write_result
     from pruneyolo.runner.adapter import check_device
 
     args = budget_args
     check_device(ov.Core().available_devices, args["device"])
-    budget = Budget(args["target_fps"], args["target_ms"], args["streams"], mosaic_tiles(args["streams"], graph))
     calib = calibration(args["calib"], args["calib_size"]) if args["storage"] == "int8" else None
+    budget, reference = budget_of(args, graph, calib)
     console = Console() if sys.stdout.isatty() else Console(width=160)
     with tempfile.TemporaryDirectory(prefix="pruneyolo-budget-") as workdir, console.status("searching") as status:
         measure = ir_measure(Path(workdir), budget, args["device"], args["storage"], args["precision"],
-                             args["seconds"], calib, args["data"] and Path(args["data"]))
+                             args["seconds"], calib, args["data"] and Path(args["data"]), reference)
         found = search(graph, weights, budget, measure, shortcut_counts, args["step"], layer_keep, round_to,
                        log=status.update)
     width, height = graph.size
@@ -100,20 +138,21 @@ def run_allocate(cfg: str, graph: Graph, weights: DarknetWeights, budget_args: d
     from rich.console import Console
 
     from pruneyolo.bench.allocation import allocate_to_budget, allocation_table, inference_ms, plot_frontier
-    from pruneyolo.bench.budget import Budget, ir_measure
-    from pruneyolo.bench.latency import profile
+    from pruneyolo.bench.budget import ir_measure
+    from pruneyolo.bench.latency import predict_ms, profile
     from pruneyolo.export.quantize import calibration
     from pruneyolo.prune.pruning import write_result
 
     args = budget_args
-    budget = Budget(args["target_fps"], args["target_ms"], args["streams"], mosaic_tiles(args["streams"], graph))
     calib = calibration(args["calib"], args["calib_size"]) if args["storage"] == "int8" else None
     console = Console() if sys.stdout.isatty() else Console(width=160)
     table = profile(graph, args["device"], args["precision"], args["storage"], progress=sys.stderr.isatty())
+    budget, reference = budget_of(args, graph, calib)
     with tempfile.TemporaryDirectory(prefix="pruneyolo-allocate-") as workdir, console.status("allocating") as status:
         measure = ir_measure(Path(workdir), budget, args["device"], args["storage"], args["precision"],
-                             args["seconds"], calib, args["data"] and Path(args["data"]))
-        found = allocate_to_budget(graph, weights, table, budget, measure, layer_keep, round_to, log=status.update)
+                             args["seconds"], calib, args["data"] and Path(args["data"]), reference)
+        found = allocate_to_budget(graph, weights, table, budget, measure, layer_keep, round_to, log=status.update,
+                                   start_ms=reference and predict_ms(table, reference.graph))
     width, height = graph.size
     title = (f"latency allocation: {Path(cfg).name} @ {width}x{height} on {args['device']} ({table.device_name})\n"
              f"{table.storage} weights, precision {table.precision}, channels rounded to {round_to}")
@@ -125,7 +164,8 @@ def run_allocate(cfg: str, graph: Graph, weights: DarknetWeights, budget_args: d
         raise PruneyoloError(f"no allocation meets {budget.text} ({inference_ms(budget):.2f} ms per inference) on "
                              f"{args['device']}: {reason}; try a smaller --size, --storage int8, a lower --layer-keep "
                              "or fewer --streams")
-    stem = f"alloc_{budget.fps or budget.ms:g}{'fps' if budget.fps else 'ms'}_{Path(cfg).stem}"
+    stem = (f"alloc_like_{Path(budget.like).stem}" if budget.like else
+            f"alloc_{budget.fps or budget.ms:g}{'fps' if budget.fps else 'ms'}") + f"_{Path(cfg).stem}"
     plot_path = plot_frontier(found, args["plot_path"] or Path(directory) / f"{stem}_frontier.png", title)
     cfg_out, weights_out = write_result(found.result, directory, cfg, stem)
     allocation = found.chosen.allocation

@@ -80,13 +80,13 @@ def prune_command(cfg, weights_path, percents, layer_keep, shortcut_counts, roun
     from pruneyolo.prune.pruning import prune, write_result
     from pruneyolo.prune.report import SweepRow, floor_note, stage_table, sweep_table
 
-    budgeted = budget_args["target_fps"] is not None or budget_args["target_ms"] is not None
+    budgeted = any(budget_args[name] is not None for name in ("target_fps", "target_ms", "target_like"))
     if budgeted == bool(percents):
-        raise PruneyoloError("give either --percent or a budget (--target-fps or --target-ms)")
+        raise PruneyoloError("give either --percent or a budget (--target-fps, --target-ms or --target-like)")
     if not budgeted and len(shortcut_counts) > 1:
-        raise PruneyoloError("several --shortcuts counts are searched only with --target-fps or --target-ms")
+        raise PruneyoloError("several --shortcuts counts are searched only with a budget (--target-fps, --target-ms or --target-like)")
     if allocate == "latency" and not budgeted:
-        raise PruneyoloError("--allocate latency needs a budget (--target-fps or --target-ms)")
+        raise PruneyoloError("--allocate latency needs a budget (--target-fps, --target-ms or --target-like)")
     if allocate == "latency" and shortcut_counts != (0,):
         raise PruneyoloError("--allocate latency chooses the residual blocks itself: leave out --shortcuts")
     if round_to is None:

@@ -146,7 +146,7 @@ def load_model(path, weights=None, size: tuple[int, int] | None = None, dialect:
     seed = random_seed(weights)
     if seed is not None and not random_ok:
         raise ArgumentError("weights", f"{weights}: random weights are for timing an untrained cfg: only "
-                                       "`convert`, `bench` and `prune --target-fps/--target-ms` take them")
+                                       "`convert`, `bench` and `prune --target-fps/--target-ms/--target-like` take them")
     if require_kind(path, *GRAPH_KINDS) == "checkpoint":
         from pruneyolo.yolov5.source import import_checkpoint
 
