@@ -51,3 +51,18 @@ def test_scores_by_epochs_lists_every_length_scored_and_marks_the_missing(tmp_pa
         "|---|---|---|",
         "| 0.88 | 0.365 / 0.363 (-0.2) | 0.449 / 0.462 (+1.3) |",
         "| 0.92 | - | 0.406 / 0.432 (+2.6) |"]
+
+
+def test_each_fine_tune_length_writes_its_own_section(tmp_path, monkeypatch):
+    monkeypatch.setattr(slim_fast, "ROOT", tmp_path)
+    results = tmp_path / "docs" / "results.md"
+    results.parent.mkdir()
+    results.write_text("# Results\n\nearlier sections\n")
+    slim_fast.write_section(f"{slim_fast.section_title(10)}\n\nten, first run\n", 10)
+    slim_fast.write_section(f"{slim_fast.section_title(30)}\n\nthirty\n", 30)
+    slim_fast.write_section(f"{slim_fast.section_title(10)}\n\nten, second run\n", 10)
+    text = results.read_text()
+    assert text.startswith("# Results\n\nearlier sections\n\n## Device-aware slimming, fine-tuned 10 epochs")
+    assert "ten, second run" in text and "ten, first run" not in text
+    assert text.index("ten, second run") < text.index("fine-tuned 30 epochs") < text.index("thirty")
+    assert slim_fast.chart_name(30) == "img/pareto_e30.png"

@@ -48,6 +48,7 @@ from pruneyolo.bench.latency import (
 )
 from pruneyolo.darknet.graph import Graph, build_graph, load_graph
 from pruneyolo.darknet.weights import read_weights
+from pruneyolo.files import write_png
 from pruneyolo.prune.allocate import apply_allocation, threshold_importance
 from pruneyolo.prune.pruning import channel_masks, write_result
 from pruneyolo.runner.adapter import compile_config, ran_at
@@ -58,7 +59,6 @@ SIZE = (832, 832)  # the 2x2 mosaic tools/demo runs
 RETARGETS = 4  # allocations tried per budget: each retargets the prediction by the measured ratio
 EQUAL = LIKE_TOLERANCE  # "equal latency": measured within 3%
 FIT_KEEPS = (1.0, 0.5, 0.25, 0.12)  # uniform widths the table is fitted to (the prunes here keep about 0.1)
-SECTION = "## Device-aware slimming"
 
 
 @dataclass
@@ -202,7 +202,7 @@ def check_predictions(models: list[Model], table: LatencyTable, deployed: Graph,
             "other_ms": refit.other_ms}
 
 
-def plot_pareto(models: list[Model], path: Path, machine: str, flags: str) -> None:
+def plot_pareto(models: list[Model], path: Path, machine: str, flags: str, epochs: int) -> None:
     """mAP50 against measured ms, one panel per IR storage, one line per method; the CPU and its flags above."""
     import matplotlib
 
@@ -222,11 +222,10 @@ def plot_pareto(models: list[Model], path: Path, machine: str, flags: str) -> No
         axes.set_ylabel("mAP50 (test split)")
         axes.set_xscale("log")
         axes.legend(fontsize=7)
-    figure.suptitle(f"{machine} ({flags})", fontsize=8)
+    figure.suptitle(f"prunes fine-tuned {epochs} epochs; {machine} ({flags})", fontsize=8)
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    write_png(path, figure, dpi=100)
 
 
 def scores_by_epochs(pairs: list[tuple[Model, Model]], scores: Path) -> str:
@@ -266,7 +265,7 @@ def report(models: list[Model], pairs: list[tuple[Model, Model]], machine: str, 
     stage_lines = "\n".join(f"| {name} | {value:.1f} |" for name, value in minutes.items())
     goal_lines = "\n".join(f"- {goal}" for goal in goals)
     note_text = f"\n{note}\n" if note else ""
-    return f"""{SECTION}
+    return f"""{section_title(settings['finetune_epochs'])}
 
 Measured by `tools/slim_fast` in one run on {machine} (flags: {flags}), default inference precision
 {base.ran['fp32']}. For each global percent the global prune (slim_demo's --layer-keep/--round and residual blocks)
@@ -305,7 +304,7 @@ least-squares line moved from scale {table.scale:.3f}, other {table.other_ms:.2f
 {checked['other_ms']:.2f} ms) it predicted within {100 * checked['refit_worst']:.1f}%. The allocation search itself times
 each candidate it builds; `prune --allocate latency` prints them side by side.
 
-![mAP50 against measured latency](img/pareto.png)
+![mAP50 against measured latency]({chart_name(settings['finetune_epochs'])})
 
 | stage | minutes |
 |---|---|
@@ -322,12 +321,22 @@ def cpu_flags() -> str:
     return " ".join(wanted) or "none of avx2/avx512/amx"
 
 
-def write_section(text: str) -> None:
-    """Replace (or add) the device-aware section at the end of docs/results.md."""
+def section_title(epochs: int) -> str:
+    return f"## Device-aware slimming, fine-tuned {epochs} epochs"
+
+
+def chart_name(epochs: int) -> str:
+    return f"img/pareto_e{epochs}.png"
+
+
+def write_section(text: str, epochs: int) -> None:
+    """Replace (or add at the end) this fine-tune length's section of docs/results.md."""
     path = ROOT / "docs" / "results.md"
     current = path.read_text() if path.is_file() else ""
-    head = current.split(SECTION)[0].rstrip() + "\n\n" if current else ""
-    path.write_text(head + text)
+    title = section_title(epochs)
+    head, found, rest = current.partition(title + "\n")
+    tail = rest[rest.index("\n## "):] if found and "\n## " in rest else ""
+    path.write_text(head.rstrip() + "\n\n" + text.rstrip() + "\n" + tail if head.strip() else text + tail)
 
 
 def goals_of(base: Model, pairs: list[tuple[Model, Model]], shipped_map50: float) -> tuple[list[str], Model | None]:
@@ -451,11 +460,11 @@ def main(out: Path, percents: str, shortcuts: int, layer_keep: float, round_to: 
         "re-timed)")
     if not ship:
         return
-    plot_pareto(models, ROOT / "docs" / "img" / "pareto.png", machine, flags)
+    plot_pareto(models, ROOT / "docs" / chart_name(finetune_epochs), machine, flags, finetune_epochs)
     settings = {"percents": percents, "shortcuts": shortcuts, "layer_keep": layer_keep, "round": round_to, "seconds": seconds,
                 "finetune_epochs": finetune_epochs, "sparsity_model": str(sparse.relative_to(sparse.parents[1]))}
     write_section(report(models, pairs, machine, flags, settings, stages.minutes, table, checked, goals,
-                         scores_by_epochs(pairs, out / "fast_scores"), note))
+                         scores_by_epochs(pairs, out / "fast_scores"), note), finetune_epochs)
     if winner is not None:
         header = (f"# cfgs/demo-csp.cfg slimmed for {machine} by `prune --allocate latency` at the latency of the "
                   f"global {winner.percent:g} prune, fine-tuned.\n# Written by tools/slim_fast (docs/results.md).\n")
