@@ -224,6 +224,24 @@ def test_a_met_allocation_far_under_the_budget_is_retargeted_to_use_it():
     assert 0.8 * predict_ms(table, found.result.graph) == pytest.approx(chosen.measured_ms)
 
 
+def test_a_latency_step_does_not_send_the_search_back_and_forth():
+    """A device whose latency jumps 25% at 97% of the budget: each retarget lands in the bracket between the last
+    target that met and the last that missed, so no allocation is tried twice and the search closes in on the
+    step from below."""
+    graph, weights = sparse_model(DEMO_CSP, 128)
+    table = fake_table(graph)
+    goal = midway(graph, weights, table, 0.1, 4)
+
+    def measure(result):
+        predicted = predict_ms(table, result.graph)
+        return Measurement(predicted * (1.12 if predicted > 0.97 * goal else 0.9), "fake")
+
+    found = allocate_to_budget(graph, weights, table, Budget(ms=goal), measure, 0.1, 4, rounds=6)
+    predictions = [round(t.allocation.predicted_ms, 9) for t in found.trials]
+    assert len(found.trials) >= 4 and len(set(predictions)) == len(predictions)
+    assert found.chosen.met and found.chosen.allocation.predicted_ms > 0.93 * goal
+
+
 @pytest.mark.parametrize("cfg, heavy_blocks", [
     pytest.param(DEMO_TINY, False, id="demo-tiny"),
     pytest.param(DEMO_CSP, True, id="demo-csp"),

@@ -5,6 +5,7 @@ Also the global threshold's frontier on the same table, the search's table and i
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -73,23 +74,45 @@ def allocate_to_budget(graph: Graph, weights: DarknetWeights, table: LatencyTabl
     descent = allocate(graph, weights, table, target, layer_keep, round_to)
     frontier = descent.frontier
     chosen, result = None, None
-    while descent.allocation is not None and len(trials) < rounds:
-        log(f"allocation for {target:.2f} ms predicted: pruning, converting and measuring")
-        pruned = apply_allocation(graph, weights, descent.allocation)
-        measurement = measure(pruned)
-        achieved = budget.achieved(measurement.value)
-        measured_ms = measurement.value if budget.ms else 1e3 / measurement.value
-        trial = AllocTrial(target, descent.allocation, pruned.graph.params, pruned.graph.bflops, measurement,
-                           measured_ms, achieved, budget.met(achieved))
-        trials.append(trial)
-        if trial.met and (chosen is None or trial.allocation.importance > chosen.allocation.importance):
-            chosen, result = trial, pruned
-        if trial.met and measured_ms >= goal * (1 - SLACK):
+    low, high = 0.0, math.inf  # the largest target that met, the smallest that missed
+    measured: dict[tuple, AllocTrial] = {}  # a target on the same latency step gives the same allocation
+    for _ in range(4 * rounds):
+        if descent.allocation is None or len(trials) == rounds:
             break
-        target = descent.allocation.predicted_ms * goal / measured_ms
+        key = (tuple(sorted(descent.allocation.widths.items())), tuple(b.first for b in descent.allocation.removed))
+        trial = measured.get(key)
+        if trial is None:
+            log(f"allocation for {target:.2f} ms predicted: pruning, converting and measuring")
+            pruned = apply_allocation(graph, weights, descent.allocation)
+            measurement = measure(pruned)
+            achieved = budget.achieved(measurement.value)
+            measured_ms = measurement.value if budget.ms else 1e3 / measurement.value
+            trial = AllocTrial(target, descent.allocation, pruned.graph.params, pruned.graph.bflops, measurement,
+                               measured_ms, achieved, budget.met(achieved))
+            trials.append(trial)
+            measured[key] = trial
+            if trial.met and (chosen is None or trial.allocation.importance > chosen.allocation.importance):
+                chosen, result = trial, pruned
+            if trial.met and measured_ms >= goal * (1 - SLACK):
+                break
+        low, high = (max(low, target), high) if trial.met else (low, min(high, target))
+        target = retarget(trial.allocation.predicted_ms, target, goal / trial.measured_ms, low, high)
+        if target is None:
+            break
         descent = allocate(graph, weights, table, target, layer_keep, round_to)
     return AllocSearch(budget, trials, chosen, result, frontier,
                        global_frontier(graph, weights, table, layer_keep, round_to))
+
+
+def retarget(predicted: float, target: float, ratio: float, low: float, high: float) -> float | None:
+    """The next predicted-ms target: the last allocation's prediction scaled by budget over measured (`ratio`), else
+    the last target so scaled, kept strictly between the largest target that met and the smallest that missed
+    (else their middle), so that coarse latency steps cannot send the search back and forth; None when no target
+    is left between them."""
+    for proposed in (predicted * ratio, target * ratio):
+        if low < proposed < high:
+            return proposed
+    return (low + high) / 2 if high < math.inf and high - low > 1e-3 * high else None
 
 
 def global_frontier(graph: Graph, weights: DarknetWeights, table: LatencyTable, layer_keep: float | None,
