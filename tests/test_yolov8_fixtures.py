@@ -34,20 +34,41 @@ def fixture(request):
     return request.param, FIXTURES / f"{request.param}.pt", {key: reference[key] for key in reference.files}
 
 
+@pytest.fixture(scope="module")
+def scores_ir(tmp_path_factory):
+    """`pruneyolo convert X.pt --heads scores --size WxH`, run once per checkpoint and size in this worker."""
+    made: dict[tuple[str, str], Path] = {}
+
+    def convert(name: str, size: str) -> Path:
+        if (name, size) not in made:
+            out = tmp_path_factory.mktemp(f"scores_{name}")
+            result = CliRunner().invoke(main, ["convert", str(FIXTURES / f"{name}.pt"), "-o", str(out), "--heads",
+                                               "scores", "--size", size])
+            assert result.exit_code == 0, result.output
+            made[name, size] = out / f"{name}.xml"
+        return made[name, size]
+
+    return convert
+
+
 def _size(reference) -> tuple[int, int]:
     height, width, _ = reference["image"].shape
     return width, height
 
 
-def test_ir_from_convert_equals_the_reference(fixture, tmp_path):
+def test_ir_from_convert_equals_the_reference(fixture, scores_ir, tmp_path):
     """`pruneyolo convert X.pt`: scores IR == `decoded` (Ultralytics' [1, 4+C, N]); raw IR == raw_0..2."""
     name, path, reference = fixture
     width, height = _size(reference)
     for heads in ("scores", "raw"):
-        result = CliRunner().invoke(main, ["convert", str(path), "-o", str(tmp_path / heads), "--heads", heads,
-                                           "--size", f"{width}x{height}"])
-        assert result.exit_code == 0, result.output
-        compiled = compile_f32(str(tmp_path / heads / f"{name}.xml"))
+        if heads == "scores":
+            xml = scores_ir(name, f"{width}x{height}")
+        else:
+            result = CliRunner().invoke(main, ["convert", str(path), "-o", str(tmp_path / heads), "--heads", heads,
+                                               "--size", f"{width}x{height}"])
+            assert result.exit_code == 0, result.output
+            xml = tmp_path / heads / f"{name}.xml"
+        compiled = compile_f32(str(xml))
         results = compiled(reference["image"][None])
         outputs = [results[output] for output in compiled.outputs]
         expected = [reference["decoded"]] if heads == "scores" else [reference[f"raw_{i}"] for i in range(3)]
@@ -85,17 +106,14 @@ def test_structure_names_and_parameters_come_from_the_checkpoint(fixture):
     assert any(node.kind == "attention" for node in graph.nodes) == name.startswith("v11")
 
 
-def test_model_api_loads_the_scores_ir_as_yolov8_and_finds_the_reference_boxes(tmp_path):
+def test_model_api_loads_the_scores_ir_as_yolov8_and_finds_the_reference_boxes(scores_ir):
     """openvino-model-api's YOLOv8 wrapper on the IR (its own letterbox: a no-op at the model's size) gives the
     boxes that Ultralytics' decoded output gives after pruneyolo's confidence filter and NMS."""
     from model_api.models import DetectionModel
 
     name = "v8n_stock"
     reference = np.load(FIXTURES / f"{name}.ref.npz")
-    result = CliRunner().invoke(main, ["convert", str(FIXTURES / f"{name}.pt"), "-o", str(tmp_path), "--heads",
-                                       "scores", "--size", "320x320"])
-    assert result.exit_code == 0, result.output
-    model = DetectionModel.create_model(str(tmp_path / f"{name}.xml"), device="CPU", preload=True,
+    model = DetectionModel.create_model(str(scores_ir(name, "320x320")), device="CPU", preload=True,
                                         configuration={"confidence_threshold": CONFIDENCE_THRESHOLD})
     assert type(model).__name__ == "YOLOv8"
     found = model(reference["image"])
@@ -133,18 +151,15 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
     return float(inter / (np.prod(a[2:] - a[:2]) + np.prod(b[2:] - b[:2]) - inter))
 
 
-def test_model_api_loads_the_scores_ir_and_finds_the_reference_boxes(fixture, tmp_path):
+def test_model_api_loads_the_scores_ir_and_finds_the_reference_boxes(fixture, scores_ir):
     """openvino model_api's YOLOv8 wrapper on our `--heads scores` IR finds the boxes its own rule finds in the
     output Ultralytics' code computed (same labels, scores within 1e-3, corners within a pixel)."""
     from model_api.adapters import OpenvinoAdapter
     from model_api.models import DetectionModel
 
-    name, path, reference = fixture
+    name, _, reference = fixture
     width, height = _size(reference)
-    result = CliRunner().invoke(main, ["convert", str(path), "-o", str(tmp_path), "--heads", "scores",
-                                       "--size", f"{width}x{height}"])
-    assert result.exit_code == 0, result.output
-    adapter = OpenvinoAdapter(ov.Core(), str(tmp_path / f"{name}.xml"), device="CPU",
+    adapter = OpenvinoAdapter(ov.Core(), str(scores_ir(name, f"{width}x{height}")), device="CPU",
                               plugin_config={"INFERENCE_PRECISION_HINT": "f32"})
     model = DetectionModel.create_model(adapter)
     assert type(model).__name__ in ("YOLOv8", "YOLO11")
