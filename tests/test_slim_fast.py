@@ -31,13 +31,21 @@ def test_the_fastest_allocation_that_wins_ships_and_a_slower_one_does_not_win():
     base = model("baseline", "baseline", "demo-csp", None, 0.2, 100.0)
     pairs = [pair(0.8, (0.49, 44.0), (0.52, 44.5)),  # +3 points within 3%: wins
              pair(0.88, (0.45, 32.0), (0.48, 33.5)),  # +3 points but 4.7% slower: does not win
-             pair(0.92, (0.40, 29.0), (0.43, 28.6))]  # +3 points, faster: wins, and is the fastest
+             pair(0.92, (0.40, 29.0), (0.43, 28.6)),  # +3 points, faster: wins, and is the fastest
+             pair(0.95, (0.38, 28.0), (0.395, 27.0))]  # 3.6% faster but +1.5 points: does not win
     goals, winner = slim_fast.goals_of(base, pairs, shipped_map50=0.5)
     assert winner is pairs[2][1]
-    assert [goal.endswith("met") for goal in goals[:3]] == [True, False, True]
+    assert [goal.endswith("met") for goal in goals[:4]] == [True, False, True, False]
     assert "+4.7%" in goals[1] and "**missed**" in goals[1]
     # the speed-up goal takes the fastest allocation at or above the shipped mAP50 when there is one
-    assert goals[3].startswith("best allocation (allocation 0.8)") and "2.25x" in goals[3]
+    assert goals[4].startswith("best allocation (allocation 0.8)") and "2.25x" in goals[4]
+
+
+def test_an_allocation_faster_by_more_than_3_percent_and_2_points_better_wins():
+    base = model("baseline", "baseline", "demo-csp", None, 0.2, 100.0)
+    pairs = [pair(0.88, (0.528, 29.11), (0.548, 27.73))]  # -4.7%, +2.0 points
+    goals, winner = slim_fast.goals_of(base, pairs, shipped_map50=0.609)
+    assert winner is pairs[0][1] and goals[0].endswith("met") and "-4.7%" in goals[0]
 
 
 def test_scores_by_epochs_lists_every_length_scored_and_marks_the_missing(tmp_path):
