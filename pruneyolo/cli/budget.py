@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import tempfile
 from pathlib import Path
@@ -72,9 +73,9 @@ def budget_of(args: dict, graph: Graph, calib: Calibration | None) -> tuple[Budg
     if args["target_fps"] is not None or args["target_ms"] is not None:
         raise ArgumentError(("target_fps", "target_ms", "target_like"), "(give exactly one)")
     reference = timed_reference(args["target_like"], graph.size, args, calib)
-    mosaics = -(-args["streams"] // tiles)
-    return Budget(ms=reference.ms * mosaics, streams=args["streams"], tiles=tiles, like=Path(reference.name).name,
-                  tolerance=LIKE_TOLERANCE), reference
+    budget = Budget(ms=reference.ms, streams=args["streams"], tiles=tiles, like=Path(reference.name).name,
+                    tolerance=LIKE_TOLERANCE)
+    return dataclasses.replace(budget, ms=reference.ms * budget.mosaics), reference  # ms per frame set
 
 
 def timed_reference(path: str, size: tuple[int, int], args: dict, calib: Calibration | None) -> Reference:
