@@ -121,7 +121,7 @@ def test_a_candidate_beside_the_reference_is_reported_on_the_reference_s_first_t
     from pruneyolo.bench import latency
 
     paces = iter([{"only": 30.0}, {"reference": 20.0, "candidate": 10.0}, {"reference": 60.0, "candidate": 45.0}])
-    monkeypatch.setattr(latency, "interleaved_ms", lambda *args: next(paces))
+    monkeypatch.setattr(latency, "turns_ms", lambda *args: next(paces))
     monkeypatch.setattr(latency, "ran_at", lambda compiled: "f32")
     graph = load_graph(DEMO, (64, 64))
     model = latency.network_model(graph, random_weights(graph, 0))

@@ -44,6 +44,7 @@ from pruneyolo.bench.latency import (
     network_model,
     predict_ms,
     profile,
+    turns_ms,
     uniform_graph,
 )
 from pruneyolo.darknet.graph import Graph, build_graph, load_graph
@@ -158,21 +159,22 @@ def irs(model: Model, folder: Path, calib: Path) -> dict[str, Path]:
 def time_side_by_side(base: Model, pairs: list[tuple[Model, Model]], xmls: dict[str, dict[str, Path]],
                       seconds: float) -> None:
     """Each pair's latency per storage (median of sync requests, LATENCY hint, default precision): the baseline,
-    the global prune and its allocation taking turns call by call (interleaved_ms), so that the pair and its
+    the global prune and its allocation taking turns call by call (turns_ms), so that the pair and its
     speed-up are measured in the same weather; the baseline's figure is the median over the pairs' sessions."""
     core, everyone = ov.Core(), [base, *[model for pair in pairs for model in pair]]
     for storage in ("fp32", "int8"):
-        read = {m.name: core.read_model(str(xmls[m.name][storage])) for m in everyone}
+        compiled = {m.name: core.compile_model(str(xmls[m.name][storage]), "CPU", compile_config("LATENCY", None))
+                    for m in everyone}
         base_ms = []
         for pair in pairs:
-            measured = interleaved_ms(core, {name: read[name] for name in (base.name, *(m.name for m in pair))}, "CPU",
-                                      None, 3 * seconds)
+            measured = turns_ms({name: compiled[name] for name in (base.name, *(m.name for m in pair))},
+                                3 * seconds)
             base_ms.append(measured[base.name])
             for model in pair:
                 model.ms[storage], model.base_ms[storage] = measured[model.name], measured[base.name]
         base.ms[storage] = base.base_ms[storage] = statistics.median(base_ms)
         for model in everyone:
-            model.ran[storage] = ran_at(core.compile_model(read[model.name], "CPU", compile_config("LATENCY", None)))
+            model.ran[storage] = ran_at(compiled[model.name])
         say(f"{storage} IRs at {SIZE[0]}x{SIZE[1]}: " + "; ".join(
             f"{g.name} {g.ms[storage]:.2f} ms, {a.name} {a.ms[storage]:.2f} ms, baseline {a.base_ms[storage]:.2f} ms"
             for g, a in pairs))

@@ -303,14 +303,18 @@ def conv_node_ms(core: ov.Core, model: ov.Model, device: str, precision: str | N
 
 def interleaved_ms(core: ov.Core, models: dict[str, ov.Model], device: str, precision: str | None,
                    seconds: float) -> dict[str, float]:
-    """Median ms per model of sync calls (LATENCY hint), the models taking turns for `seconds` in all, each run
-    BURST times in a row and the first (caches cold from the others) not timed: a machine whose speed drifts slows
-    each of them alike (the ratio of two equal networks timed so stays within 1.6% on a VM whose speed moves 40%)."""
-    compiled = {name: core.compile_model(model, device, compile_config("LATENCY", precision))
-                for name, model in models.items()}
+    """`turns_ms` of the models compiled for sync calls (LATENCY hint)."""
+    return turns_ms({name: core.compile_model(model, device, compile_config("LATENCY", precision))
+                     for name, model in models.items()}, seconds)
+
+
+def turns_ms(compiled: dict[str, ov.CompiledModel], seconds: float) -> dict[str, float]:
+    """Median ms per model of sync calls, the models taking turns for `seconds` in all, each run BURST times in a
+    row and the first (caches cold from the others) not timed: a machine whose speed drifts slows each of them
+    alike (the ratio of two equal networks timed so stays within 1.6% on a VM whose speed moves 40%)."""
     calls = {name: functools.partial(one.create_infer_request().infer, random_inputs(one))
              for name, one in compiled.items()}
-    times: dict[str, list[float]] = {name: [] for name in models}
+    times: dict[str, list[float]] = {name: [] for name in compiled}
     deadline = time.perf_counter() + seconds
     while time.perf_counter() < deadline or min(map(len, times.values())) < 3:
         for name, call in calls.items():
@@ -336,10 +340,8 @@ class Reference:
     @staticmethod
     def timed(name: str, graph: Graph, model: ov.Model, device: str, precision: str | None,
               seconds: float) -> Reference:
-        core = ov.Core()
-        ms = interleaved_ms(core, {name: model}, device, precision, seconds)[name]
-        compiled = core.compile_model(model, device, compile_config("LATENCY", precision))
-        return Reference(name, graph, model, ms, ran_at(compiled))
+        compiled = ov.Core().compile_model(model, device, compile_config("LATENCY", precision))
+        return Reference(name, graph, model, turns_ms({name: compiled}, seconds)[name], ran_at(compiled))
 
     def beside(self, model: ov.Model, device: str, precision: str | None, seconds: float) -> float:
         """A candidate's ms timed in turns with the reference (interleaved_ms), on the reference's first-timed
