@@ -48,6 +48,20 @@ def test_an_allocation_faster_by_more_than_3_percent_and_2_points_better_wins():
     assert winner is pairs[0][1] and goals[0].endswith("met") and "-4.7%" in goals[0]
 
 
+def test_the_allocation_meeting_the_deployment_targets_ships_even_just_short_of_2_points():
+    """60 epochs at the shipped budget: +1.9 points at -5.1% misses the pair target, but 4.53x at mAP50 0.671 meets
+    the speed-up and mAP50 targets and beats its global prune on both: it ships. Scoring below its global prune,
+    it would not."""
+    base = model("baseline", "baseline", "demo-csp", None, 0.206, 121.62)
+    pairs = [pair(0.88, (0.652, 28.26), (0.671, 26.82))]
+    for glob, alloc in pairs:
+        glob.base_ms = alloc.base_ms = {"fp32": 121.62}
+    goals, winner = slim_fast.goals_of(base, pairs, shipped_map50=0.609)
+    assert winner is pairs[0][1] and "**missed**" in goals[0] and goals[1].endswith("met") and "4.53x" in goals[1]
+    pairs[0][1].metrics.map50 = 0.645
+    assert slim_fast.goals_of(base, pairs, shipped_map50=0.609)[1] is None
+
+
 def test_scores_by_epochs_lists_every_length_scored_and_marks_the_missing(tmp_path):
     scores = {"prune_0.88_e5": 0.365, "alloc_0.88_e5": 0.363, "prune_0.88_e10": 0.449, "alloc_0.88_e10": 0.462,
               "prune_0.92_e10": 0.406, "alloc_0.92_e10": 0.432, "prune_0.92": 0.1}  # the last: no epoch count
