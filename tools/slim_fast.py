@@ -6,7 +6,8 @@ For each global percent: prune as slim_demo does, measure the prune's latency at
 default precision, allocate on the profiled table (`prune --allocate latency`) until an allocation measures within
 3% of it (the two taking turns call by call), fine-tune both the same epochs from the same sparsity model, score
 both, and time both (FP32 IR at the default precision, INT8 IR) with the baseline, taking turns call by call.
-Writes the Pareto chart, a section of docs/results.md and, when the allocation wins, cfgs/prune_fast.cfg + .weights.
+Writes the Pareto chart, a section of docs/results.md and cfgs/prune_fast.cfg + .weights: the best allocation when
+it meets the speed-up and mAP50 targets without losing to its global prune, else the fastest that wins its pair.
 """
 
 from __future__ import annotations
