@@ -39,6 +39,11 @@ if TYPE_CHECKING:
     from pruneyolo.export.quantize import Calibration
 
 
+def mosaics_for(streams: int, tiles: int) -> int:
+    """Inferences that serve one frame of each of `streams` tiled `tiles` to a mosaic."""
+    return math.ceil(streams / tiles)
+
+
 @dataclass(frozen=True)
 class Budget:
     """What a model must sustain: `fps` frames/s on each of `streams` streams, or one frame of every stream within
@@ -63,7 +68,7 @@ class Budget:
 
     @property
     def mosaics(self) -> int:
-        return math.ceil(self.streams / self.tiles)
+        return mosaics_for(self.streams, self.tiles)
 
     @property
     def hint(self) -> str:

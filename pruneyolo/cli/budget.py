@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 import tempfile
 from pathlib import Path
@@ -65,7 +64,7 @@ def mosaic_tiles(streams: int, graph: Graph) -> int:
 
 def budget_of(args: dict, graph: Graph, calib: Calibration | None) -> tuple[Budget, Reference | None]:
     """The budget of the options; with --target-like, the reference model built as candidates are and timed."""
-    from pruneyolo.bench.budget import Budget
+    from pruneyolo.bench.budget import Budget, mosaics_for
 
     tiles = mosaic_tiles(args["streams"], graph)
     if args["target_like"] is None:
@@ -73,9 +72,8 @@ def budget_of(args: dict, graph: Graph, calib: Calibration | None) -> tuple[Budg
     if args["target_fps"] is not None or args["target_ms"] is not None:
         raise ArgumentError(("target_fps", "target_ms", "target_like"), "(give exactly one)")
     reference = timed_reference(args["target_like"], graph.size, args, calib)
-    budget = Budget(ms=reference.ms, streams=args["streams"], tiles=tiles, like=Path(reference.name).name,
-                    tolerance=LIKE_TOLERANCE)
-    return dataclasses.replace(budget, ms=reference.ms * budget.mosaics), reference  # ms per frame set
+    return Budget(ms=reference.ms * mosaics_for(args["streams"], tiles), streams=args["streams"], tiles=tiles,
+                  like=Path(reference.name).name, tolerance=LIKE_TOLERANCE), reference  # ms per frame set
 
 
 def timed_reference(path: str, size: tuple[int, int], args: dict, calib: Calibration | None) -> Reference:
