@@ -15,6 +15,7 @@ from pruneyolo.cli.main import main
 from pruneyolo.data.synth import (
     ANGLES,
     CLASSES,
+    NOISE_MEAN,
     SPLITS,
     SceneStream,
     make_dataset,
@@ -179,10 +180,10 @@ def numpy_scene_frame(stream: SceneStream) -> np.ndarray:
         region = frame[y0:y0 + sprite.side, x0:x0 + sprite.side]
         np.copyto(region, sprite.pixels[step], where=sprite.masks[step].astype(bool)[..., None])
     dx, dy = stream.rng.integers(0, 32, 2)
-    noisy = np.minimum(frame.astype(np.int32) + stream.noise[dy:dy + stream.height, dx:dx + stream.width], 255)
-    flicker = 1 + 0.03 * math.sin(stream.frame_index * 0.21) + stream.rng.uniform(-0.01, 0.01)
+    noisy = frame.astype(np.int32) + stream.noise[dy:dy + stream.height, dx:dx + stream.width]
+    drift = 4 * math.sin(stream.frame_index * 0.21) + stream.rng.uniform(-1.5, 1.5)
     stream.advance()
-    return cv2.convertScaleAbs(noisy.astype(np.uint8), alpha=flicker, beta=-8 * flicker)
+    return np.clip(np.minimum(noisy, 255) - NOISE_MEAN + round(drift), 0, 255).astype(np.uint8)
 
 
 def test_scene_stream_frames_equal_a_numpy_compositing():

@@ -29,6 +29,7 @@ MIN_VISIBLE = 0.4  # objects showing less than this fraction of their pixels are
 MIN_PIXELS = 24  # ... and so are objects showing fewer pixels than this
 SUBPIXEL = 4  # fractional bits for cv2 polygon drawing
 ANGLES = 72  # SceneStream precomputes its sprites at this many rotations
+NOISE_MEAN = 8  # SceneStream's sensor noise is added as uint8 around this level, then taken out again
 LETTERS = "abcdefghkmnrsuvwyz"  # no o, t, x: they resemble target shapes
 
 
@@ -454,28 +455,35 @@ class SceneStream:
         self.velocities = np.stack([np.cos(heading), np.sin(heading)], 1) * speeds
         self.angles = rng.uniform(0, ANGLES, objects)
         self.spins = rng.uniform(0.1, 0.3, objects) * rng.choice([-1, 1], objects)
-        noise = rng.normal(0, 3, (height + 32, width + 32, 3)) + 8
+        noise = rng.normal(0, 3, (height + 32, width + 32, 3)) + NOISE_MEAN
         self.noise = np.clip(noise, 0, 255).astype(np.uint8)
         self.rng = rng
         self.frame_index = 0
 
     def read(self) -> tuple[np.ndarray, np.ndarray]:
         """The next frame and its boxes."""
-        frame = self.backdrop.copy()
+        dx, dy = self.rng.integers(0, 32, 2)
+        noise = self.noise[dy:dy + self.height, dx:dx + self.width]
+        frame = cv2.add(self.backdrop, noise)  # one pass makes the frame; the objects get the same noise below
         boxes = np.empty((len(self.sprites), 5), np.float32)
         for index, sprite in enumerate(self.sprites):
             step = int(self.angles[index]) % ANGLES
             x0, y0 = np.round(self.centres[index] - sprite.side / 2).astype(int)
-            region = frame[y0:y0 + sprite.side, x0:x0 + sprite.side]
-            cv2.copyTo(sprite.pixels[step], sprite.masks[step], dst=region)  # 5x np.copyto(where=)
+            window = np.s_[y0:y0 + sprite.side, x0:x0 + sprite.side]
+            cv2.copyTo(cv2.add(sprite.pixels[step], noise[window]), sprite.masks[step], dst=frame[window])
             boxes[index, 0] = sprite.cls
             boxes[index, 1:] = sprite.boxes[step] + [x0, y0, x0, y0]
-        dx, dy = self.rng.integers(0, 32, 2)
-        cv2.add(frame, self.noise[dy:dy + self.height, dx:dx + self.width], dst=frame)
-        flicker = 1 + 0.03 * math.sin(self.frame_index * 0.21) + self.rng.uniform(-0.01, 0.01)
-        cv2.convertScaleAbs(frame, dst=frame, alpha=flicker, beta=-8 * flicker)
+        self.flicker(frame)
         self.advance()
         return frame, boxes
+
+    def flicker(self, frame: np.ndarray) -> None:
+        """Brighten or darken the whole frame by a few levels in place (saturating), as auto-exposure drifts; it
+        also takes the noise's mean of 8 back out."""
+        drift = 4 * math.sin(self.frame_index * 0.21) + self.rng.uniform(-1.5, 1.5)
+        darken = NOISE_MEAN - round(drift)
+        if darken:
+            (cv2.subtract if darken > 0 else cv2.add)(frame, (abs(darken),) * 3 + (0,), dst=frame)
 
     def advance(self) -> None:
         """Move every object one frame on, bouncing off the frame edges."""
