@@ -171,27 +171,32 @@ def test_scene_stream_is_deterministic_and_returns_fresh_frames():
     assert not np.array_equal(other.read()[1], boxes)
 
 
-def numpy_scene_frame(stream: SceneStream) -> np.ndarray:
-    """The next frame of `stream` (advanced), composited with numpy alone: SceneStream.read's twin."""
+def numpy_scene_frame(stream: SceneStream) -> tuple[np.ndarray, np.ndarray]:
+    """The next frame of `stream` (advanced) and its boxes, composited with numpy alone, one object at a time:
+    SceneStream.read's twin."""
+    noise_x, noise_y, jitter = stream.rng.random(3)
     frame = stream.backdrop.copy()
+    boxes = []
     for index, sprite in enumerate(stream.sprites):
         step = int(stream.angles[index]) % ANGLES
-        x0, y0 = np.round(stream.centres[index] - sprite.side / 2).astype(int)
+        x0, y0 = (int(v) for v in np.round(stream.centres[index] - sprite.side / 2))
         region = frame[y0:y0 + sprite.side, x0:x0 + sprite.side]
         np.copyto(region, sprite.pixels[step], where=sprite.masks[step].astype(bool)[..., None])
-    dx, dy = stream.rng.integers(0, 32, 2)
-    noisy = frame.astype(np.int32) + stream.noise[dy:dy + stream.height, dx:dx + stream.width]
-    drift = 4 * math.sin(stream.frame_index * 0.21) + stream.rng.uniform(-1.5, 1.5)
+        boxes.append([sprite.cls, *(sprite.boxes[step].astype(np.float64) + [x0, y0, x0, y0])])
+    x, y = int(noise_x * 32), int(noise_y * 32)
+    noisy = np.minimum(frame.astype(np.int32) + stream.noise[y:y + stream.height, x:x + stream.width], 255)
+    drift = round(4 * math.sin(stream.frame_index * 0.21) + 3 * jitter - 1.5)
     stream.advance()
-    return np.clip(np.minimum(noisy, 255) - NOISE_MEAN + round(drift), 0, 255).astype(np.uint8)
+    return np.clip(noisy - NOISE_MEAN + drift, 0, 255).astype(np.uint8), np.array(boxes, np.float32)
 
 
 def test_scene_stream_frames_equal_a_numpy_compositing():
     stream = SceneStream(5, 320, 240, objects=12)
     for _ in range(6):
         twin = copy.deepcopy(stream)
-        frame = stream.read()[0]
-        assert np.array_equal(frame, numpy_scene_frame(twin))
+        frame, boxes = stream.read()
+        twin_frame, twin_boxes = numpy_scene_frame(twin)
+        assert np.array_equal(frame, twin_frame) and np.array_equal(boxes, twin_boxes)
     assert (frame != stream.backdrop).any(axis=-1).mean() > 0.5
 
 

@@ -446,7 +446,9 @@ class SceneStream:
         classes = rng.permutation(np.resize(np.arange(len(CLASSES)), max(objects, 1)))[:objects]
         side = min(width, height)
         self.sprites = [make_sprite(rng, int(c), rng.uniform(0.04, 0.14) * side) for c in classes]
-        sides = np.array([s.side for s in self.sprites], np.float64)
+        self.sides = sides = np.array([s.side for s in self.sprites], np.float64)
+        self.classes = np.array([s.cls for s in self.sprites], np.float32)
+        self.sprite_boxes = np.stack([s.boxes for s in self.sprites]) if self.sprites else np.zeros((0, ANGLES, 4))
         self.low = sides / 2
         self.high = np.stack([width - sides / 2, height - sides / 2], 1)
         self.centres = rng.uniform(self.low[:, None], self.high)
@@ -462,26 +464,26 @@ class SceneStream:
 
     def read(self) -> tuple[np.ndarray, np.ndarray]:
         """The next frame and its boxes."""
-        dx, dy = self.rng.integers(0, 32, 2)
-        noise = self.noise[dy:dy + self.height, dx:dx + self.width]
+        noise_x, noise_y, jitter = self.rng.random(3)  # one draw: a call costs more than the numbers
+        noise_x, noise_y = int(noise_x * 32), int(noise_y * 32)
+        noise = self.noise[noise_y:noise_y + self.height, noise_x:noise_x + self.width]
         frame = cv2.add(self.backdrop, noise)  # one pass makes the frame; the objects get the same noise below
-        boxes = np.empty((len(self.sprites), 5), np.float32)
-        for index, sprite in enumerate(self.sprites):
-            step = int(self.angles[index]) % ANGLES
-            x0, y0 = np.round(self.centres[index] - sprite.side / 2).astype(int)
+        steps = self.angles.astype(np.int64) % ANGLES
+        corners = np.round(self.centres - self.sides[:, None] / 2).astype(np.int64)
+        for sprite, step, (x0, y0) in zip(self.sprites, steps.tolist(), corners.tolist(), strict=True):
             window = np.s_[y0:y0 + sprite.side, x0:x0 + sprite.side]
-            cv2.copyTo(cv2.add(sprite.pixels[step], noise[window]), sprite.masks[step], dst=frame[window])
-            boxes[index, 0] = sprite.cls
-            boxes[index, 1:] = sprite.boxes[step] + [x0, y0, x0, y0]
-        self.flicker(frame)
+            cv2.add(sprite.pixels[step], noise[window], dst=frame[window], mask=sprite.masks[step])
+        boxes = np.empty((len(self.sprites), 5), np.float32)
+        boxes[:, 0] = self.classes
+        boxes[:, 1:] = self.sprite_boxes[np.arange(len(steps)), steps] + np.tile(corners, 2)
+        self.flicker(frame, 3 * jitter - 1.5)
         self.advance()
         return frame, boxes
 
-    def flicker(self, frame: np.ndarray) -> None:
+    def flicker(self, frame: np.ndarray, jitter: float) -> None:
         """Brighten or darken the whole frame by a few levels in place (saturating), as auto-exposure drifts; it
-        also takes the noise's mean of 8 back out."""
-        drift = 4 * math.sin(self.frame_index * 0.21) + self.rng.uniform(-1.5, 1.5)
-        darken = NOISE_MEAN - round(drift)
+        also takes the noise's mean back out."""
+        darken = NOISE_MEAN - round(4 * math.sin(self.frame_index * 0.21) + jitter)
         if darken:
             (cv2.subtract if darken > 0 else cv2.add)(frame, (abs(darken),) * 3 + (0,), dst=frame)
 
