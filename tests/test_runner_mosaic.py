@@ -199,6 +199,25 @@ def test_nms_on_dense_clusters_keeps_what_greedy_nms_keeps(limit):
     assert nms(boxes, scores, groups, 0.45, limit).tolist() == greedy_reference(boxes, scores, groups, 0.45, limit)
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_nms_with_scores_of_zero_hollow_boxes_and_ties_keeps_what_greedy_nms_keeps(seed):
+    """Scores of 0 (--conf 0), tied scores, and boxes without area (empty, inverted) among overlapping ones."""
+    rng = np.random.default_rng(seed)
+    corners = rng.uniform(0, 60, (120, 2))
+    boxes = np.concatenate([corners, corners + rng.uniform(-2, 25, (120, 2))], 1).astype(np.float32)
+    boxes[::17, 2] = boxes[::17, 0]  # empty: IoU 0 with everything, itself included
+    scores = rng.choice([0.0, 0.0, 0.25, 0.5, 0.75], 120).astype(np.float32)
+    groups = rng.integers(0, 2, 120)
+    expected = greedy_reference(np.maximum(boxes, boxes[:, [0, 1, 0, 1]]), scores, groups, 0.45)  # inverted: empty
+    assert nms(boxes, scores, groups, 0.45).tolist() == expected
+
+
+def test_nms_is_not_upset_by_a_box_of_infinite_extent():
+    boxes = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [5, 5, np.inf, 20], [np.nan, 0, 4, 4]], np.float32)
+    scores = np.array([0.9, 0.8, 0.95, 0.7], np.float32)
+    assert nms(boxes, scores, np.array([0, 0, 1, 0]), 0.45).tolist() == [2, 0, 3]
+
+
 def test_candidates_keep_row_order_and_skip_nan_objectness():
     found = candidates(rows([10, 10, 4, 4, np.nan, 1, 0], [20, 20, 2, 2, 0.5, 0, 1], [30, 30, 2, 2, 0.2, 1, 0],
                             [40, 40, 2, 2, 0.9, 0.9, 0.1]), conf=0.25)

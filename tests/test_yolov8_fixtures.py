@@ -109,12 +109,14 @@ def test_structure_names_and_parameters_come_from_the_checkpoint(fixture):
 def test_model_api_loads_the_scores_ir_as_yolov8_and_finds_the_reference_boxes(scores_ir):
     """openvino-model-api's YOLOv8 wrapper on the IR (its own letterbox: a no-op at the model's size) gives the
     boxes that Ultralytics' decoded output gives after pruneyolo's confidence filter and NMS."""
+    from model_api.adapters import OpenvinoAdapter
     from model_api.models import DetectionModel
 
     name = "v8n_stock"
     reference = np.load(FIXTURES / f"{name}.ref.npz")
-    model = DetectionModel.create_model(str(scores_ir(name, "320x320")), device="CPU", preload=True,
-                                        configuration={"confidence_threshold": CONFIDENCE_THRESHOLD})
+    adapter = OpenvinoAdapter(ov.Core(), str(scores_ir(name, "320x320")), device="CPU",
+                              plugin_config={"INFERENCE_PRECISION_HINT": "f32"})  # the default may be bf16
+    model = DetectionModel.create_model(adapter, configuration={"confidence_threshold": CONFIDENCE_THRESHOLD})
     assert type(model).__name__ == "YOLOv8"
     found = model(reference["image"])
     expected, _ = select(rows_from_scores(reference["decoded"]), lambda boxes: np.zeros(len(boxes), np.int64),

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 MAX_CANDIDATES = 4096
-NMS_MATRIX_MAX = 512  # up to this many boxes NMS computes all IoUs at once (2 MB of booleans and floats)
 
 
 @dataclass(frozen=True)
@@ -57,35 +57,25 @@ def box_iou(first: np.ndarray, second: np.ndarray) -> np.ndarray:
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, groups: np.ndarray, iou: float, limit: int | None = None) -> np.ndarray:
-    """Greedy NMS that only suppresses within a group; returns kept indices, best score first (the first `limit`:
-    greedy NMS decides each box from better ones only, so stopping there changes none of them).
+    """Greedy NMS that only suppresses within a group; returns kept indices, best score first, ties in input order
+    (the first `limit`: greedy NMS decides each box from better ones only, so stopping there changes none of them).
 
-    Groups are separated by shifting each one's boxes into its own far-apart square, so one pass serves all.
+    OpenCV's NMSBoxes does the greedy scan (IoU <= iou kept, compared in float32), on ranks rather than scores so
+    its order is exactly this one, and on each group's boxes shifted into a far-apart square of their own. Boxes
+    without area (an empty, inverted or non-finite extent) overlap nothing: they are kept and suppress nothing.
     """
-    if len(scores) == 0:
-        return np.zeros(0, np.int64)
-    span = float(np.abs(boxes).max()) * 2 + 1
-    shifted = boxes + (groups.astype(np.float64) * span)[:, None]
     order = np.argsort(-scores, kind="stable")
-    if len(order) <= NMS_MATRIX_MAX:  # one IoU matrix, then a scan of booleans: the common, small case
-        overlaps = box_iou(shifted[order], shifted[order]) > iou
-        alive = np.ones(len(order), bool)
-        keep = []
-        rank = 0
-        while len(keep) != limit:  # visits kept boxes only: the next alive rank is one argmax away
-            keep.append(order[rank])
-            alive &= ~overlaps[rank]
-            alive[rank] = False
-            rank = int(alive.argmax())
-            if not alive[rank]:
-                break
-        return np.asarray(keep, np.int64)
-    keep = []
-    while len(order) and len(keep) != limit:
-        best, order = order[0], order[1:]
-        keep.append(best)
-        order = order[box_iou(shifted[best][None], shifted[order])[0] <= iou]
-    return np.asarray(keep, np.int64)
+    rank = np.empty(len(order), np.float32)
+    rank[order] = np.arange(len(order), 0, -1)  # exact in float32 up to 2**24 boxes, far above MAX_CANDIDATES
+    solid = np.flatnonzero(np.isfinite(boxes).all(1) & (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1]))
+    kept = np.ones(len(order), bool)
+    if len(solid):
+        corners = boxes[solid].astype(np.float64)
+        corners += (groups[solid] * (np.abs(corners).max() * 2 + 1))[:, None]
+        corners[:, 2:] -= corners[:, :2]  # x, y, width, height: x + width gives back x2 exactly in float64
+        kept[solid] = False
+        kept[solid[np.asarray(cv2.dnn.NMSBoxes(corners, rank[solid], 0.0, iou), np.int64).reshape(-1)]] = True
+    return order[kept[order]][:limit]
 
 
 def select(rows: np.ndarray, tiles_of, conf: float, iou: float) -> tuple[Detections, np.ndarray]:
