@@ -36,7 +36,7 @@ def candidates(rows: np.ndarray, conf: float) -> Detections:
     rows = confident_rows(rows, conf)
     class_scores = rows[:, 5:] * rows[:, 4:5]
     classes = class_scores.argmax(1) if len(rows) else np.zeros(0, np.int64)
-    scores = class_scores[np.arange(len(rows)), classes]
+    scores = class_scores.max(1)
     keep = np.flatnonzero(scores >= conf)
     if len(keep) > MAX_CANDIDATES:
         keep = keep[np.argsort(-scores[keep], kind="stable")[:MAX_CANDIDATES]]

@@ -72,8 +72,10 @@ def paste(mosaic: np.ndarray, layout: Layout, tile: int, frame: np.ndarray) -> P
 
 def tile_of(centres_x: np.ndarray, centres_y: np.ndarray, layout: Layout) -> np.ndarray:
     """Tile index holding each (cx, cy) mosaic point; points outside the input clamp to the border tiles."""
-    col = np.clip((centres_x // layout.tile_width).astype(np.int64), 0, layout.cols - 1)
-    row = np.clip((centres_y // layout.tile_height).astype(np.int64), 0, layout.rows - 1)
+    col = (centres_x // layout.tile_width).astype(np.int64)
+    row = (centres_y // layout.tile_height).astype(np.int64)
+    np.minimum(np.maximum(col, 0, out=col), layout.cols - 1, out=col)  # np.clip costs twice as much on few boxes
+    np.minimum(np.maximum(row, 0, out=row), layout.rows - 1, out=row)
     return row * layout.cols + col
 
 

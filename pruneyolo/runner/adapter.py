@@ -125,7 +125,7 @@ class Adapter:
             raise PruneyoloError(f"{xml}: expected a [1, H, W, 3] u8 BGR input, got {shape}")
         self.compiled = core.compile_model(model, device, compile_config(hint, precision, nireq))
         self.requests = int(nireq or self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
-        self.idle: queue.Queue[ov.InferRequest] = queue.Queue()
+        self.idle: queue.SimpleQueue[ov.InferRequest] = queue.SimpleQueue()
         for _ in range(self.requests):
             self.idle.put(self.compiled.create_infer_request())
         self.in_flight: queue.Queue = queue.Queue()  # (request, userdata, submitted) in order; None ends

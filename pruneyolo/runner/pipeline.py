@@ -106,7 +106,7 @@ class Pipeline:
         self.groups = [list(range(start, min(start + tiles, len(specs)))) for start in range(0, len(specs), tiles)]
         self.metrics = RunStats([StreamStats(spec.text) for spec in specs])
         self.views = [blank_mosaic(layout) for _ in self.groups] if any(s.needs_view for s in sinks) else None
-        self.results: queue.Queue = queue.Queue()
+        self.results: queue.SimpleQueue = queue.SimpleQueue()
         self.pool = MosaicPool(layout, backend.shared_tensor)
         self.finished: dict[int, tuple] = {}
         self.submitted = 0
