@@ -12,6 +12,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import openvino as ov
 import pytest
 from click.testing import CliRunner
 from runner_support import cell_centre_scene, make_ir
@@ -22,6 +23,7 @@ from pruneyolo.detect.decode import rows_of
 from pruneyolo.detect.mosaic import Layout
 from pruneyolo.errors import PruneyoloError
 from pruneyolo.runner.adapter import Adapter, check_device, copies
+from pruneyolo.runner.metrics import PythonThreadsClock
 from pruneyolo.runner.outputs import JsonlSink
 from pruneyolo.runner.pipeline import Pipeline, RunOptions, centre_tiles
 from pruneyolo.runner.server import LiveState
@@ -183,6 +185,39 @@ def test_memory_is_bounded_over_2000_frames(tiny_ir, tmp_path):
     samples.append(rss_mb())
     assert report["frames"] == 2000
     assert len(samples) >= 2 and max(samples) - samples[0] < 50, samples
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="per-thread CPU comes from Linux's /proc")
+def test_python_threads_clock_counts_python_threads_and_not_the_runtimes(tiny_ir):
+    """A Python thread's busy loop counts, also after the thread ended; OpenVINO's own threads do not."""
+    clock = PythonThreadsClock()
+    used, spun, release = [], threading.Event(), threading.Event()
+
+    def spin():
+        started = time.thread_time()
+        while time.thread_time() - started < 0.3:
+            pass
+        used.append(time.thread_time() - started)
+        spun.set()
+        release.wait()
+
+    before = clock()
+    worker = threading.Thread(target=spin)
+    worker.start()
+    spun.wait()
+    during = clock()
+    release.set()
+    worker.join()
+    assert abs(during - before - used[0]) < 0.05  # whole clock ticks: 10 ms each here
+    assert during <= clock() < during + 0.03  # what the ended thread used still counts
+    compiled = ov.Core().compile_model(str(tiny_ir), "CPU", {"INFERENCE_NUM_THREADS": "1"})
+    request = compiled.create_infer_request()
+    image = np.zeros(tuple(compiled.input(0).get_shape()), np.uint8)
+    before, process_before = clock(), time.process_time()
+    while time.process_time() - process_before < 0.4:
+        request.start_async({0: image})
+        request.wait()  # the GIL released: the inference runs on OpenVINO's thread
+    assert clock() - before < 0.5 * (time.process_time() - process_before)
 
 
 def test_absent_device_is_one_line_naming_what_exists():

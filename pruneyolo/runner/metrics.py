@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import collections
+import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -83,6 +85,29 @@ class RunStats:
                 "mosaics": self.mosaics, "inferences_per_s": round(self.mosaics / elapsed, 2),
                 "dropped": sum(s.get("dropped", 0) for s in streams), "lost": self.lost,
                 "stage_ms": {k: round(v, 3) for k, v in self.stage_ms().items()}, "streams": streams}
+
+
+class PythonThreadsClock:
+    """CPU seconds of this process's Python threads (capture, scheduling, decoding, sinks, hand-overs: the
+    runner's own work; the other threads are the inference runtime's), from /proc; None where there is none.
+    A thread that has ended keeps what it was last seen to have used."""
+
+    def __init__(self):
+        self.seen: dict[int, float] = {}
+        self.tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+    def __call__(self) -> float | None:
+        if not os.path.isdir("/proc/self/task"):
+            return None
+        for thread in threading.enumerate():
+            try:
+                with open(f"/proc/self/task/{thread.native_id}/stat", "rb") as stat:
+                    fields = stat.read().rpartition(b")")[2].split()
+            except (OSError, TypeError):  # ended meanwhile, or not started (native_id None)
+                continue
+            self.seen[thread.native_id] = max(self.seen.get(thread.native_id, 0.0),
+                                              (int(fields[11]) + int(fields[12])) / self.tick)  # utime + stime
+        return sum(self.seen.values())
 
 
 class PeriodicStatus:

@@ -20,7 +20,7 @@ from pruneyolo.detect.decode import rows_of
 from pruneyolo.detect.mosaic import Layout, Placement, blank_mosaic, tile_of, to_mosaic, to_sources
 from pruneyolo.runner.backend import Backend
 from pruneyolo.runner.compose import Mosaic, MosaicPool
-from pruneyolo.runner.metrics import RunStats, StreamStats
+from pruneyolo.runner.metrics import PythonThreadsClock, RunStats, StreamStats
 from pruneyolo.runner.outputs import Sink, draw_boxes, draw_caption, draw_no_signal
 from pruneyolo.runner.sources import Capture, CapturePolicy, Frame, SourceSpec
 
@@ -112,7 +112,8 @@ class Pipeline:
         self.submitted = 0
         self.next_seq = 0
         self.published_at = 0.0
-        self.steady: list[tuple[float, float, int]] = []  # (monotonic, process CPU, mosaics): first, last mark
+        self.python_cpu = PythonThreadsClock()
+        self.steady: list[tuple] = []  # (monotonic, process CPU, mosaics, Python threads' CPU): first, last mark
         backend.on_result = self._on_result
         if backend.info.heads_mode == "decoded":
             backend.keep = self._keep_confident
@@ -128,15 +129,18 @@ class Pipeline:
     def snapshot(self) -> dict:
         """The metrics, plus the steady state from the first finished mosaic on (start-up and compilation left
         out, as benchmark_app leaves them out): inferences/s and this process's CPU time (capture, runner and
-        inference threads) per inference, marked at most every STATUS_EVERY seconds."""
+        inference threads) per inference, and the part of it its Python threads used (everything but the
+        inference runtime's threads), marked at most every STATUS_EVERY seconds."""
         snapshot = self.metrics.snapshot(self.captures)
         if servers := self.backend.server_stats():
             snapshot["servers"] = servers
         if self.steady and self.steady[1][2] > self.steady[0][2]:
-            (first, first_cpu, first_count), (last, last_cpu, last_count) = self.steady
+            (first, first_cpu, first_count, first_python), (last, last_cpu, last_count, last_python) = self.steady
             count = last_count - first_count
             snapshot.update(steady_inferences_per_s=round(count / max(last - first, 1e-9), 2),
                             cpu_ms_per_inference=round(1000 * (last_cpu - first_cpu) / count, 3))
+            if first_python is not None:
+                snapshot["python_cpu_ms_per_inference"] = round(1000 * (last_python - first_python) / count, 3)
         return snapshot
 
     def run(self, stop: threading.Event) -> dict:
@@ -156,6 +160,7 @@ class Pipeline:
                     self._finish_ready()
                 self._publish_due()
         finally:
+            self.python_cpu()  # the capture threads' CPU, before they end
             for capture in self.captures:
                 capture.stop()
             try:
@@ -230,7 +235,7 @@ class Pipeline:
 
     def _mark(self, now: float) -> None:
         """Note the time, process CPU time and mosaics finished, for the steady-state figures."""
-        mark = (now, time.process_time(), self.metrics.mosaics)
+        mark = (now, time.process_time(), self.metrics.mosaics, self.python_cpu())
         self.steady = [self.steady[0] if self.steady else mark, mark]
 
     def _finish_ready(self) -> None:
