@@ -1,5 +1,6 @@
 """`pruneyolo bench`: every row on a tiny cfg, the chart, benchmark_app parsing, peaks and per-layer stages."""
 
+import os
 from pathlib import Path
 
 import openvino as ov
@@ -52,6 +53,8 @@ def test_bench_command_prints_every_row_and_writes_the_chart(demo_weights, tmp_p
     for label in ("IR f32", "IR f16", "IR int8", "OpenCV DNN", "ONNX Runtime", "PyTorch eager", "peak GFLOP/s",
                   "synthetic scenes", "(default)"):
         assert label in result.output
+    host = ov.Core().get_property("CPU", "FULL_DEVICE_NAME")
+    assert f"host: {host}, {os.cpu_count()} logical cores, capabilities " in result.output.replace("\n", " ")
     assert chart.read_bytes().startswith(PNG_MAGIC)
 
 

@@ -97,6 +97,9 @@ def test_bench_tool_runs_its_smallest_mode_without_bf16(name, tmp_path, demo_ir)
     assert "Traceback" not in done.stderr and "IR bf16 " not in done.stdout.replace("skip IR bf16:", "")
     for word in words:
         assert word in done.stdout, done.stdout[-3000:]
+    host = next(line for line in done.stdout.splitlines() if "host: " in line)  # the CPU as the tool saw it
+    assert ov.Core().get_property("CPU", "FULL_DEVICE_NAME") in host and "default precision f32" in host
+    assert "BF16" not in host and f"{os.cpu_count()} logical cores" in host
     assert (ROOT / ".venv").exists() == had_venv  # PRUNEYOLO_PYTHON: no .venv set up by tools/_venv.sh
 
 

@@ -26,12 +26,13 @@ from pruneyolo.bench.variants import (
     OPENVINO_VARIANTS,
     VARIANTS,
     cpu_capabilities,
+    default_precision,
+    host_line,
     variant_name,
 )
 from pruneyolo.darknet.cfg import format_cfg
 from pruneyolo.darknet.graph import Graph
 from pruneyolo.errors import PruneyoloError
-from pruneyolo.export.precision import precision_name
 from pruneyolo.export.quantize import Calibration
 from pruneyolo.files import atomic_write, write_png
 from pruneyolo.runner.adapter import compile_config, ran_at
@@ -68,6 +69,7 @@ class BenchResult:
     default_precision: str
     notes: list[str] = field(default_factory=list)
     load: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    host: str = ""  # variants.host_line of the machine it ran on
 
     def timing(self, variant: str) -> Timing | None:
         return next((t for t in self.timings if t.variant == variant), None)
@@ -287,12 +289,6 @@ def available_variants(core: ov.Core, wanted: tuple[str, ...]) -> tuple[str, ...
     return tuple(v for v in wanted if v != "ir-bf16" or has_bf16)
 
 
-def default_precision(core: ov.Core) -> str:
-    """The precision the CPU compiles at by default (bf16 only where it has bf16)."""
-    default = precision_name(core.get_property("CPU", "INFERENCE_PRECISION_HINT"))
-    return "f32" if default == "bf16" and "BF16" not in cpu_capabilities(core) else default
-
-
 def write_irs(graph: Graph, weights, workdir: Path, variants: tuple[str, ...],
               calibration: Calibration | None = None) -> dict[str, Path]:
     """The IR file of each wanted IR variant: one per weight storage, built by build_ir and labelled with its
@@ -340,7 +336,7 @@ def bench(graph: Graph, weights, weights_path: Path, workdir: Path, seconds: flo
         peaks = measure_peaks(core, min(seconds, 2.0))
     default = default_precision(core)
     return BenchResult(name or Path(graph.path).stem, (width, height), graph.bflops, timings, peaks, default, notes,
-                       os.getloadavg())
+                       os.getloadavg(), host_line(core))
 
 
 # --- reporting -----------------------------------------------------------------------------------------------------
@@ -399,7 +395,8 @@ def footer(result: BenchResult) -> list[str]:
             f"{peaks}; % peak uses the row's precision (i8 rows: the int8 peak)"),
             ("latency: median of back-to-back sync calls (LATENCY hint); inf/s: AsyncInferQueue at the THROUGHPUT "
             "hint for IRs, back-to-back calls for the others; inputs are u8 BGR frames, pre-processing included"),
-            f"device default precision: {result.default_precision}", *peak_shares(result), *result.notes]
+            f"device default precision: {result.default_precision}", *peak_shares(result), *result.notes,
+            *[result.host] * bool(result.host)]
 
 
 def peak_shares(result: BenchResult) -> list[str]:

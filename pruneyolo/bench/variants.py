@@ -2,7 +2,7 @@
 
 import os
 
-from pruneyolo.export.precision import WIDTHS
+from pruneyolo.export.precision import WIDTHS, precision_name
 
 NO_BF16 = "PRUNEYOLO_NO_BF16"  # =1: bench and the tools treat the CPU as one without bf16 (to test that case)
 CALIB_IMAGES = 32  # synthetic scenes (or images) the int8 row and the budget's int8 candidates calibrate on
@@ -30,3 +30,18 @@ def cpu_capabilities(core) -> list[str]:
     """The CPU's OPTIMIZATION_CAPABILITIES (BF16, INT8, ...), without BF16 when PRUNEYOLO_NO_BF16=1."""
     capabilities = list(core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
     return [c for c in capabilities if c != "BF16"] if os.environ.get(NO_BF16) == "1" else capabilities
+
+
+def default_precision(core) -> str:
+    """The precision the CPU compiles at by default (bf16 only where it has bf16)."""
+    default = precision_name(core.get_property("CPU", "INFERENCE_PRECISION_HINT"))
+    return "f32" if default == "bf16" and "BF16" not in cpu_capabilities(core) else default
+
+
+def host_line(core) -> str:
+    """The machine a figure was measured on, in one line: CPU, cores, capabilities, default precision, OpenVINO."""
+    import openvino as ov
+
+    return (f"host: {core.get_property('CPU', 'FULL_DEVICE_NAME')}, {os.cpu_count()} logical cores, capabilities "
+            f"{' '.join(cpu_capabilities(core))}, default precision {default_precision(core)}, "
+            f"OpenVINO {ov.__version__.split('-')[0]}")
