@@ -94,19 +94,25 @@ class PythonThreadsClock:
 
     def __init__(self):
         self.seen: dict[int, float] = {}
-        self.tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+        task = f"/proc/self/task/{threading.get_native_id()}"
+        if os.path.exists(f"{task}/schedstat"):  # nanoseconds on the CPU
+            self.file, self.read = "schedstat", lambda text: int(text.split()[0]) / 1e9
+        elif os.path.exists(f"{task}/stat"):  # user + system clock ticks, after the command name
+            tick = os.sysconf("SC_CLK_TCK")
+            self.file, self.read = "stat", lambda text: sum(map(int, text.rpartition(")")[2].split()[11:13])) / tick
+        else:
+            self.file = None
 
     def __call__(self) -> float | None:
-        if not os.path.isdir("/proc/self/task"):
+        if self.file is None:
             return None
         for thread in threading.enumerate():
             try:
-                with open(f"/proc/self/task/{thread.native_id}/stat", "rb") as stat:
-                    fields = stat.read().rpartition(b")")[2].split()
-            except (OSError, TypeError):  # ended meanwhile, or not started (native_id None)
+                with open(f"/proc/self/task/{thread.native_id}/{self.file}") as stat:
+                    seconds = self.read(stat.read())
+            except OSError:  # ended meanwhile
                 continue
-            self.seen[thread.native_id] = max(self.seen.get(thread.native_id, 0.0),
-                                              (int(fields[11]) + int(fields[12])) / self.tick)  # utime + stime
+            self.seen[thread.native_id] = max(self.seen.get(thread.native_id, 0.0), seconds)
         return sum(self.seen.values())
 
 
